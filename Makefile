@@ -1,0 +1,38 @@
+# One entry for everything; each target creates and uses .venv by itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench lint services clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+## demo: broker + collector (SQLite, demo registry) + simulated fleet; Ctrl-C stops all
+demo: $(STAMP)
+	$(BIN)/gnahat-sim demo
+
+## test: the whole test suite against real Mosquitto/SQLite (and PostgreSQL if configured)
+test: $(STAMP) services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## bench: every benchmark; prints figures and writes bench-results.json
+bench: $(STAMP) services
+	$(BIN)/python -m bench
+
+## lint: ruff and mypy
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## services: install Mosquitto if absent (needs root and apt); tests start their own brokers
+services:
+	@bash .ci/ensure-mosquitto
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results.json

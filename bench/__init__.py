@@ -1,0 +1,1 @@
+"""Benchmarks: a separate suite from the tests. ``python -m bench`` runs them all."""

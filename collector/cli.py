@@ -1,0 +1,237 @@
+"""``gnahat-collector``: serve, ingest, migrate, registry, quarantine, token, gaps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from collector.config import Settings, load_settings
+
+log = logging.getLogger("gnahat.collector")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gnahat-collector",
+        description="Gnahat collector: ingest unit events over MQTT, store, serve feeds.",
+    )
+    parser.add_argument("--env-file", help="read GNAHAT_* settings from this file")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="HTTP API and MQTT ingest in one process")
+    serve.add_argument("--no-ingest", action="store_true", help="HTTP only")
+    serve.add_argument("--migrate", action="store_true", help="migrate the database first")
+    sub.add_parser("ingest", help="MQTT ingest only (run several with a shared subscription)")
+    sub.add_parser("migrate", help="create or upgrade the database schema (alembic upgrade head)")
+
+    reg = sub.add_parser("registry", help="registry CSV import/export")
+    reg_sub = reg.add_subparsers(dest="action", metavar="ACTION", required=True)
+    imp = reg_sub.add_parser("import", help="import CSV files from a folder (all or nothing)")
+    imp.add_argument("folder", nargs="?", help="folder of CSV files (default: demo registry)")
+    imp.add_argument("--demo", action="store_true", help="import the shipped demo registry")
+    exp = reg_sub.add_parser("export", help="export the registry as CSV files into a folder")
+    exp.add_argument("folder")
+
+    qua = sub.add_parser("quarantine", help="list or re-process quarantined messages")
+    qua_sub = qua.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ql = qua_sub.add_parser("list", help="list unresolved entries")
+    ql.add_argument("--reason")
+    ql.add_argument("--all", action="store_true", help="include resolved entries")
+    qr = qua_sub.add_parser("replay", help="re-process entries after a registry fix")
+    qr.add_argument("--reason")
+    qr.add_argument("--id", type=int, action="append", dest="ids")
+
+    tok = sub.add_parser("token", help="API tokens")
+    tok_sub = tok.add_subparsers(dest="action", metavar="ACTION", required=True)
+    tc = tok_sub.add_parser("create", help="create a token (printed once)")
+    tc.add_argument("--role", required=True, choices=["admin", "manager", "analyst", "technician"])
+    tc.add_argument("--name", default="")
+    tok_sub.add_parser("list", help="list tokens (never their secrets)")
+    tr = tok_sub.add_parser("revoke", help="revoke a token by id")
+    tr.add_argument("id", type=int)
+
+    gaps = sub.add_parser("gaps", help="missing seq ranges of a unit's streams")
+    gaps.add_argument("device")
+    sub.add_parser("rebuild-aggregates", help="recompute all daily aggregates from events")
+    return parser
+
+
+def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    from collector.db import make_engine, session_factory
+
+    return session_factory(make_engine(settings.database_url))
+
+
+def _check_schema(settings: Settings) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from collector.db import alembic_config, make_engine
+
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    if current != head:
+        raise SystemExit(
+            f"database schema is at {current or 'nothing'}, code expects {head}: "
+            "run `gnahat-collector migrate` first"
+        )
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from collector.db import migrate
+    from collector.main import create_app
+
+    if args.migrate:
+        migrate(settings.database_url)
+    _check_schema(settings)
+    app = create_app(settings, ingest=not args.no_ingest)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info")
+    return 0
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from collector.ingest import Ingest
+    from collector.metrics import Metrics
+    from collector.store import Store
+
+    _check_schema(settings)
+    store = Store(
+        _sessions(settings),
+        timezone=settings.timezone,
+        burst_max_presses=settings.burst_max_presses,
+        burst_window_s=settings.burst_window_s,
+    )
+    ingest = Ingest(settings, store, Metrics())
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    ingest.start()
+    log.info("ingesting from %s as %s", settings.mqtt_url, settings.mqtt_client_id)
+    done.wait()
+    log.info("stopping: committing what is queued")
+    ingest.stop()
+    return 0
+
+
+def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
+    from collector.demo_data import SHIPPED
+    from collector.registry import RegistryImportError, export_dir, import_dir
+
+    sessions = _sessions(settings)
+    if args.action == "import":
+        folder = Path(args.folder) if args.folder and not args.demo else SHIPPED
+        try:
+            with sessions() as s, s.begin():
+                counts = import_dir(s, folder)
+        except RegistryImportError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(json.dumps({"imported": counts}, ensure_ascii=False))
+    else:
+        with sessions() as s:
+            export_dir(s, Path(args.folder))
+        print(f"exported to {args.folder}")
+    return 0
+
+
+def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from collector.models import Quarantine
+    from collector.store import Store
+
+    sessions = _sessions(settings)
+    if args.action == "list":
+        with sessions() as s:
+            q = select(Quarantine).order_by(Quarantine.id)
+            if not args.all:
+                q = q.where(Quarantine.resolved_at.is_(None))
+            if args.reason:
+                q = q.where(Quarantine.reason == args.reason)
+            for e in s.scalars(q):
+                key = f"{e.device}/{e.stream}/{e.seq}" if e.device else "-"
+                state = e.resolution or "open"
+                print(f"{e.id}\t{e.reason}\t{state}\t{e.count}x\t{key}\t{e.topic}\t{e.detail}")
+        return 0
+    store = Store(sessions, timezone=settings.timezone)
+    outcome = store.replay_quarantine(ids=args.ids, reason=args.reason)
+    print(json.dumps(dict(outcome)))
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from collector.auth import Role, create_token, revoke_token
+    from collector.models import ApiToken
+
+    sessions = _sessions(settings)
+    with sessions() as s, s.begin():
+        if args.action == "create":
+            row, plain = create_token(s, name=args.name, role=Role(args.role))
+            print(plain)
+            print(f"token {row.id} ({row.role}) created; it is shown only now", file=sys.stderr)
+        elif args.action == "list":
+            for t in s.scalars(select(ApiToken).order_by(ApiToken.id)):
+                state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+                print(f"{t.id}\t{t.role}\t{t.prefix}…\t{state}\t{t.name}")
+        elif not revoke_token(s, args.id):
+            print(f"no active token {args.id}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command is None:
+        parser.print_help()
+        return 0
+    settings = load_settings(args.env_file)
+    if args.command == "serve":
+        return cmd_serve(settings, args)
+    if args.command == "ingest":
+        return cmd_ingest(settings, args)
+    if args.command == "migrate":
+        from collector.db import migrate
+
+        migrate(settings.database_url)
+        print("database is at the latest schema")
+        return 0
+    if args.command == "registry":
+        return cmd_registry(settings, args)
+    if args.command == "quarantine":
+        return cmd_quarantine(settings, args)
+    if args.command == "token":
+        return cmd_token(settings, args)
+    if args.command == "gaps":
+        from collector.gaps import stream_gaps
+
+        with _sessions(settings)() as s:
+            print(json.dumps(stream_gaps(s, args.device)))
+        return 0
+    if args.command == "rebuild-aggregates":
+        from collector.store import Store
+
+        print(f"{Store(_sessions(settings)).rebuild_all_aggregates()} cells rebuilt")
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Collector settings: environment variables ``GNAHAT_*`` or a ``.env``-style file.
+
+The table in docs/operations.md lists every setting; a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GNAHAT_", env_file=None, extra="ignore", validate_default=True
+    )
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="`production` refuses development defaults for secrets."
+    )
+    database_url: str = Field(
+        "sqlite:///gnahat.db",
+        description="SQLAlchemy URL: `sqlite:///path.db` or `postgresql+psycopg://...`.",
+    )
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker: `mqtt://host:port` or `mqtts://host:port` (TLS).",
+    )
+    mqtt_username: str | None = Field(None, description="Collector's broker account.")
+    mqtt_password: str | None = Field(None, description="Password of the broker account.")
+    mqtt_ca_file: str | None = Field(None, description="CA bundle for `mqtts://`.")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version; `3.1.1` for brokers without MQTT 5 (e.g. amqtt)."
+    )
+    mqtt_client_id: str = Field(
+        "gnahat-collector",
+        description="Fixed client id: the broker keeps this session while the collector is down.",
+    )
+    mqtt_session_expiry_s: int = Field(
+        7 * 86400, description="MQTT 5 session expiry; the broker queues this long for us."
+    )
+    mqtt_share_group: str | None = Field(
+        None,
+        description="Shared subscription group: ingest processes in one group split the load.",
+    )
+    ingest_receiver: Literal["process", "thread"] = Field(
+        "process",
+        description="`process`: the MQTT client runs in a child process (uses a second core); "
+        "`thread`: in this process.",
+    )
+    ingest_batch_size: int = Field(1000, description="Largest number of messages per commit.")
+    ingest_batch_ms: int = Field(
+        50, description="Longest wait (ms) to fill a batch before committing what is there."
+    )
+    timezone: str = Field("Asia/Yerevan", description="Timezone of the business day.")
+    burst_max_presses: int = Field(
+        8, description="More ratings than this from one unit inside the burst window are a burst."
+    )
+    burst_window_s: int = Field(20, description="Burst window, seconds.")
+    feed_settle_s: float = Field(
+        2.0, description="The feed holds back events younger than this, so none is skipped."
+    )
+    feed_include_employee: bool = Field(
+        False, description="Include pseudonymous employee codes in the analyst feed."
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8080, description="Port of the HTTP API.")
+    secret_key: str = Field(DEV_SECRET, description="Secret for sessions and CSRF tokens.")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("use mqtt://host:port or mqtts://host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEV_SECRET:
+            raise ValueError(
+                "set GNAHAT_SECRET_KEY: the development secret is refused in production"
+            )
+        return self
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        parts = urlsplit(self.mqtt_url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def mqtt_tls(self) -> bool:
+        return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+
+def load_settings(env_file: str | None = None) -> Settings:
+    """Settings from the environment, or from an env file (``GNAHAT_*=...`` lines)."""
+    if env_file:
+        return Settings(_env_file=env_file)
+    return Settings()

@@ -1,0 +1,54 @@
+"""Build the FastAPI app (and, when asked, the MQTT ingest running beside it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from collector.api.deps import AppState
+from collector.api.routes import devices, feeds, ops
+from collector.config import Settings
+from collector.db import make_engine, session_factory
+from collector.ingest import Ingest
+from collector.metrics import Metrics
+from collector.store import Store
+
+
+def create_app(settings: Settings, *, ingest: bool = False) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    metrics = Metrics()
+    state = AppState(settings=settings, sessions=sessions, metrics=metrics)
+    if ingest:
+        store = Store(
+            sessions,
+            timezone=settings.timezone,
+            burst_max_presses=settings.burst_max_presses,
+            burst_window_s=settings.burst_window_s,
+        )
+        state.ingest = Ingest(settings, store, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.ingest is not None:
+            state.ingest.start()
+        try:
+            yield
+        finally:
+            if state.ingest is not None:
+                state.ingest.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Gnahat collector",
+        version="0.1.0",
+        description="Ratings of social services: feeds, units, quarantine, metrics.",
+        lifespan=lifespan,
+    )
+    app.state.gnahat = state
+    app.include_router(ops.router)
+    app.include_router(feeds.router)
+    app.include_router(devices.router)
+    return app

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one collector process (its own registry, so tests can have many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from collector.store import BatchResult
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "gnahat_events_received_total",
+            "Events (and unreadable event payloads) received",
+            registry=r,
+        )
+        self.stored = Counter("gnahat_events_stored_total", "Events newly stored", registry=r)
+        self.duplicates = Counter(
+            "gnahat_events_duplicate_total",
+            "Events received again and dropped as duplicates",
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "gnahat_events_quarantined_total",
+            "Messages or events quarantined, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "gnahat_ingest_batch_seconds",
+            "Time to commit one ingest batch",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.batch_size = Histogram(
+            "gnahat_ingest_batch_messages",
+            "Messages per ingest batch",
+            registry=r,
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
+        )
+        self.acks = Counter("gnahat_acks_published_total", "Ack messages published", registry=r)
+        self.db_errors = Counter(
+            "gnahat_ingest_db_errors_total",
+            "Batches that failed to commit and were retried",
+            registry=r,
+        )
+        self.receiver_restarts = Counter(
+            "gnahat_receiver_restarts_total",
+            "MQTT receiver processes restarted after dying",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gnahat_ingest_queue_depth", "Messages received and waiting for the writer", registry=r
+        )
+        self.devices_online = Gauge(
+            "gnahat_devices_online", "Units whose status is online", registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "gnahat_mqtt_connected", "1 while connected to the broker", registry=r
+        )
+
+    def record(self, result: BatchResult, seconds: float, size: int) -> None:
+        self.received.inc(result.received)
+        self.stored.inc(result.stored)
+        self.duplicates.inc(result.duplicates)
+        for reason, n in result.quarantined.items():
+            self.quarantined.labels(reason=reason).inc(n)
+        self.batch_seconds.observe(seconds)
+        self.batch_size.observe(size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,750 @@
+"""Turn received MQTT messages into durable rows, in one transaction per batch.
+
+This is the heart of ingest, free of MQTT: :meth:`Store.process` takes what the
+consumer received and returns what to acknowledge. Every message ends up
+stored, recognised as a duplicate, or quarantined with its raw bytes and reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    JSON,
+    String,
+    Table,
+    and_,
+    case,
+    column,
+    delete,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+    values,
+)
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.models import (
+    EXCLUDED_FROM_SCORES,
+    DailyAggregate,
+    DeviceState,
+    Event,
+    Flag,
+    Quarantine,
+    StreamState,
+    UTCDateTime,
+)
+from collector.registry import Snapshot, registry_version
+from device import protocol as p
+
+log = logging.getLogger(__name__)
+
+EVENT_COLUMNS = (
+    "device",
+    "stream",
+    "seq",
+    "type",
+    "score",
+    "scale",
+    "staff",
+    "device_at",
+    "clock_synced",
+    "boot",
+    "mono_ms",
+    "pressed_at",
+    "received_at",
+    "clock_correction_ms",
+    "day",
+    "centre_id",
+    "employee_id",
+    "service_id",
+    "flags",
+    "extra",
+)
+AGG_LOCK_KEY = 0x676E6168  # "gnah": serialises aggregate updates across processes (PostgreSQL)
+
+
+class Reason:
+    """Quarantine reasons beyond the protocol's own error codes."""
+
+    UNKNOWN_DEVICE = "unknown_device"
+    RETIRED_DEVICE = "retired_device"
+    UNASSIGNED_DEVICE = "unassigned_device"
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    topic: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass
+class BatchResult:
+    acks: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    stored_keys: list[p.EventKey] = field(default_factory=list)
+
+    def ack(self, key: p.EventKey) -> None:
+        self.acks.setdefault((key[0], key[1]), set()).add(key[2])
+
+    def ack_messages(self) -> list[tuple[str, bytes]]:
+        out = []
+        for (device, stream), seqs in sorted(self.acks.items()):
+            ack = p.Ack(stream, tuple(p.ranges_from_seqs(seqs)))
+            out.append((p.ack_topic(device), p.encode_ack(ack)))
+        return out
+
+
+@dataclass
+class _Q:
+    topic: str
+    raw: bytes
+    reason: str
+    detail: str
+    key: p.EventKey | None
+    at: datetime
+
+
+class _Driver:
+    """Driver-level SQL for the hot path, with SQLAlchemy's own per-type conversions.
+
+    Compiling a fresh multi-row statement through SQLAlchemy on every batch costs more
+    than running it; these statements are plain text (identical on SQLite and
+    PostgreSQL: both speak ``ON CONFLICT ... excluded``), values converted exactly as
+    SQLAlchemy would convert them.
+    """
+
+    _converters: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
+
+    def __init__(self, conn: Any, table: Any) -> None:
+        self.conn = conn
+        self.table = table.name
+        dialect = conn.dialect
+        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        key = (table.name, dialect.name)
+        if key not in self._converters:  # once per table and database kind
+            procs = {c.name: c.type.bind_processor(dialect) for c in table.columns}
+            if dialect.name == "postgresql":
+                from psycopg.types.json import Json
+
+                procs.update({c.name: Json for c in table.columns if isinstance(c.type, JSON)})
+            self._converters[key] = procs
+        self.procs = self._converters[key]
+
+    def values(self, cols: Sequence[str], row: dict[str, Any]) -> list[Any]:
+        out = []
+        for c in cols:
+            proc = self.procs[c]
+            v = row.get(c)
+            out.append(proc(v) if proc is not None and v is not None else v)
+        return out
+
+    def insert_returning(
+        self, cols: Sequence[str], rows: list[dict[str, Any]], conflict: str, returning: str
+    ) -> list[Any]:
+        one = "(" + ", ".join([self.mark] * len(cols)) + ")"
+        sql = (
+            f"INSERT INTO {self.table} ({', '.join(cols)}) VALUES "
+            f"{', '.join([one] * len(rows))} ON CONFLICT ({conflict}) DO NOTHING "
+            f"RETURNING {returning}"
+        )
+        params: list[Any] = []
+        for row in rows:
+            params += self.values(cols, row)
+        return list(self.conn.exec_driver_sql(sql, tuple(params)))
+
+    def upsert_many(
+        self, cols: Sequence[str], rows: list[dict[str, Any]], conflict: str, update: str
+    ) -> None:
+        sql = (
+            f"INSERT INTO {self.table} ({', '.join(cols)}) VALUES "
+            f"({', '.join([self.mark] * len(cols))}) ON CONFLICT ({conflict}) "
+            f"DO UPDATE SET {update}"
+        )
+        self.conn.exec_driver_sql(sql, [tuple(self.values(cols, r)) for r in rows])
+
+
+class Store:
+    """Writes batches; holds the registry snapshot and reloads it when it changes."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        timezone: str = "Asia/Yerevan",
+        burst_max_presses: int = 8,
+        burst_window_s: int = 20,
+    ) -> None:
+        self.sessions = sessions
+        self.tz = ZoneInfo(timezone)
+        self.burst_max = burst_max_presses
+        self.burst_window = timedelta(seconds=burst_window_s)
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+
+    def snapshot(self, session: Session) -> Snapshot:
+        version = registry_version(session)
+        if self._snapshot is None or self._snapshot.version != version:
+            self._snapshot = Snapshot(session)
+        return self._snapshot
+
+    # ------------------------------------------------------------ the batch
+
+    def process(self, messages: Sequence[Received]) -> BatchResult:
+        """Commit one batch; the caller publishes ``result.ack_messages()`` afterwards."""
+        with self._lock, self.sessions() as session, session.begin():
+            return self._process(session, messages)
+
+    def _process(self, session: Session, messages: Sequence[Received]) -> BatchResult:
+        result = BatchResult()
+        snap = self.snapshot(session)
+        rows: dict[p.EventKey, dict[str, Any]] = {}
+        quarantine: list[_Q] = []
+        states: dict[str, dict[str, Any]] = {}
+
+        for msg in messages:
+            try:
+                device, kind = p.parse_topic(msg.topic)
+            except p.ProtocolError as exc:
+                quarantine.append(
+                    _Q(msg.topic, msg.payload, exc.code, exc.message, None, msg.received_at)
+                )
+                continue
+            st = states.setdefault(device, {})
+            st["last_seen"] = msg.received_at
+            if kind is p.TopicKind.EVENT:
+                self._events(msg, device, snap, rows, quarantine, result)
+            elif kind is p.TopicKind.STATUS:
+                try:
+                    presence, info = p.decode_status(msg.payload)
+                except p.ProtocolError as exc:
+                    quarantine.append(
+                        _Q(msg.topic, msg.payload, exc.code, exc.message, None, msg.received_at)
+                    )
+                    continue
+                st["online"] = presence is p.Presence.ONLINE
+                st["status_at"] = msg.received_at
+                if isinstance(info.get("firmware"), str):
+                    st["firmware"] = info["firmware"][:64]
+            elif kind is p.TopicKind.HEALTH:
+                try:
+                    health = p.decode_health(msg.payload, topic_device=device)
+                except p.ProtocolError as exc:
+                    quarantine.append(
+                        _Q(msg.topic, msg.payload, exc.code, exc.message, None, msg.received_at)
+                    )
+                    continue
+                st["health"] = health.to_dict()
+                st["health_at"] = msg.received_at
+                st["firmware"] = health.firmware[:64]
+            else:
+                quarantine.append(
+                    _Q(
+                        msg.topic,
+                        msg.payload,
+                        p.ErrorCode.BAD_TOPIC,
+                        f"the collector does not take {kind.value} messages",
+                        None,
+                        msg.received_at,
+                    )
+                )
+
+        if rows:
+            self._store_events(session, list(rows.values()), result)
+        if quarantine:
+            self._store_quarantine(session, quarantine, result)
+        if states:
+            self._store_states(session, states)
+        return result
+
+    def _events(
+        self,
+        msg: Received,
+        device: str,
+        snap: Snapshot,
+        rows: dict[p.EventKey, dict[str, Any]],
+        quarantine: list[_Q],
+        result: BatchResult,
+    ) -> None:
+        try:
+            decoded = p.decode_payload(msg.payload, topic_device=device)
+        except p.ProtocolError as exc:
+            result.received += 1
+            quarantine.append(
+                _Q(msg.topic, msg.payload, exc.code, exc.message, None, msg.received_at)
+            )
+            return
+        result.received += len(decoded.events) + len(decoded.errors)
+        for item in decoded.errors:
+            quarantine.append(
+                _Q(msg.topic, item.raw, item.error.code, str(item.error), item.key, msg.received_at)
+            )
+        for event in decoded.events:
+            row_or_reason = self.event_row(event, msg.received_at, snap)
+            if isinstance(row_or_reason, tuple):
+                reason, detail = row_or_reason
+                raw = p.encode_event(event) if decoded.is_batch else msg.payload
+                quarantine.append(_Q(msg.topic, raw, reason, detail, event.key, msg.received_at))
+            elif event.key in rows:
+                result.duplicates += 1
+                result.ack(event.key)
+            else:
+                rows[event.key] = row_or_reason
+
+    def event_row(
+        self, event: p.Event, received_at: datetime, snap: Snapshot
+    ) -> dict[str, Any] | tuple[str, str]:
+        """The ``events`` row for a valid event, or ``(reason, detail)`` to quarantine it."""
+        dev = snap.devices.get(event.device)
+        if dev is None:
+            return Reason.UNKNOWN_DEVICE, f"device {event.device!r} is not in the registry"
+        if dev.retired_at is not None and received_at >= dev.retired_at:
+            return Reason.RETIRED_DEVICE, f"device {event.device!r} was retired {dev.retired_at}"
+        flags = Flag(0)
+        device_at = event.at_datetime
+        correction: int | None = None
+        if event.clock_synced:
+            pressed_at = device_at
+        elif (
+            event.sent_mono_ms is not None
+            and event.sent_boot == event.boot
+            and event.sent_mono_ms >= event.mono_ms
+        ):
+            pressed_at = received_at - timedelta(milliseconds=event.sent_mono_ms - event.mono_ms)
+            correction = round((pressed_at - device_at).total_seconds() * 1000)
+            flags |= Flag.CLOCK_CORRECTED
+        else:
+            pressed_at = device_at
+            flags |= Flag.CLOCK_UNTRUSTED
+        pressed_at = pressed_at.astimezone(UTC)
+        tie = snap.tie(event.device, pressed_at)
+        if tie is None:
+            return (
+                Reason.UNASSIGNED_DEVICE,
+                f"device {event.device!r} has no assignment at {pressed_at.isoformat()}",
+            )
+        employee = tie.default_employee_id
+        if event.staff is not None:
+            employee = snap.employee_for_badge(event.staff, pressed_at)
+            if employee is None:
+                flags |= Flag.UNKNOWN_BADGE
+        return {
+            "device": event.device,
+            "stream": event.stream,
+            "seq": event.seq,
+            "type": event.type.value,
+            "score": event.score,
+            "scale": event.scale,
+            "staff": event.staff,
+            "device_at": event.at,
+            "clock_synced": event.clock_synced,
+            "boot": event.boot,
+            "mono_ms": event.mono_ms,
+            "pressed_at": pressed_at,
+            "received_at": received_at,
+            "clock_correction_ms": correction,
+            "day": pressed_at.astimezone(self.tz).date(),
+            "centre_id": tie.centre_id,
+            "employee_id": employee,
+            "service_id": tie.service_id,
+            "flags": int(flags),
+            "extra": dict(event.extra) or None,
+        }
+
+    # ------------------------------------------------------------ writes
+
+    def _store_events(
+        self, session: Session, rows: list[dict[str, Any]], result: BatchResult
+    ) -> None:
+        fast = _Driver(session.connection(), Event.__table__)
+        cols = EVENT_COLUMNS
+        inserted: dict[p.EventKey, int] = {}
+        for start in range(0, len(rows), 400):
+            chunk = rows[start : start + 400]
+            found = fast.insert_returning(
+                cols, chunk, "device, stream, seq", "id, device, stream, seq"
+            )
+            inserted.update(((d, s, q), i) for i, d, s, q in found)
+        result.stored += len(inserted)
+        result.duplicates += len(rows) - len(inserted)
+        for row in rows:
+            result.ack((row["device"], row["stream"], row["seq"]))
+        new_rows = [r for r in rows if (r["device"], r["stream"], r["seq"]) in inserted]
+        result.stored_keys.extend((r["device"], r["stream"], r["seq"]) for r in new_rows)
+        if not new_rows:
+            return
+        self._update_streams(session, new_rows)
+        ratings = [r for r in new_rows if r["type"] == p.EventType.RATING.value]
+        if ratings:
+            for r in ratings:
+                r["id"] = inserted[(r["device"], r["stream"], r["seq"])]
+            self._lock_aggregates(session)
+            flagged = self._flag_bursts(session, ratings)
+            self._add_to_aggregates(session, ratings, flagged)
+
+    def _add_to_aggregates(
+        self, session: Session, ratings: list[dict[str, Any]], flagged: list[Any]
+    ) -> None:
+        """Add new ratings to their day's cells; move newly flagged old ones out of scores.
+
+        Increments are atomic upserts, so the cells stay exact with several writers;
+        ``recompute_aggregates`` rebuilds the same numbers from events.
+        """
+        new_ids = {r["id"] for r in ratings}
+        flagged_ids = {f.id for f in flagged}
+        deltas: dict[tuple[Any, ...], list[int]] = {}
+
+        def bump(key: tuple[Any, ...], score: int, counted: int, excluded: int) -> None:
+            d = deltas.setdefault(key, [0] * 7)  # n1..n5, n, excluded
+            d[score - 1] += counted
+            d[5] += counted
+            d[6] += excluded
+
+        for r in ratings:
+            key = (*self.agg_key(r), r["scale"])
+            if r["id"] in flagged_ids:
+                bump(key, r["score"], 0, 1)
+            else:
+                bump(key, r["score"], 1, 0)
+        for f in flagged:
+            if f.id not in new_ids:  # counted by an earlier batch: take it out of the scores
+                key = (f.day, f.centre_id, f.employee_id or 0, f.service_id or 0, f.scale)
+                bump(key, f.score, -1, 1)
+        if not deltas:
+            return
+        now = datetime.now(UTC)
+        counters = ("n1", "n2", "n3", "n4", "n5", "n", "excluded")
+        params = [
+            {
+                "day": k[0],
+                "centre_id": k[1],
+                "employee_id": k[2],
+                "service_id": k[3],
+                "scale": k[4],
+                **dict(zip(counters, d, strict=True)),
+                "changed_at": now,
+            }
+            for k, d in sorted(deltas.items())
+        ]
+        _Driver(session.connection(), DailyAggregate.__table__).upsert_many(
+            ("day", "centre_id", "employee_id", "service_id", "scale", *counters, "changed_at"),
+            params,
+            "day, centre_id, employee_id, service_id, scale",
+            ", ".join(f"{c} = daily_aggregates.{c} + excluded.{c}" for c in counters)
+            + ", changed_at = excluded.changed_at",
+        )
+
+    def _update_streams(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        per: dict[tuple[str, str], list[Any]] = {}
+        for r in rows:
+            k = (r["device"], r["stream"])
+            cur = per.get(k)
+            if cur is None:
+                per[k] = [r["seq"], 1, r["received_at"]]
+            else:
+                cur[0] = max(cur[0], r["seq"])
+                cur[1] += 1
+        params = [
+            {"device": d, "stream": s, "max_seq": m, "stored": n, "first_seen": at, "last_seen": at}
+            for (d, s), (m, n, at) in sorted(per.items())
+        ]
+        _Driver(session.connection(), StreamState.__table__).upsert_many(
+            ("device", "stream", "max_seq", "stored", "first_seen", "last_seen"),
+            params,
+            "device, stream",
+            "max_seq = CASE WHEN excluded.max_seq > stream_state.max_seq "
+            "THEN excluded.max_seq ELSE stream_state.max_seq END, "
+            "stored = stream_state.stored + excluded.stored, last_seen = excluded.last_seen",
+        )
+
+    def _lock_aggregates(self, session: Session) -> None:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AGG_LOCK_KEY})
+
+    @staticmethod
+    def agg_key(row: dict[str, Any]) -> tuple[Any, int, int, int]:
+        return (row["day"], row["centre_id"], row["employee_id"] or 0, row["service_id"] or 0)
+
+    def _flag_bursts(self, session: Session, ratings: list[dict[str, Any]]) -> list[Any]:
+        """Flag ratings of one unit that come faster than plausible; return the newly flagged."""
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        for r in ratings:
+            lo, hi = spans.get(r["device"], (r["pressed_at"], r["pressed_at"]))
+            spans[r["device"]] = (min(lo, r["pressed_at"]), max(hi, r["pressed_at"]))
+        w = self.burst_window
+        # One query whatever the spread: each unit's own time range, joined from VALUES,
+        # so the (device, pressed_at) index serves every range. First only count (cheap):
+        # a unit with no more ratings than the limit in its range cannot be in a burst.
+        rows = [(d, lo - w, hi + w) for d, (lo, hi) in sorted(spans.items())]
+
+        def ranges_cte(data: list[tuple[str, datetime, datetime]]) -> Any:
+            return (
+                values(
+                    column("device", String),
+                    column("lo", UTCDateTime()),
+                    column("hi", UTCDateTime()),
+                    name="ranges",
+                )
+                .data(data)
+                .cte("ranges")
+            )
+
+        def in_range(r: Any) -> Any:
+            return and_(
+                Event.device == r.c.device,
+                Event.pressed_at >= r.c.lo,
+                Event.pressed_at <= r.c.hi,
+                Event.type == p.EventType.RATING.value,
+            )
+
+        conn = session.connection()
+        busy = self._busy_units(conn, rows)
+        if not busy:
+            return []
+        r = ranges_cte([row for row in rows if row[0] in busy])
+        found = conn.execute(
+            select(
+                Event.id,
+                Event.device,
+                Event.pressed_at,
+                Event.flags,
+                Event.day,
+                Event.centre_id,
+                Event.employee_id,
+                Event.service_id,
+                Event.score,
+                Event.scale,
+            )
+            .join(r, in_range(r))
+            .order_by(Event.device, Event.pressed_at)
+        ).all()
+        by_device: dict[str, list[Any]] = {}
+        for row in found:
+            by_device.setdefault(row.device, []).append(row)
+        to_flag: list[Any] = []
+        for items in by_device.values():
+            j = 0
+            mark = [False] * len(items)
+            for i in range(len(items)):
+                while items[i].pressed_at - items[j].pressed_at > self.burst_window:
+                    j += 1
+                if i - j + 1 > self.burst_max:
+                    for k in range(j, i + 1):
+                        mark[k] = True
+            to_flag.extend(
+                r for r, m in zip(items, mark, strict=True) if m and not r.flags & Flag.BURST
+            )
+        if not to_flag:
+            return []
+        ids = [r.id for r in to_flag]
+        for start in range(0, len(ids), 500):
+            session.execute(
+                update(Event)
+                .where(Event.id.in_(ids[start : start + 500]))
+                .values(flags=Event.flags.op("|")(int(Flag.BURST)))
+            )
+        return to_flag
+
+    def _busy_units(self, conn: Any, rows: list[tuple[str, datetime, datetime]]) -> set[str]:
+        """Units with more ratings than the burst limit inside their range.
+
+        Plain driver SQL: SQLAlchemy would compile a fresh VALUES list on every batch,
+        which costs more than the query itself.
+        """
+        dialect = conn.dialect
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        to_db = UTCDateTime().bind_processor(dialect) or (lambda v: v)
+        tuples = ", ".join([f"({mark}, {mark}, {mark})"] * len(rows))
+        sql = (
+            f"WITH ranges(device, lo, hi) AS (VALUES {tuples}) "
+            "SELECT ranges.device FROM ranges JOIN events "
+            "ON events.device = ranges.device AND events.pressed_at >= ranges.lo "
+            f"AND events.pressed_at <= ranges.hi AND events.type = {mark} "
+            f"GROUP BY ranges.device HAVING count(*) > {mark}"
+        )
+        params: list[Any] = []
+        for device, lo, hi in rows:
+            params += [device, to_db(lo), to_db(hi)]
+        params += [p.EventType.RATING.value, self.burst_max]
+        return {d for (d,) in conn.exec_driver_sql(sql, tuple(params))}
+
+    def recompute_aggregates(self, session: Session, keys: Iterable[Any]) -> None:
+        """Rebuild daily aggregate cells from events: exact, idempotent, late-event safe."""
+        keys = sorted(set(keys))
+        now = datetime.now(UTC)
+        agg = cast(Table, DailyAggregate.__table__)
+        emp = func.coalesce(Event.employee_id, 0)
+        svc = func.coalesce(Event.service_id, 0)
+        for start in range(0, len(keys), 200):
+            chunk = keys[start : start + 200]
+            days = {k[0] for k in chunk}
+            centres = {k[1] for k in chunk}
+            session.execute(
+                delete(agg).where(
+                    tuple_(agg.c.day, agg.c.centre_id, agg.c.employee_id, agg.c.service_id).in_(
+                        chunk
+                    )
+                )
+            )
+            scored = Event.flags.op("&")(int(EXCLUDED_FROM_SCORES)) == 0
+            cols = [
+                Event.day,
+                Event.centre_id,
+                emp.label("employee_id"),
+                svc.label("service_id"),
+                Event.scale,
+                *(
+                    func.sum(case((and_(scored, Event.score == level), 1), else_=0)).label(
+                        f"n{level}"
+                    )
+                    for level in range(1, 6)
+                ),
+                func.sum(case((scored, 1), else_=0)).label("n"),
+                func.sum(case((scored, 0), else_=1)).label("excluded"),
+            ]
+            query = (
+                select(*cols)
+                .where(
+                    Event.type == p.EventType.RATING.value,
+                    Event.day.in_(days),
+                    Event.centre_id.in_(centres),
+                    tuple_(Event.day, Event.centre_id, emp, svc).in_(chunk),
+                )
+                .group_by(Event.day, Event.centre_id, emp, svc, Event.scale)
+            )
+            values = [dict(r._mapping, changed_at=now) for r in session.execute(query)]
+            if values:
+                session.execute(agg.insert(), values)
+
+    def _store_quarantine(self, session: Session, items: list[_Q], result: BatchResult) -> None:
+        """Keep each refused message once (by topic and bytes), counting repeats."""
+        rows = []
+        for q in items:
+            rows.append(
+                {
+                    "digest": hashlib.sha256(q.topic.encode() + b"\0" + q.raw).hexdigest(),
+                    "topic": q.topic,
+                    "raw": q.raw,
+                    "reason": str(q.reason),
+                    "detail": q.detail[:2000],
+                    "device": q.key[0] if q.key else None,
+                    "stream": q.key[1] if q.key else None,
+                    "seq": q.key[2] if q.key else None,
+                    "first_seen": q.at,
+                    "last_seen": q.at,
+                    "count": 1,
+                }
+            )
+            result.quarantined[str(q.reason)] += 1
+            # Ack only on the publisher's own behalf: a unit must never be able to
+            # make the collector acknowledge (and so erase) another unit's events.
+            if q.key is not None and q.topic == p.event_topic(q.key[0]):
+                result.ack(q.key)
+        _Driver(session.connection(), Quarantine.__table__).upsert_many(
+            tuple(rows[0]),
+            rows,
+            "digest",
+            "count = quarantine.count + 1, last_seen = excluded.last_seen",
+        )
+
+    def _store_states(self, session: Session, states: dict[str, dict[str, Any]]) -> None:
+        """Upsert what was heard from each unit: one executemany per set of columns."""
+        table = DeviceState.__table__
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for device, state in sorted(states.items()):
+            groups.setdefault(tuple(sorted(state)), []).append(
+                {"device": device, "online": False, **state}
+            )
+        fast = _Driver(session.connection(), table)
+        for cols, rows in groups.items():
+            columns = ("device", "online", *(c for c in cols if c != "online"))
+            fast.upsert_many(
+                columns, rows, "device", ", ".join(f"{c} = excluded.{c}" for c in cols)
+            )
+
+    # ------------------------------------------------------------ maintenance
+
+    def quarantine_raw(self, msg: Received, reason: str, detail: str) -> BatchResult:
+        """Quarantine a whole message as it came (the path of last resort)."""
+        result = BatchResult()
+        with self._lock, self.sessions() as session, session.begin():
+            self._store_quarantine(
+                session, [_Q(msg.topic, msg.payload, reason, detail, None, msg.received_at)], result
+            )
+        return result
+
+    def replay_quarantine(
+        self, *, ids: Sequence[int] | None = None, reason: str | None = None
+    ) -> Counter[str]:
+        """Re-process unresolved quarantine entries against the current registry.
+
+        An entry whose event now passes is stored (or found to be a duplicate) and
+        marked resolved; one that still fails keeps its place with the new reason.
+        """
+        outcome: Counter[str] = Counter()
+        with self._lock, self.sessions() as session, session.begin():
+            snap = self.snapshot(session)
+            query = select(Quarantine).where(Quarantine.resolved_at.is_(None))
+            if ids:
+                query = query.where(Quarantine.id.in_(list(ids)))
+            if reason:
+                query = query.where(Quarantine.reason == reason)
+            now = datetime.now(UTC)
+            for entry in session.scalars(query.order_by(Quarantine.id)).all():
+                status = self._replay_one(session, snap, entry)
+                outcome[status] += 1
+                if status in ("stored", "duplicate"):
+                    entry.resolved_at, entry.resolution = now, status
+        return outcome
+
+    def _replay_one(self, session: Session, snap: Snapshot, entry: Quarantine) -> str:
+        try:
+            device, kind = p.parse_topic(entry.topic)
+            if kind is not p.TopicKind.EVENT:
+                return "kept"
+            decoded = p.decode_payload(entry.raw, topic_device=device)
+        except p.ProtocolError as exc:
+            entry.reason, entry.detail = exc.code.value, exc.message
+            return "kept"
+        if decoded.errors or len(decoded.events) != 1:
+            if decoded.errors:
+                entry.reason = decoded.errors[0].error.code.value
+                entry.detail = str(decoded.errors[0].error)
+            return "kept"
+        row = self.event_row(decoded.events[0], entry.first_seen, snap)
+        if isinstance(row, tuple):
+            entry.reason, entry.detail = row
+            return "kept"
+        result = BatchResult()
+        self._store_events(session, [row], result)
+        return "stored" if result.stored else "duplicate"
+
+    def rebuild_all_aggregates(self) -> int:
+        """Recompute every aggregate cell from events (after a bulk fix)."""
+        with self.sessions() as session, session.begin():
+            self._lock_aggregates(session)
+            keys = {
+                (d, c, e or 0, s or 0)
+                for d, c, e, s in session.execute(
+                    select(Event.day, Event.centre_id, Event.employee_id, Event.service_id)
+                    .where(Event.type == p.EventType.RATING.value)
+                    .distinct()
+                )
+            }
+            session.execute(delete(DailyAggregate))
+            self.recompute_aggregates(session, keys)
+            return len(keys)

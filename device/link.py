@@ -1,0 +1,313 @@
+"""The unit's MQTT link: drains the outbox in order and forgets only what the collector acks.
+
+Runs on its own thread; press handling never waits on it. Events go out as
+single objects or, when the unit is behind, as arrays of up to ``batch_max``.
+Events unacked after ``ack_timeout_s`` (or at a reconnect) are sent again with a
+fresh ``sent_mono_ms``; the collector deduplicates by ``(device, stream, seq)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import shutil
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from device import protocol as p
+from device.clock import Clock
+from device.config import UnitConfig
+from device.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+def stamp(payload: bytes, sent_mono_ms: int, boot: str) -> bytes:
+    """Add ``sent_mono_ms``/``sent_boot`` to a stored compact event object (no re-parse)."""
+    return payload[:-1] + b',"sent_mono_ms":%d,"sent_boot":"%s"}' % (
+        sent_mono_ms,
+        boot.encode("ascii"),
+    )
+
+
+def cpu_temperature_c() -> float | None:
+    try:
+        with open("/sys/class/thermal/thermal_zone0/temp", encoding="ascii") as fh:
+            return int(fh.read().strip()) / 1000
+    except (OSError, ValueError):
+        return None
+
+
+class Link:
+    def __init__(
+        self,
+        config: UnitConfig,
+        outbox: Outbox,
+        clock: Clock,
+        *,
+        boot: str,
+        health_extra: Callable[[], dict[str, Any]] | None = None,
+        on_command: Callable[[p.Command, dict[str, Any]], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.mqtt = config.mqtt
+        self.device = config.device_id
+        self.outbox = outbox
+        self.clock = clock
+        self.boot = boot
+        self.health_extra = health_extra or dict
+        self.on_command = on_command
+        self.rng = rng or random.Random()
+        self.client: mqtt.Client | None = None
+        self.connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._inflight: dict[int, int] = {}
+        self._sent_upto = 0
+        self._thread: threading.Thread | None = None
+        self._started_mono = clock.mono_ms()
+        self._next_health = 0
+        self.last_ack_mono: int | None = None
+        self.published = 0
+        self.resent = 0
+        self.acked = 0
+        self._ack_cond = threading.Condition()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        cfg = self.mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.device,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password())
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=cfg.ca_file,
+                certfile=cfg.cert_file,
+                keyfile=cfg.key_file,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        client.will_set(
+            p.status_topic(self.device), p.encode_status(p.Presence.OFFLINE), qos=1, retain=True
+        )
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(64)
+        self._jitter_backoff(client)
+        client.on_connect = self._mqtt_on_connect
+        client.on_disconnect = self._mqtt_on_disconnect
+        client.on_message = self._mqtt_on_message
+        self.client = client
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="gnahat-link", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        client, self.client = self.client, None
+        if client is not None:
+            if self.connected.is_set():
+                info = client.publish(
+                    p.status_topic(self.device),
+                    p.encode_status(p.Presence.OFFLINE),
+                    qos=1,
+                    retain=True,
+                )
+                info.wait_for_publish(2)
+            client.disconnect()
+            client.loop_stop()
+        self.connected.clear()
+
+    def wake(self) -> None:
+        """Something was appended to the outbox: send it now."""
+        self._wake.set()
+
+    def wait_until_drained(self, timeout: float = 60.0) -> bool:
+        """Block until the outbox is empty (everything acked)."""
+        with self._ack_cond:
+            return self._ack_cond.wait_for(lambda: self.outbox.depth == 0, timeout)
+
+    # ------------------------------------------------------------ paho callbacks (paho's thread)
+
+    def _jitter_backoff(self, client: mqtt.Client) -> None:
+        lo, hi = self.mqtt.reconnect_min_s, self.mqtt.reconnect_max_s
+        client.reconnect_delay_set(
+            min_delay=max(1, round(lo * self.rng.uniform(0.5, 1.5))),
+            max_delay=max(1, round(hi * self.rng.uniform(0.8, 1.0))),
+        )
+
+    def _mqtt_on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the unit: %s", reason)
+            return
+        client.subscribe([(p.ack_topic(self.device), 1), (p.cmd_topic(self.device), 1)])
+        client.publish(
+            p.status_topic(self.device),
+            p.encode_status(p.Presence.ONLINE, firmware=self.config.firmware, boot=self.boot),
+            qos=1,
+            retain=True,
+        )
+        self._inbox.put(("connected", b""))
+        self.connected.set()
+        self._wake.set()
+
+    def _mqtt_on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self.connected.clear()
+        self._jitter_backoff(client)
+        if not self._stop.is_set():
+            log.warning("link down (%s); reconnecting with backoff", reason)
+
+    def _mqtt_on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._inbox.put((msg.topic, bytes(msg.payload)))
+        self._wake.set()
+
+    # ------------------------------------------------------------ the drain thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:
+                log.exception("link step failed")
+                self._stop.wait(1.0)
+                continue
+            self._wake.wait(self._sleep_s())
+            self._wake.clear()
+
+    def _sleep_s(self) -> float:
+        now = self.clock.mono_ms()
+        waits = [1.0, max(0.0, (self._next_health - now) / 1000)]
+        if self._inflight:
+            oldest = min(self._inflight.values())
+            waits.append(max(0.0, (oldest + self.mqtt.ack_timeout_s * 1000 - now) / 1000))
+        return max(0.01, min(waits))
+
+    def _step(self) -> None:
+        self._handle_inbox()
+        client = self.client
+        if client is None or not self.connected.is_set():
+            return
+        now = self.clock.mono_ms()
+        if now >= self._next_health:
+            self._next_health = now + int(self.mqtt.health_interval_s * 1000)
+            client.publish(p.health_topic(self.device), self.health_payload(), qos=0)
+        timeout_ms = self.mqtt.ack_timeout_s * 1000
+        expired = sorted(s for s, t in self._inflight.items() if now - t >= timeout_ms)
+        if expired:
+            self.resent += len(expired)
+            self._publish(client, self.outbox.get(expired[: self.mqtt.inflight_max]))
+        room = self.mqtt.inflight_max - len(self._inflight)
+        while room > 0 and self.connected.is_set():
+            rows = self.outbox.pending(after=self._sent_upto, limit=min(room, 1024))
+            if not rows:
+                break
+            self._publish(client, rows)
+            self._sent_upto = rows[-1][0]
+            room -= len(rows)
+            self._handle_inbox()
+
+    def _publish(self, client: mqtt.Client, rows: list[tuple[int, bytes]]) -> None:
+        topic = p.event_topic(self.device)
+        size = self.mqtt.batch_max
+        for i in range(0, len(rows), size):
+            chunk = rows[i : i + size]
+            now = self.clock.mono_ms()
+            stamped = [stamp(payload, now, self.boot) for _, payload in chunk]
+            body = stamped[0] if len(stamped) == 1 else b"[" + b",".join(stamped) + b"]"
+            client.publish(topic, body, qos=1)
+            for seq, _ in chunk:
+                self._inflight[seq] = now
+            self.published += len(chunk)
+
+    def _handle_inbox(self) -> None:
+        while True:
+            try:
+                topic, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if topic == "connected":
+                # A new connection: whatever was in flight may be lost; send it all again.
+                self._inflight.clear()
+                self._sent_upto = 0
+                self._next_health = 0
+            elif topic == p.ack_topic(self.device):
+                self._handle_ack(payload)
+            elif topic == p.cmd_topic(self.device):
+                try:
+                    command, args = p.decode_cmd(payload)
+                except p.ProtocolError as exc:
+                    log.warning("bad command: %s", exc)
+                    continue
+                if self.on_command is not None:
+                    self.on_command(command, args)
+
+    def _handle_ack(self, payload: bytes) -> None:
+        try:
+            ack = p.decode_ack(payload)
+        except p.ProtocolError as exc:
+            log.warning("bad ack: %s", exc)
+            return
+        if ack.stream != self.outbox.stream:
+            return  # an ack for a stream this card no longer has
+        removed = self.outbox.ack(ack.ranges, at=self.clock.now().isoformat())
+        for lo, hi in ack.ranges:
+            if hi - lo < 4096:
+                for seq in range(lo, hi + 1):
+                    self._inflight.pop(seq, None)
+            else:
+                for seq in [s for s in self._inflight if lo <= s <= hi]:
+                    del self._inflight[seq]
+        with self._ack_cond:
+            self.acked += removed
+            self.last_ack_mono = self.clock.mono_ms()
+            self._ack_cond.notify_all()
+
+    # ------------------------------------------------------------ health
+
+    def health_payload(self) -> bytes:
+        now = self.clock.mono_ms()
+        oldest = self.outbox.oldest()
+        try:
+            disk = shutil.disk_usage(self.outbox.path.parent).free / 2**20
+        except OSError:
+            disk = None
+        extra = dict(self.health_extra())
+        suppressed = int(extra.pop("suppressed_presses", 0))
+        return p.encode_health(
+            p.Health(
+                device=self.device,
+                at=self.clock.now().isoformat(),
+                queue_depth=self.outbox.depth,
+                oldest_unacked_s=None if oldest is None else (now - oldest[1]) / 1000,
+                uptime_s=(now - self._started_mono) / 1000,
+                firmware=self.config.firmware,
+                clock_synced=self.clock.synced(),
+                disk_free_mb=None if disk is None else round(disk, 1),
+                cpu_temp_c=cpu_temperature_c(),
+                suppressed_presses=suppressed,
+                stream=self.outbox.stream,
+                last_seq=self.outbox.last_seq,
+                extra=extra,
+            )
+        )

@@ -1,0 +1,283 @@
+"""The one-command demo: broker, collector (SQLite, demo registry) and a simulated fleet.
+
+Starts Mosquitto when installed (else the embedded amqtt broker), migrates a fresh
+SQLite database, imports the demo registry, creates an analyst and a technician
+token, serves the collector's HTTP API with ingest, and runs a seeded fleet of
+real unit code across the 18 centres at an accelerated clock. Ctrl-C drains the
+units, prints the accounting and stops everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import func, select
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoOptions:
+    data: Path = Path("demo-data")
+    units_per_centre: int = 2
+    factor: float = 120.0
+    seed: int = 2026
+    days: float = 7.0
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    broker: str = "auto"  # auto | mosquitto | embedded
+    report_every_s: float = 15.0
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions, out: TextIO = sys.stdout) -> None:
+        self.opts = opts
+        self.out = out
+        self.stop_event = threading.Event()
+        self.broker: Any = None
+        self.server: Any = None
+        self.server_thread: threading.Thread | None = None
+        self.fleet: Any = None
+        self.runner: threading.Thread | None = None
+        self.app: Any = None
+        self.actions_done = 0
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    # ------------------------------------------------------------ start
+
+    def start(self) -> None:
+        from simulator.broker import EmbeddedBroker, MosquittoBroker, mosquitto_binary
+
+        o = self.opts
+        if o.data.exists():
+            shutil.rmtree(o.data)
+        o.data.mkdir(parents=True)
+        use_mosquitto = o.broker == "mosquitto" or (o.broker == "auto" and mosquitto_binary())
+        if use_mosquitto:
+            self.broker = MosquittoBroker(o.data / "broker")
+            protocol = "5"
+        else:
+            self.broker = EmbeddedBroker()
+            protocol = "3.1.1"
+        self.broker.start()
+        self._start_collector(protocol)
+        self._start_fleet()
+
+    def _start_collector(self, protocol: str) -> None:
+        import uvicorn
+
+        from collector.auth import Role, create_token
+        from collector.config import Settings
+        from collector.db import make_engine, migrate, session_factory
+        from collector.demo_data import SHIPPED
+        from collector.main import create_app
+        from collector.registry import import_dir
+
+        o = self.opts
+        url = f"sqlite:///{(o.data / 'gnahat.db').resolve()}"
+        migrate(url)
+        engine = make_engine(url)
+        sessions = session_factory(engine)
+        with sessions() as s, s.begin():
+            import_dir(s, SHIPPED, actor="demo")
+            _, self.analyst_token = create_token(s, name="demo analyst", role=Role.ANALYST)
+            _, self.tech_token = create_token(s, name="demo technician", role=Role.TECHNICIAN)
+        engine.dispose()
+        port = o.http_port if _port_free(o.http_host, o.http_port) else 0
+        if port == 0:
+            from simulator.broker import free_port
+
+            port = free_port(o.http_host)
+        self.http_port = port
+        self.settings = Settings(
+            database_url=url,
+            mqtt_url=self.broker.url,
+            mqtt_protocol=protocol,
+            mqtt_client_id="gnahat-demo-collector",
+            http_host=o.http_host,
+            http_port=port,
+            feed_settle_s=1.0,
+        )
+        self.app = create_app(self.settings, ingest=True)
+        config = uvicorn.Config(
+            self.app, host=o.http_host, port=port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.server_thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.server_thread.start()
+        while not self.server.started:
+            if not self.server_thread.is_alive():
+                raise RuntimeError("the collector's HTTP server did not start")
+            self.stop_event.wait(0.05)
+        self.sessions = self.app.state.gnahat.sessions
+
+    def _start_fleet(self) -> None:
+        from collector.demo_data import CENTRES, badge_for, device_id
+        from device.config import MqttConfig
+        from simulator.fleet import Fleet, SimClock
+        from simulator.visitors import Desk, next_opening
+
+        o = self.opts
+        desks = [
+            Desk(device_id(code, i), badge_for(f"{code}-E{i:02d}"))
+            for code, *_ in CENTRES
+            for i in range(1, o.units_per_centre + 1)
+        ]
+        self.desks = desks
+        start = next_opening(datetime.now().astimezone())
+        self.clock = SimClock(start, o.factor)
+        mqtt = MqttConfig(
+            host=self.broker.host,
+            port=self.broker.port,
+            username=None,
+            ack_timeout_s=10,
+            health_interval_s=30,
+        )
+        # The cooldown runs on real (monotonic) time: shrink it with the acceleration so a
+        # simulated 3 s stays 3 s of simulated time.
+        self.fleet = Fleet(
+            [d.device for d in desks],
+            workdir=o.data / "units",
+            mqtt=mqtt,
+            clock=self.clock,
+            cooldown_s=3.0 / o.factor,
+        )
+        self.fleet.start()
+        self.runner = threading.Thread(target=self._run_visitors, name="visitors", daemon=True)
+        self.runner.start()
+
+    def _run_visitors(self) -> None:
+        from simulator.visitors import Kind, schedule
+
+        o = self.opts
+        end = self.clock.start + timedelta(days=o.days)
+        for action in schedule(self.desks, self.clock.start, end, seed=o.seed):
+            if self.stop_event.wait(self.clock.real_seconds_until(action.at)):
+                return
+            unit = self.fleet.units[action.device]
+            try:
+                if action.kind is Kind.BADGE:
+                    unit.badge(action.value)
+                elif action.kind is Kind.MASH:
+                    for _ in range(6):
+                        unit.press(int(action.value))
+                else:
+                    unit.press(int(action.value))
+            except Exception:
+                log.exception("simulated action failed on %s", action.device)
+            self.actions_done += 1
+
+    # ------------------------------------------------------------ report and stop
+
+    def stored_ratings(self) -> int:
+        from collector.models import Event
+
+        with self.sessions() as s:
+            return (
+                s.scalar(select(func.count()).select_from(Event).where(Event.type == "rating")) or 0
+            )
+
+    def banner(self) -> None:
+        base = f"http://{self.opts.http_host}:{self.http_port}"
+        broker = type(self.broker).__name__.replace("Broker", "").lower()
+        self.say("")
+        self.say("Gnahat demo is running")
+        self.say(f"  broker      {self.broker.url} ({broker})")
+        self.say(f"  database    {self.opts.data / 'gnahat.db'}")
+        self.say(
+            f"  fleet       {len(self.desks)} units in 18 centres, clock x{self.opts.factor:g}"
+            f" from {self.clock.start:%a %Y-%m-%d %H:%M} Yerevan"
+        )
+        self.say(f"  health      {base}/healthz")
+        self.say(f"  metrics     {base}/metrics")
+        self.say(f"  API docs    {base}/docs")
+        self.say(
+            f"  feed        curl -H 'Authorization: Bearer {self.analyst_token}' "
+            f"'{base}/api/v1/feeds/events?limit=20'"
+        )
+        self.say(
+            f"  units       curl -H 'Authorization: Bearer {self.tech_token}' {base}/api/v1/devices"
+        )
+        self.say("  Ctrl-C stops everything")
+        self.say("")
+
+    def report(self) -> dict[str, int]:
+        totals: dict[str, int] = self.fleet.totals()
+        totals["stored"] = self.stored_ratings()
+        return totals
+
+    def progress(self) -> None:
+        t = self.report()
+        self.say(
+            f"[{self.clock.now():%a %H:%M}] presses {t['presses']}  acknowledged "
+            f"{t['acknowledged']}  stored {t['stored']}  queued on units {t['queued']}"
+        )
+
+    def stop(self) -> dict[str, int]:
+        self.stop_event.set()
+        if self.runner is not None:
+            self.runner.join(10)
+        totals: dict[str, int] = {}
+        if self.fleet is not None:
+            self.fleet.drain(20)
+            ingest = self.app.state.gnahat.ingest if self.app is not None else None
+            if ingest is not None:
+                ingest.wait_idle(20)
+            totals = self.report()
+            self.fleet.stop()
+        if self.server is not None:
+            self.server.should_exit = True
+            if self.server_thread is not None:
+                self.server_thread.join(15)
+        if self.broker is not None:
+            self.broker.stop()
+        return totals
+
+
+def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
+    demo = Demo(opts, out)
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        demo.start()
+        demo.banner()
+        while not stop.wait(opts.report_every_s):
+            demo.progress()
+    finally:
+        totals = demo.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if totals:
+        demo.say(
+            f"accounting: acknowledged {totals['acknowledged']}, stored {totals['stored']}, "
+            f"still queued on units {totals['queued']}"
+        )
+        if totals["acknowledged"] != totals["stored"]:
+            demo.say("MISMATCH: acknowledged presses differ from stored events")
+            return 1
+    demo.say("stopped")
+    return 0

@@ -1,0 +1,56 @@
+"""Builders for crafted events and received messages."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from collector.store import Received
+from device import protocol as p
+
+T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)  # 10:00 in Yerevan
+DEV = "am-sh-gyumri1-d03"
+
+
+def event(
+    seq: int, *, device: str = DEV, stream: str = "s1", score: int = 4, at: datetime = T0, **kw: Any
+) -> p.Event:
+    fields: dict[str, Any] = dict(
+        type=p.EventType.RATING,
+        device=device,
+        stream=stream,
+        seq=seq,
+        at=(at + timedelta(minutes=seq)).isoformat(),
+        clock_synced=True,
+        boot="b1",
+        mono_ms=seq * 60_000,
+        sent_mono_ms=seq * 60_000 + 5,
+        sent_boot="b1",
+        score=score,
+        scale=4,
+        staff=None,
+    )
+    fields.update(kw)
+    return p.Event(**fields)
+
+
+def msg(
+    payload: bytes | p.Event | list[p.Event],
+    *,
+    device: str = DEV,
+    kind: str = "event",
+    at: datetime | None = None,
+    topic: str | None = None,
+) -> Received:
+    if isinstance(payload, p.Event):
+        payload = p.encode_event(payload)
+    elif isinstance(payload, list):
+        payload = p.encode_batch(payload)
+    return Received(
+        topic or f"gnahat/v1/dev/{device}/{kind}", payload, at or T0 + timedelta(hours=1)
+    )
+
+
+def replace(e: p.Event, **changes: Any) -> p.Event:
+    return dataclasses.replace(e, **changes)

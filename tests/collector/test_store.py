@@ -1,0 +1,164 @@
+"""Store: exactly-once rows, ties by press time, quarantine with reasons, acks, aggregates."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.models import DailyAggregate, Event, Flag, Quarantine, StreamState
+from collector.store import Store
+from tests.collector.helpers import DEV, T0, event, msg, replace
+
+
+def count(sessions: sessionmaker[Session], model: object) -> int:
+    with sessions() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0  # type: ignore[arg-type]
+
+
+def test_store_dedup_ack_and_aggregate(store: Store, sessions: sessionmaker[Session]) -> None:
+    r1 = store.process([msg(event(1)), msg(event(2, score=1)), msg(event(1))])
+    assert (r1.stored, r1.duplicates) == (2, 1)
+    assert r1.acks == {(DEV, "s1"): {1, 2}}
+    r2 = store.process([msg([event(2), event(3)])])
+    assert (r2.stored, r2.duplicates) == (1, 1)
+    assert count(sessions, Event) == 3
+    with sessions() as s:
+        agg = s.scalars(select(DailyAggregate)).one()
+        assert (agg.day, agg.n, agg.n4, agg.n1) == (date(2026, 11, 24), 3, 2, 1)
+        ev = s.scalars(select(Event).where(Event.seq == 1)).one()
+        assert ev.employee_id is not None and ev.service_id is not None
+        st = s.scalars(select(StreamState)).one()
+        assert (st.max_seq, st.stored) == (3, 3)
+
+
+def test_unknown_device_and_mismatch_are_quarantined_and_acked(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    r = store.process(
+        [
+            msg(event(1, device="am-xx-nowhere-d01"), device="am-xx-nowhere-d01"),
+            msg(event(1), device="am-sh-gyumri1-d04"),
+        ]
+    )
+    assert r.stored == 0
+    assert dict(r.quarantined) == {"unknown_device": 1, "device_mismatch": 1}
+    assert r.acks == {("am-xx-nowhere-d01", "s1"): {1}}
+    assert count(sessions, Quarantine) == 2
+
+
+def test_unsynced_clock_is_corrected_within_one_boot(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    received = T0 + timedelta(hours=1)
+    e = event(
+        1,
+        clock_synced=False,
+        at=T0 - timedelta(days=400),
+        mono_ms=1000,
+        sent_mono_ms=61_000,
+        sent_boot="b1",
+    )
+    other_boot = event(2, clock_synced=False, mono_ms=1000, sent_mono_ms=61_000, sent_boot="b2")
+    store.process([msg(e, at=received), msg(other_boot, at=received)])
+    with sessions() as s:
+        a, b = s.scalars(select(Event).order_by(Event.seq)).all()
+        assert a.pressed_at == received - timedelta(seconds=60)
+        assert a.flags & Flag.CLOCK_CORRECTED
+        assert b.flags & Flag.CLOCK_UNTRUSTED
+
+
+def test_burst_is_flagged_kept_and_left_out(store: Store, sessions: sessionmaker[Session]) -> None:
+    mash = [
+        replace(event(i, score=1), at=(T0 + timedelta(seconds=i)).isoformat()) for i in range(1, 13)
+    ]
+    store.process([msg(m) for m in mash])
+    with sessions() as s:
+        flags = s.scalars(select(Event.flags)).all()
+        assert len(flags) == 12 and all(f & Flag.BURST for f in flags)
+        agg = s.scalars(select(DailyAggregate)).one()
+        assert (agg.n, agg.excluded) == (0, 12)
+
+
+def test_replay_after_registry_fix(store: Store, sessions: sessionmaker[Session]) -> None:
+    from collector.registry import import_registry
+
+    new = "am-sh-gyumri1-d99"
+    store.process([msg(event(1, device=new), device=new)])
+    assert store.replay_quarantine() == {"kept": 1}
+    with sessions() as s, s.begin():
+        import_registry(
+            s,
+            {
+                "devices": f"device,kind,scale\n{new},buttons,4\n",
+                "assignments": f"device,centre,desk,valid_from\n{new},SH-GYUMRI1,99,2026-01-01\n",
+            },
+        )
+    assert store.replay_quarantine() == {"stored": 1}
+    assert count(sessions, Event) == 1
+    assert store.replay_quarantine() == {}
+
+
+def test_incremental_aggregates_equal_a_full_rebuild(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """Bursts that grow across batches, late events and duplicates: the cells kept
+    incrementally equal the cells rebuilt from events."""
+    import random
+
+    rng = random.Random(7)
+    devices = ["am-sh-gyumri1-d01", "am-sh-gyumri1-d02", "am-er-avan-d01"]
+    seqs = dict.fromkeys(devices, 0)
+    clock = dict.fromkeys(devices, 0)
+    batches = []
+    for _ in range(30):
+        batch = []
+        for _ in range(rng.randint(1, 15)):
+            d = rng.choice(devices)
+            seqs[d] += 1
+            clock[d] += rng.choice([1, 1, 1, 1, 1, 30, 600])
+            offset = timedelta(seconds=clock[d])
+            if rng.random() < 0.1:
+                offset -= timedelta(days=3)  # a late event from last week
+            e = replace(
+                event(seqs[d], device=d, score=rng.randint(1, 4)), at=(T0 + offset).isoformat()
+            )
+            batch.append(msg(e, device=d))
+            if rng.random() < 0.1:
+                batch.append(msg(e, device=d))  # a duplicate
+        batches.append(batch)
+    for batch in batches:
+        store.process(batch)
+
+    def cells() -> dict[tuple[object, ...], tuple[int, ...]]:
+        with sessions() as s:
+            return {
+                (a.day, a.centre_id, a.employee_id, a.service_id, a.scale): (
+                    a.n1,
+                    a.n2,
+                    a.n3,
+                    a.n4,
+                    a.n5,
+                    a.n,
+                    a.excluded,
+                )
+                for a in s.scalars(select(DailyAggregate))
+                if a.n or a.excluded
+            }
+
+    incremental = cells()
+    assert any(c[6] for c in incremental.values())  # some bursts were flagged
+    store.rebuild_all_aggregates()
+    assert cells() == incremental
+
+
+def test_unknown_fields_and_armenian_are_kept_in_the_row(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    e = replace(event(1), extra={"kiosk_lang": "hy", "note": "Շնորհակալություն։ և"})
+    store.process([msg(e)])
+    with sessions() as s:
+        row = s.scalars(select(Event)).one()
+        assert row.extra == {"kiosk_lang": "hy", "note": "Շնորհակալություն։ և"}
+        assert row.pressed_at == T0 + timedelta(minutes=1)

@@ -1,0 +1,347 @@
+"""Provisioning against a real Mosquitto started with the generated configuration."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.config import Settings as CollectorSettings
+from collector.ingest import Ingest
+from collector.metrics import Metrics
+from collector.models import Device, Event
+from collector.store import Store
+from device import protocol as p
+from provisioning.broker import BrokerLayout, mosquitto_hash
+from provisioning.ca import FleetCA
+from provisioning.units import Provisioner, Settings
+from simulator.broker import MosquittoBroker, free_port
+from tests.collector.helpers import event
+
+CENTRE = "ER-AVAN"
+
+
+@dataclass
+class Env:
+    prov: Provisioner
+    broker: MosquittoBroker
+    layout: BrokerLayout
+    url: str
+    sessions: sessionmaker[Session]
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, database_url: str, sessions: sessionmaker[Session], broker_factory: Any
+) -> Iterator[Env]:
+    state = tmp_path / "state"
+    layout = BrokerLayout(
+        host="127.0.0.1",
+        tls_port=free_port(),
+        mtls_port=free_port(),
+        server_cert=str(state / "server.pem"),
+        server_key=str(state / "server.key"),
+        persistence_dir=f"{tmp_path}/persist/",
+        run_as_user=getpass.getuser(),
+    )
+    prov = Provisioner(
+        state, database_url=database_url, settings=Settings(broker_host="127.0.0.1", layout=layout)
+    )
+    state.mkdir()
+    prov.ca.init()
+    conf = prov.broker_config(server_hosts=["127.0.0.1", "localhost"])
+    (tmp_path / "persist").mkdir()
+    broker = broker_factory(tmp_path / "broker", config_file=conf)
+    broker.start()
+    yield Env(prov, broker, layout, database_url, sessions)
+    broker.stop()
+
+
+def connect(
+    env: Env,
+    username: str | None,
+    password: str | None,
+    *,
+    port: int | None = None,
+    cert: tuple[Path, Path] | None = None,
+    ca: Path | None = None,
+    tls: bool = True,
+) -> tuple[mqtt.Client | None, str]:
+    """Connect and return (client, reason); client is None when refused."""
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"t-{username}-{free_port()}", protocol=mqtt.MQTTv311
+    )
+    if username:
+        c.username_pw_set(username, password)
+    if tls:
+        c.tls_set(
+            ca_certs=str(ca or env.prov.ca.cert_path),
+            certfile=str(cert[0]) if cert else None,
+            keyfile=str(cert[1]) if cert else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    done = threading.Event()
+    result: list[str] = []
+    c.on_connect = lambda cl, u, f, reason, pr: (result.append(str(reason)), done.set())
+    c.on_disconnect = lambda *a: done.set()
+    try:
+        c.connect("127.0.0.1", port or env.layout.tls_port, keepalive=10)
+    except (OSError, ssl.SSLError) as exc:
+        return None, f"connect failed: {exc}"
+    c.loop_start()
+    done.wait(10)
+    if result == ["Success"]:
+        return c, "Success"
+    c.loop_stop()
+    return None, result[0] if result else "no CONNACK"
+
+
+def unit_password(env: Env, device: str) -> str:
+    return (env.prov.bundles / device / "password").read_text()
+
+
+def collector_ingest(env: Env) -> Ingest:
+    settings = CollectorSettings(
+        database_url=env.url,
+        mqtt_url=f"mqtts://127.0.0.1:{env.layout.tls_port}",
+        mqtt_username="gnahat-collector",
+        mqtt_password=(env.prov.state / "collector.password").read_text(),
+        mqtt_ca_file=str(env.prov.ca.cert_path),
+        mqtt_client_id="collector-sec",
+        ingest_batch_ms=10,
+    )
+    ing = Ingest(settings, Store(env.sessions), Metrics())
+    ing.start()
+    assert ing.wait_until_subscribed(15)
+    return ing
+
+
+def test_provisioned_unit_connects_and_its_events_are_stored(env: Env) -> None:
+    b = env.prov.add_unit(CENTRE, 31, service="EMPLOYMENT")
+    with env.sessions() as s:
+        assert s.get(Device, b.device) is not None  # registered in the registry
+    assert (b.folder / "password").stat().st_mode & 0o777 == 0o600
+    ing = collector_ingest(env)
+    client, reason = connect(env, b.device, unit_password(env, b.device))
+    assert client is not None, reason
+    acks: list[bytes] = []
+    got = threading.Event()
+    client.on_message = lambda c, u, m: (acks.append(m.payload), got.set())
+    client.subscribe(p.ack_topic(b.device), qos=1)
+    client.publish(p.event_topic(b.device), p.encode_event(event(1, device=b.device)), qos=1)
+    assert got.wait(15)
+    assert p.decode_ack(acks[0]).covers(1)
+    with env.sessions() as s:
+        assert s.scalars(select(Event.device)).all() == [b.device]
+    client.disconnect()
+    ing.stop()
+
+
+def test_unit_cannot_speak_for_another_or_listen_to_it(env: Env) -> None:
+    a = env.prov.add_unit(CENTRE, 32)
+    other = env.prov.add_unit(CENTRE, 33)
+    watcher, _ = connect(
+        env, "gnahat-collector", (env.prov.state / "collector.password").read_text()
+    )
+    assert watcher is not None
+    seen: list[str] = []
+    control = threading.Event()
+    subbed = threading.Event()
+    watcher.on_subscribe = lambda *x: subbed.set()
+
+    def on_msg(c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+        seen.append(m.topic)
+        if m.topic == p.event_topic(a.device):
+            control.set()
+
+    watcher.on_message = on_msg
+    watcher.subscribe("gnahat/v1/dev/+/event", qos=1)
+    assert subbed.wait(10)
+    client, _ = connect(env, a.device, unit_password(env, a.device))
+    assert client is not None
+    # Forbidden: another unit's event topic and its ack topic, then an allowed control.
+    client.publish(p.event_topic(other.device), b"{}", qos=1)
+    client.publish(p.ack_topic(other.device), b"{}", qos=1)
+    client.publish(p.event_topic(a.device), b"{}", qos=1)
+    assert control.wait(10)
+    assert seen == [p.event_topic(a.device)]  # the forbidden one was never delivered
+
+    # Subscriptions to another unit's ack/cmd and to '#': whatever the SUBACK says, the
+    # broker must deliver nothing from them. The collector then writes to the other unit's
+    # ack and cmd topics, and finally to the unit's own ack topic as a control.
+    received: list[str] = []
+    own_arrived = threading.Event()
+    subs_done = threading.Event()
+    pending = {"n": 4}
+
+    def on_sub(c: Any, u: Any, mid: int, reasons: Any, props: Any) -> None:
+        pending["n"] -= 1
+        if pending["n"] == 0:
+            subs_done.set()
+
+    def on_unit_msg(c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+        received.append(m.topic)
+        if m.topic == p.ack_topic(a.device):
+            own_arrived.set()
+
+    client.on_subscribe = on_sub
+    client.on_message = on_unit_msg
+    for topic in (p.ack_topic(other.device), p.cmd_topic(other.device), "#", p.ack_topic(a.device)):
+        client.subscribe(topic, qos=1)
+    assert subs_done.wait(10)
+    ack = p.encode_ack(p.Ack("s1", ((1, 1),)))
+    watcher.publish(p.ack_topic(other.device), ack, qos=1).wait_for_publish(5)
+    watcher.publish(
+        p.cmd_topic(other.device), p.encode_cmd(p.Command.IDENTIFY), qos=1
+    ).wait_for_publish(5)
+    watcher.publish(p.event_topic(other.device), b"{}", qos=1).wait_for_publish(5)
+    watcher.publish(p.ack_topic(a.device), ack, qos=1).wait_for_publish(5)
+    assert own_arrived.wait(10)
+    assert received == [p.ack_topic(a.device)]
+    client.disconnect()
+    watcher.disconnect()
+
+
+def test_anonymous_and_wrong_passwords_are_refused(env: Env) -> None:
+    b = env.prov.add_unit(CENTRE, 34)
+    assert connect(env, None, None)[0] is None
+    assert connect(env, b.device, "not-the-password")[0] is None
+    assert connect(env, "am-er-avan-d99", "whatever")[0] is None
+
+
+def test_revoked_unit_is_refused_by_broker_and_collector(env: Env) -> None:
+    b = env.prov.add_unit(CENTRE, 35)
+    password = unit_password(env, b.device)
+    assert connect(env, b.device, password)[0] is not None
+    env.prov.revoke(b.device)  # rewrites passwd/acl and SIGHUPs the broker
+    assert connect(env, b.device, password)[0] is None
+    with env.sessions() as s:
+        dev = s.get(Device, b.device)
+        assert dev is not None and dev.retired_at is not None
+
+
+def test_rotation_keeps_the_unit_working_after_reconfig(env: Env) -> None:
+    b = env.prov.add_unit(CENTRE, 36)
+    old = unit_password(env, b.device)
+    env.prov.rotate(b.device)
+    new = unit_password(env, b.device)
+    assert new != old
+    assert connect(env, b.device, old)[0] is None
+    client, reason = connect(env, b.device, new)
+    assert client is not None, reason
+    client.disconnect()
+
+
+def test_client_certificates_from_the_fleet_ca_only(env: Env, tmp_path: Path) -> None:
+    b = env.prov.add_unit(CENTRE, 37, cert=True)
+    cert = (b.folder / "client.pem", b.folder / "client.key")
+    client, reason = connect(env, None, None, port=env.layout.mtls_port, cert=cert)
+    assert client is not None, reason
+    got = threading.Event()
+    client.on_subscribe = lambda c, u, mid, reasons, pr: (
+        got.set() if not any(r.is_failure for r in reasons) else None
+    )
+    client.subscribe(p.ack_topic(b.device), qos=1)  # CN is the username: ACL applies
+    assert got.wait(10)
+    client.disconnect()
+    rogue = FleetCA(tmp_path / "rogue")
+    rogue.folder.mkdir()
+    rogue.init("Some other CA")
+    key, crt, _ = rogue.issue(b.device)
+    (tmp_path / "r.key").write_bytes(key)
+    (tmp_path / "r.pem").write_bytes(crt)
+    assert (
+        connect(
+            env,
+            None,
+            None,
+            port=env.layout.mtls_port,
+            cert=(tmp_path / "r.pem", tmp_path / "r.key"),
+        )[0]
+        is None
+    )
+    assert connect(env, None, None, port=env.layout.mtls_port)[0] is None  # no cert at all
+
+
+def test_tls_listener_refuses_plain_tcp(env: Env) -> None:
+    b = env.prov.add_unit(CENTRE, 38)
+    assert connect(env, b.device, unit_password(env, b.device), tls=False)[0] is None
+    with socket.create_connection(("127.0.0.1", env.layout.tls_port), timeout=5) as s:
+        # An MQTT CONNECT in clear text gets no CONNACK from a TLS listener.
+        s.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 10, 0, 0]))
+        s.settimeout(5)
+        try:
+            data = s.recv(4)
+        except (TimeoutError, ConnectionResetError):
+            data = b""
+        assert not data.startswith(b"\x20")
+
+
+def test_bundle_and_cloud_init(env: Env) -> None:
+    b = env.prov.add_unit(CENTRE, 39, scale=5, mode="armed")
+    doc = yaml.safe_load((b.folder / "user-data").read_text())
+    paths = {f["path"]: f for f in doc["write_files"]}
+    assert {"/etc/gnahat/unit.toml", "/etc/gnahat/password", "/etc/gnahat/ca.pem"} <= set(paths)
+    assert paths["/etc/gnahat/password"]["permissions"] == "0600"
+    assert ["systemctl", "enable", "--now", "gnahat-device.service"] in doc["runcmd"]
+    import base64
+    import tomllib
+
+    from device.config import parse_config
+
+    cfg = parse_config(
+        tomllib.loads(base64.b64decode(paths["/etc/gnahat/unit.toml"]["content"]).decode())
+    )
+    assert cfg.device_id == b.device and cfg.scale == 5 and cfg.mode == "armed"
+    assert cfg.mqtt.tls and cfg.mqtt.port == env.layout.tls_port
+    assert (b.folder / "user-data").stat().st_mode & 0o777 == 0o600
+
+
+def test_mosquitto_hash_matches_mosquitto_passwd_format() -> None:
+    import base64
+
+    h = mosquitto_hash("secret", salt=base64.b64decode("hoCyOR1XlEXNE9WI"))
+    assert h == (
+        "$7$101$hoCyOR1XlEXNE9WI$KIMjmZ/Fl3K6eWwD93z6iGPsDmv4ZvI3c4oXEVSnvEKvTbPqAQWi"
+        "HK0P248Nl0d6p4YT1+wyOL7RBHEE6WGk/g=="
+    )
+
+
+@pytest.mark.parametrize("cert", [False, True], ids=["password", "certificate"])
+def test_real_unit_code_runs_from_its_bundle_over_tls(env: Env, tmp_path: Path, cert: bool) -> None:
+    """The bundle's unit.toml, as installed on a Pi (paths moved here), drives the real
+    device daemon over TLS; its presses are acked and stored."""
+    from simulator.units import UnitProcess
+
+    b = env.prov.add_unit(CENTRE, 41 if cert else 40, cert=cert)
+    text = (b.folder / "unit.toml").read_text()
+    text = text.replace("/etc/gnahat", str(b.folder))
+    text = text.replace("/var/lib/gnahat/outbox.db", str(tmp_path / "outbox.db"))
+    text = text.replace('"/dev/serial0"', '"loop://"')
+    text = text.replace("[unit]\n", "[unit]\ncooldown_s = 0\ndebounce_ms = 0\n")
+    config = tmp_path / "unit.toml"
+    config.write_text(text)
+    ing = collector_ingest(env)
+    unit = UnitProcess(config).start()
+    try:
+        seqs = [unit.press(s) for s in (4, 3, 1)]
+        assert all(seqs)
+        assert unit.drain(30)
+    finally:
+        unit.stop()
+        ing.stop()
+    with env.sessions() as s:
+        stored = s.scalars(select(Event.seq).where(Event.device == b.device)).all()
+        assert sorted(stored) == sorted(seqs)

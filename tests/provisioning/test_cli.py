@@ -1,0 +1,77 @@
+"""gnahat-provision from the command line: a new centre in a few commands, no secret printed."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+import sys
+from pathlib import Path
+
+from collector.db import migrate
+from simulator.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_provision_a_centre_from_the_cli(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    migrate(db)
+    subprocess.run(
+        [sys.executable, "-m", "collector.cli", "registry", "import", "--demo"],
+        env={"GNAHAT_DATABASE_URL": db, "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    state = tmp_path / "state"
+    base = [sys.executable, "-m", "provisioning.cli", "--state", str(state), "--database-url", db]
+
+    def run(*args: str, ok: bool = True) -> str:
+        r = subprocess.run([*base, *args], cwd=ROOT, capture_output=True, text=True)
+        assert (r.returncode == 0) == ok, r.stderr
+        return r.stdout + r.stderr
+
+    run("ca", "init")
+    assert "already exists" in run("ca", "init", ok=False)
+    run(
+        "broker",
+        "config",
+        "--broker-host",
+        "mqtt.example.am",
+        "--listen",
+        "127.0.0.1",
+        "--tls-port",
+        str(free_port()),
+        "--mtls-port",
+        str(free_port()),
+        "--server-cert",
+        str(state / "s.pem"),
+        "--server-key",
+        str(state / "s.key"),
+        "--user",
+        getpass.getuser(),
+    )
+    fleet = tmp_path / "fleet.csv"
+    fleet.write_text(
+        "centre,desk,service,scale,cert\nLO-VANADZOR,21,EMPLOYMENT,4,no\n"
+        "LO-VANADZOR,22,SOC_SECURITY,5,yes\n"
+    )
+    out = run("fleet", "import", str(fleet))
+    assert "2 units provisioned" in out
+    out += run("unit", "add", "--centre", "LO-VANADZOR", "--desk", "23")
+    assert "already provisioned" in run(
+        "unit", "add", "--centre", "LO-VANADZOR", "--desk", "23", ok=False
+    )
+    assert "no centre 'XX'" in run("unit", "add", "--centre", "XX", "--desk", "1", ok=False)
+    listing = run("unit", "list")
+    assert "am-lo-vanadzor-d22\tactive\tcertificate" in listing
+    out += run("unit", "revoke", "am-lo-vanadzor-d21")
+    assert "am-lo-vanadzor-d21\trevoked" in run("unit", "list")
+    out += run("unit", "rotate", "am-lo-vanadzor-d23")
+    secrets = [p.read_text() for p in state.glob("bundles/*/password")]
+    secrets.append((state / "collector.password").read_text())
+    assert secrets and not any(s in out + listing for s in secrets)
+    acl = (state / "broker" / "acl").read_text()
+    assert "user am-lo-vanadzor-d23" in acl and "user am-lo-vanadzor-d21" not in acl
+    passwd = (state / "broker" / "passwd").read_text()
+    assert "am-lo-vanadzor-d21:" not in passwd and "gnahat-collector:$7$" in passwd

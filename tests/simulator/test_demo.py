@@ -1,0 +1,105 @@
+"""`gnahat-sim demo` as a user runs it: starts, stores events, stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulator.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return {int(x) for x in out.split()}
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_starts_stores_events_and_stops_cleanly(
+    tmp_path: Path, broker_factory: object, broker: str
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "demo",
+            "--data",
+            str(tmp_path / "demo"),
+            "--factor",
+            "3000",
+            "--report-every",
+            "1",
+            "--http-port",
+            str(port),
+            "--units-per-centre",
+            "1",
+            "--broker",
+            broker,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    token = None
+    stored = 0
+    children: set[int] = set()
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if m := re.search(r"Bearer (gnh_[\w-]+)' 'http", line):
+                token = m.group(1)
+                children = _children(proc.pid)
+            if m := re.search(r"stored (\d+)", line):
+                stored = int(m.group(1))
+                if stored >= 5:
+                    break
+        assert token, "\n".join(lines)
+        assert stored >= 5, "\n".join(lines)
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
+        feed = httpx.get(
+            f"{base}/api/v1/feeds/events", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert feed.status_code == 200 and feed.text.count("\n") >= 1
+        assert "gnahat_events_stored_total" in httpx.get(f"{base}/metrics").text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    lines.extend(rest.splitlines())
+    assert proc.returncode == 0, "\n".join(lines[-30:])
+    assert any(line.startswith("accounting: acknowledged") for line in lines)
+    assert "stopped" in lines[-1]
+    for pid in children:  # the broker and receiver it started are gone too
+        assert _exits(pid, timeout=15), f"child {pid} still running after the demo stopped"
+
+
+def _exits(pid: int, timeout: float) -> bool:
+    """Wait (event-driven, via a pidfd) for process ``pid`` to end."""
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
