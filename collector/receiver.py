@@ -10,6 +10,7 @@ re-sent by the units.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing
@@ -176,6 +177,10 @@ class ReceiverProcess:
         )
         self._proc.start()
         child.close()
+        # The child ignores SIGTERM, so multiprocessing's own exit hook (terminate, then
+        # join without a timeout) would wait for it forever if this process exits without
+        # stop(): end it first. atexit runs hooks last-in first-out, so this one runs first.
+        atexit.register(self._at_exit)
         self._reader = threading.Thread(target=self._read, name="gnahat-receiver-pipe", daemon=True)
         self._reader.start()
 
@@ -213,7 +218,13 @@ class ReceiverProcess:
             self._conn.send(("pause",))
         self._paused.wait(timeout)
 
+    def _at_exit(self) -> None:
+        if self._proc is not None:
+            log.warning("interpreter exiting with the MQTT receiver running; stopping it")
+            self.stop(timeout=2.0)
+
     def stop(self, timeout: float = 10.0) -> None:
+        atexit.unregister(self._at_exit)
         self._stopping = True
         if self._conn is not None:
             with self._send_lock, contextlib.suppress(OSError, BrokenPipeError):
@@ -230,6 +241,7 @@ class ReceiverProcess:
         self._conn = self._proc = None
 
     def kill(self) -> None:
+        atexit.unregister(self._at_exit)
         self._stopping = True
         if self._proc is not None:
             self._proc.kill()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
 from collector.demo_data import SHIPPED
+from collector.ingest import Ingest
+from collector.metrics import Metrics
 from collector.registry import import_dir
 from collector.store import Store
 from tests.collector.helpers import T0
@@ -28,3 +31,19 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
 @pytest.fixture
 def store(sessions: sessionmaker[Session]) -> Store:
     return Store(sessions)
+
+
+@pytest.fixture
+def make_ingest() -> Iterator[Callable[..., Ingest]]:
+    """Ingest instances (not started) that are stopped at teardown even when a test fails,
+    so no receiver process outlives its test."""
+    made: list[Ingest] = []
+
+    def make(settings: Settings, store: Store, metrics: Metrics | None = None) -> Ingest:
+        ing = Ingest(settings, store, metrics or Metrics())
+        made.append(ing)
+        return ing
+
+    yield make
+    for ing in made:
+        ing.stop()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -193,7 +196,10 @@ def test_crafted_streams_give_exact_rows_quarantine_acks_and_metrics(
 
 
 def test_collector_down_broker_queues_and_nothing_is_lost(
-    broker: MosquittoBroker, database_url: str, sessions: sessionmaker[Session]
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
 ) -> None:
     settings = Settings(
         database_url=database_url,
@@ -201,7 +207,7 @@ def test_collector_down_broker_queues_and_nothing_is_lost(
         mqtt_client_id="collector-restart",
         ingest_batch_ms=10,
     )
-    first = Ingest(settings, Store(sessions), Metrics())
+    first = make_ingest(settings, Store(sessions))
     first.start()
     assert first.wait_until_subscribed()
     first.stop()  # persistent session: the broker now queues for us
@@ -209,7 +215,7 @@ def test_collector_down_broker_queues_and_nothing_is_lost(
     for i in range(1, 51):
         pub.publish(topic(), p.encode_event(event(i)), qos=1).wait_for_publish(5)
     broker.restart()  # and keeps the queue across its own restart
-    second = Ingest(settings, Store(sessions), Metrics())
+    second = make_ingest(settings, Store(sessions))
     second.start()
     assert second.wait_for_messages(50)
     second.stop()
@@ -223,6 +229,7 @@ def test_failed_commit_is_retried_and_acked_only_after(
     database_url: str,
     sessions: sessionmaker[Session],
     mocker: object,
+    make_ingest: Callable[..., Ingest],
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
@@ -244,7 +251,7 @@ def test_failed_commit_is_retried_and_acked_only_after(
         mqtt_client_id="collector-flaky",
         ingest_batch_ms=10,
     )
-    ing = Ingest(settings, store, Metrics())
+    ing = make_ingest(settings, store)
     ing._commit_retry_delay = 0.0  # type: ignore[attr-defined]
     ing.start()
     assert ing.wait_until_subscribed()
@@ -260,7 +267,10 @@ def test_failed_commit_is_retried_and_acked_only_after(
 
 
 def test_poison_message_is_quarantined_not_fatal(
-    broker: MosquittoBroker, database_url: str, sessions: sessionmaker[Session]
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
 ) -> None:
     store = Store(sessions)
     real = store.event_row
@@ -277,7 +287,7 @@ def test_poison_message_is_quarantined_not_fatal(
         mqtt_client_id="collector-poison",
         ingest_batch_ms=50,
     )
-    ing = Ingest(settings, store, Metrics())
+    ing = make_ingest(settings, store)
     ing.start()
     assert ing.wait_until_subscribed()
     pub = publisher(broker)
@@ -292,7 +302,10 @@ def test_poison_message_is_quarantined_not_fatal(
 
 
 def test_a_dead_receiver_process_is_replaced_and_nothing_is_lost(
-    broker: MosquittoBroker, database_url: str, sessions: sessionmaker[Session]
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
 ) -> None:
     import os
     import signal as sig
@@ -303,7 +316,7 @@ def test_a_dead_receiver_process_is_replaced_and_nothing_is_lost(
         mqtt_client_id="collector-respawn",
         ingest_batch_ms=10,
     )
-    ing = Ingest(settings, Store(sessions), Metrics())
+    ing = make_ingest(settings, Store(sessions))
     ing.start()
     assert ing.wait_until_subscribed()
     pub = publisher(broker)
@@ -322,3 +335,38 @@ def test_a_dead_receiver_process_is_replaced_and_nothing_is_lost(
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Event)) == 20
     pub.loop_stop()
+
+
+def test_a_process_that_exits_without_stopping_ingest_does_not_hang(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """Exiting with the receiver child still running (a crashed test, a bug in a caller)
+    ends the child instead of waiting on it for ever."""
+    script = tmp_path / "leave_running.py"
+    script.write_text(
+        "from collector.config import Settings\n"
+        "from collector.db import migrate, make_engine, session_factory\n"
+        "from collector.ingest import Ingest\n"
+        "from collector.metrics import Metrics\n"
+        "from collector.store import Store\n"
+        "if __name__ == '__main__':\n"
+        f"    url = 'sqlite:///{tmp_path}/left.db'\n"
+        "    migrate(url)\n"
+        f"    s = Settings(database_url=url, mqtt_url={broker.url!r}, mqtt_client_id='left')\n"
+        "    ing = Ingest(s, Store(session_factory(make_engine(url))), Metrics())\n"
+        "    ing.start()\n"
+        "    assert ing.wait_until_subscribed(20)\n"
+        "    print('subscribed', ing._receiver.pid, flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang is the failure this test exists to catch
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.split()[1])
+    assert "stopping it" in proc.stderr
+    status = Path(f"/proc/{pid}/status")  # the child is gone too (or only a zombie)
+    assert not status.exists() or "State:\tZ" in status.read_text()

@@ -7,7 +7,8 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from provisioning.broker import BrokerLayout, mosquitto_hash
 from provisioning.ca import FleetCA
 from provisioning.units import Provisioner, Settings
 from simulator.broker import MosquittoBroker, free_port
-from tests.collector.helpers import event
+from tests.collector.helpers import T0, event
 
 CENTRE = "ER-AVAN"
 
@@ -40,6 +41,7 @@ class Env:
     layout: BrokerLayout
     url: str
     sessions: sessionmaker[Session]
+    ingests: list[Ingest] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -65,7 +67,10 @@ def env(
     (tmp_path / "persist").mkdir()
     broker = broker_factory(tmp_path / "broker", config_file=conf)
     broker.start()
-    yield Env(prov, broker, layout, database_url, sessions)
+    env = Env(prov, broker, layout, database_url, sessions)
+    yield env
+    for ing in env.ingests:  # a failed assertion must not leave an ingest running
+        ing.stop()
     broker.stop()
 
 
@@ -123,13 +128,15 @@ def collector_ingest(env: Env) -> Ingest:
         ingest_batch_ms=10,
     )
     ing = Ingest(settings, Store(env.sessions), Metrics())
+    env.ingests.append(ing)
     ing.start()
     assert ing.wait_until_subscribed(15)
     return ing
 
 
 def test_provisioned_unit_connects_and_its_events_are_stored(env: Env) -> None:
-    b = env.prov.add_unit(CENTRE, 31, service="EMPLOYMENT")
+    # Registered before the press it sends (the event is stamped at T0 + 1 min).
+    b = env.prov.add_unit(CENTRE, 31, service="EMPLOYMENT", now=T0 - timedelta(days=1))
     with env.sessions() as s:
         assert s.get(Device, b.device) is not None  # registered in the registry
     assert (b.folder / "password").stat().st_mode & 0o777 == 0o600
