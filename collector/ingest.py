@@ -26,6 +26,7 @@ from collector.metrics import Metrics
 from collector.receiver import ReceiverProcess, build_client, connect
 from collector.store import BatchResult, Received, Store
 from device import protocol as p
+from device.mqtt_loop import stop_loop
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Ingest:
             self._writer = None
         if client is not None:
             client.disconnect()
-            client.loop_stop()
+            stop_loop(client)
             self._client = None
         if self._receiver is not None:
             self._receiver.stop()
@@ -126,7 +127,7 @@ class Ingest:
         self._stop.set()
         if client is not None:
             client.on_message = None
-            client.loop_stop()
+            stop_loop(client)
             client.socket() and client.socket().close()
         if self._receiver is not None:
             self._receiver.kill()

@@ -20,6 +20,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from device.mqtt_loop import stop_loop
+
 log = logging.getLogger(__name__)
 
 
@@ -136,7 +138,7 @@ def _child(
     finally:
         with contextlib.suppress(Exception):
             client.disconnect()
-        client.loop_stop()
+        stop_loop(client)
 
 
 class ReceiverProcess:

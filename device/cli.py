@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from device.mqtt_loop import stop_loop
+
 DEFAULT_CONFIG = "/etc/gnahat/unit.toml"
 
 
@@ -190,7 +192,7 @@ def _mqtt_login(cfg: Any) -> tuple[bool, str]:
     client.loop_start()
     done.wait(10)
     client.disconnect()
-    client.loop_stop()
+    stop_loop(client)
     if not result:
         return False, "no answer from the broker"
     return result[0] == "Success", f"as {m.username or 'anonymous'}: {result[0]}"

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from device import protocol as p
 from device.clock import Clock
 from device.config import UnitConfig
+from device.mqtt_loop import stop_loop
 from device.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class Link:
                 )
                 info.wait_for_publish(2)
             client.disconnect()
-            client.loop_stop()
+            stop_loop(client)
         self.connected.clear()
 
     def wake(self) -> None:

@@ -28,6 +28,8 @@ from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
+from device.mqtt_loop import stop_loop
+
 ACTIONS = {
     "broker_restart": "stop the broker (it saves its queue) and start it again",
     "broker_kill": "SIGKILL the broker (loses what it had not saved) and start it again",
@@ -428,6 +430,6 @@ def _inject(
                 for _ in range(2):
                     c.publish(p.event_topic(device), payload, qos=1).wait_for_publish(10)
             c.disconnect()
-            c.loop_stop()
+            stop_loop(c)
         return f"re-delivered {len(rows)} queued events of unit {fault.unit} twice"
     raise ValueError(action)
