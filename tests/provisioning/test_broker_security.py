@@ -352,3 +352,14 @@ def test_real_unit_code_runs_from_its_bundle_over_tls(env: Env, tmp_path: Path, 
     with env.sessions() as s:
         stored = s.scalars(select(Event.seq).where(Event.device == b.device)).all()
         assert sorted(stored) == sorted(seqs)
+
+
+def test_revoked_certificate_unit_is_refused(env: Env) -> None:
+    b = env.prov.add_unit(CENTRE, 42, cert=True)
+    cert = (b.folder / "client.pem", b.folder / "client.key")
+    client, reason = connect(env, None, None, port=env.layout.mtls_port, cert=cert)
+    assert client is not None, reason
+    client.disconnect()
+    env.prov.revoke(b.device)
+    client, reason = connect(env, None, None, port=env.layout.mtls_port, cert=cert)
+    assert client is None, "a revoked certificate still connects"
