@@ -29,6 +29,7 @@ from provisioning.broker import (
     write_broker_files,
 )
 from provisioning.ca import FleetCA, write_secret
+from provisioning.probe import Answer, Credentials, ask, wait_for
 
 ETC = "/etc/gnahat"
 
@@ -47,6 +48,10 @@ def device_id_for(centre: str, desk: int) -> str:
 class Settings:
     broker_host: str = "broker.gnahat.local"
     layout: BrokerLayout = field(default_factory=BrokerLayout)
+    verify: bool = True
+    """After a change, ask the broker (at ``broker_host``) until it answers as intended;
+    per invocation (``--no-verify``), never saved."""
+    verify_timeout_s: float = 15.0
 
 
 @dataclass
@@ -54,6 +59,8 @@ class Bundle:
     device: str
     folder: Path
     files: list[Path]
+    confirmed: str = ""
+    """What the broker answered when asked with the new credentials."""
 
 
 class Provisioner:
@@ -120,6 +127,42 @@ class Provisioner:
     def reload(self) -> bool:
         return reload_broker(self.broker_dir)
 
+    def credentials(self, device: str) -> Credentials | None:
+        """The unit's current credentials, from its bundle."""
+        folder = self.bundles / device
+        if (folder / "client.pem").exists():
+            return Credentials(device, cert=(folder / "client.pem", folder / "client.key"))
+        if (folder / "password").exists():
+            return Credentials(device, password=(folder / "password").read_text())
+        return None
+
+    def confirm(self, creds: Credentials | None, want: Answer) -> str:
+        """Ask the broker with ``creds`` until it answers ``want``; say what it answered.
+
+        An unreachable broker (provisioning off-site, broker not started yet) is reported,
+        not fatal; a broker that keeps answering otherwise is an error.
+        """
+        if not self.settings.verify or creds is None:
+            return "not checked with the broker"
+        layout = self.settings.layout
+        port = layout.mtls_port if creds.cert else layout.tls_port
+        host = self.settings.broker_host
+
+        def probe() -> tuple[Answer, str]:
+            return ask(host, port, self.ca.cert_path, creds)
+
+        answer, detail = wait_for(want, probe, timeout=self.settings.verify_timeout_s)
+        if answer is Answer.UNREACHABLE:
+            return f"not checked: broker unreachable ({detail})"
+        if answer is not want:
+            verb = "accepts" if answer is Answer.ACCEPTED else "refuses"
+            raise ProvisioningError(
+                f"the broker at {host}:{port} still {verb} {creds.username} ({detail}); "
+                f"is it running with {self.broker_dir / 'mosquitto.conf'}? "
+                f"Reload it (SIGHUP) and check its log"
+            )
+        return f"broker at {host}:{port} {want.value} {creds.username}"
+
     # ------------------------------------------------------------ units
 
     def add_unit(
@@ -149,6 +192,17 @@ class Provisioner:
         self, device: str, *, cert: bool, mode: str = "free", scale: int = 4
     ) -> Bundle:
         folder = self.bundles / device
+        old_creds = self.credentials(device) if folder.exists() else None
+        if old_creds is not None and old_creds.cert is not None:
+            keep = self.state / "retired-certs"  # to ask the broker that it refuses them
+            keep.mkdir(exist_ok=True)
+            old_creds = Credentials(
+                device,
+                cert=(
+                    Path(shutil.copy(old_creds.cert[0], keep / f"{device}.pem")),
+                    Path(shutil.copy(old_creds.cert[1], keep / f"{device}.key")),
+                ),
+            )
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -188,7 +242,13 @@ class Provisioner:
         write_secret(folder / "user-data", cloud_init(device, folder).encode())
         self.broker_config()
         self.reload()
-        return Bundle(device, folder, sorted(folder.iterdir()))
+        confirmed = self.confirm(self.credentials(device), Answer.ACCEPTED)
+        if old_creds is not None:
+            self.confirm(old_creds, Answer.REFUSED)
+            if old_creds.cert is not None:
+                for f in old_creds.cert:
+                    f.unlink(missing_ok=True)
+        return Bundle(device, folder, sorted(folder.iterdir()), confirmed)
 
     def rotate(self, device: str, *, cert: bool | None = None) -> Bundle:
         entry = self.accounts.units.get(device)
@@ -197,7 +257,10 @@ class Provisioner:
         use_cert = bool(entry.get("cert_serial")) if cert is None else cert
         return self._credentials(device, cert=use_cert)
 
-    def revoke(self, device: str, *, now: datetime | None = None) -> None:
+    def revoke(self, device: str, *, now: datetime | None = None) -> str:
+        """Refuse the unit at the broker (and retire it in the registry); say what the
+        broker answered when asked with the revoked credentials."""
+        creds = self.credentials(device)
         try:
             entry = self.accounts.revoke(device)
         except KeyError as exc:
@@ -228,6 +291,7 @@ class Provisioner:
                         )
                     )
             engine.dispose()
+        return self.confirm(creds, Answer.REFUSED)
 
     def _register(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import socket
 import ssl
@@ -27,7 +28,7 @@ from collector.store import Store
 from device import protocol as p
 from provisioning.broker import BrokerLayout, mosquitto_hash
 from provisioning.ca import FleetCA
-from provisioning.units import Provisioner, Settings
+from provisioning.units import Provisioner, ProvisioningError, Settings
 from simulator.broker import MosquittoBroker, free_port
 from tests.collector.helpers import T0, event
 
@@ -232,7 +233,8 @@ def test_revoked_unit_is_refused_by_broker_and_collector(env: Env) -> None:
     b = env.prov.add_unit(CENTRE, 35)
     password = unit_password(env, b.device)
     assert connect(env, b.device, password)[0] is not None
-    env.prov.revoke(b.device)  # rewrites passwd/acl and SIGHUPs the broker
+    # Rewrites passwd/acl, SIGHUPs the broker, and asks it until it refuses the unit.
+    assert "refused" in env.prov.revoke(b.device)
     assert connect(env, b.device, password)[0] is None
     with env.sessions() as s:
         dev = s.get(Device, b.device)
@@ -241,8 +243,9 @@ def test_revoked_unit_is_refused_by_broker_and_collector(env: Env) -> None:
 
 def test_rotation_keeps_the_unit_working_after_reconfig(env: Env) -> None:
     b = env.prov.add_unit(CENTRE, 36)
+    assert "accepted" in b.confirmed  # the broker took the new unit before add_unit returned
     old = unit_password(env, b.device)
-    env.prov.rotate(b.device)
+    assert "accepted" in env.prov.rotate(b.device).confirmed
     new = unit_password(env, b.device)
     assert new != old
     assert connect(env, b.device, old)[0] is None
@@ -360,6 +363,74 @@ def test_revoked_certificate_unit_is_refused(env: Env) -> None:
     client, reason = connect(env, None, None, port=env.layout.mtls_port, cert=cert)
     assert client is not None, reason
     client.disconnect()
-    env.prov.revoke(b.device)
+    assert "refused" in env.prov.revoke(b.device)  # the CRL is re-read on SIGHUP
     client, reason = connect(env, None, None, port=env.layout.mtls_port, cert=cert)
     assert client is None, "a revoked certificate still connects"
+
+
+def test_rotating_a_certificate_unit_refuses_the_old_certificate(env: Env, tmp_path: Path) -> None:
+    b = env.prov.add_unit(CENTRE, 43, cert=True)
+    old = tmp_path / "old"
+    old.mkdir()
+    cert = (old / "client.pem", old / "client.key")
+    for f in cert:
+        f.write_bytes((b.folder / f.name).read_bytes())
+    rotated = env.prov.rotate(b.device)  # asks the broker: new accepted, old refused
+    assert "accepted" in rotated.confirmed
+    assert connect(env, None, None, port=env.layout.mtls_port, cert=cert)[0] is None
+    new = (rotated.folder / "client.pem", rotated.folder / "client.key")
+    client, reason = connect(env, None, None, port=env.layout.mtls_port, cert=new)
+    assert client is not None, reason
+    client.disconnect()
+
+
+def test_a_broker_that_did_not_take_the_change_is_an_error(env: Env) -> None:
+    """No reload reaches the broker (its pid file is gone): revoke says so, loudly."""
+    b = env.prov.add_unit(CENTRE, 44)
+    (env.prov.broker_dir / "mosquitto.pid").unlink()
+    env.prov.settings.verify_timeout_s = 1.0
+    with pytest.raises(ProvisioningError, match="still accepts am-er-avan-d44"):
+        env.prov.revoke(b.device)
+    with env.sessions() as s:  # the registry side of the revocation is done regardless
+        dev = s.get(Device, b.device)
+        assert dev is not None and dev.retired_at is not None
+
+
+def test_an_unreachable_broker_is_reported_not_fatal(env: Env) -> None:
+    env.prov.settings.layout.tls_port = free_port()  # nothing listens there
+    b = env.prov.add_unit(CENTRE, 45)
+    assert b.confirmed.startswith("not checked: broker unreachable")
+
+
+def test_a_connected_unit_that_is_revoked_can_no_longer_deliver(env: Env) -> None:
+    a = env.prov.add_unit(CENTRE, 46)
+    control_unit = env.prov.add_unit(CENTRE, 47)
+    watcher, _ = connect(
+        env, "gnahat-collector", (env.prov.state / "collector.password").read_text()
+    )
+    assert watcher is not None
+    seen: list[str] = []
+    control = threading.Event()
+    subbed = threading.Event()
+    watcher.on_subscribe = lambda *x: subbed.set()
+
+    def on_msg(c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+        seen.append(m.topic)
+        if m.topic == p.event_topic(control_unit.device):
+            control.set()
+
+    watcher.on_message = on_msg
+    watcher.subscribe("gnahat/v1/dev/+/event", qos=1)
+    assert subbed.wait(10)
+    revoked, _ = connect(env, a.device, unit_password(env, a.device))
+    other, _ = connect(env, control_unit.device, unit_password(env, control_unit.device))
+    assert revoked is not None and other is not None
+    env.prov.revoke(a.device)  # while it is connected
+    info = revoked.publish(p.event_topic(a.device), b"{}", qos=1)
+    with contextlib.suppress(RuntimeError, ValueError):  # it may have been disconnected
+        info.wait_for_publish(5)  # PUBACK: the broker has judged it before the control
+    other.publish(p.event_topic(control_unit.device), b"{}", qos=1).wait_for_publish(5)
+    assert control.wait(10)
+    assert seen == [p.event_topic(control_unit.device)]
+    for c in (revoked, other, watcher):
+        c.disconnect()
