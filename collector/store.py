@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
@@ -188,8 +188,10 @@ class Store:
         timezone: str = "Asia/Yerevan",
         burst_max_presses: int = 8,
         burst_window_s: int = 20,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.sessions = sessions
+        self.clock = clock  # stamps changed_at / resolved_at
         self.tz = ZoneInfo(timezone)
         self.burst_max = burst_max_presses
         self.burst_window = timedelta(seconds=burst_window_s)
@@ -426,7 +428,7 @@ class Store:
                 bump(key, f.score, -1, 1)
         if not deltas:
             return
-        now = datetime.now(UTC)
+        now = self.clock()
         counters = ("n1", "n2", "n3", "n4", "n5", "n", "excluded")
         params = [
             {
@@ -585,7 +587,7 @@ class Store:
     def recompute_aggregates(self, session: Session, keys: Iterable[Any]) -> None:
         """Rebuild daily aggregate cells from events: exact, idempotent, late-event safe."""
         keys = sorted(set(keys))
-        now = datetime.now(UTC)
+        now = self.clock()
         agg = cast(Table, DailyAggregate.__table__)
         emp = func.coalesce(Event.employee_id, 0)
         svc = func.coalesce(Event.service_id, 0)
@@ -703,7 +705,7 @@ class Store:
                 query = query.where(Quarantine.id.in_(list(ids)))
             if reason:
                 query = query.where(Quarantine.reason == reason)
-            now = datetime.now(UTC)
+            now = self.clock()
             for entry in session.scalars(query.order_by(Quarantine.id)).all():
                 status = self._replay_one(session, snap, entry)
                 outcome[status] += 1

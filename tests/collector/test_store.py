@@ -162,3 +162,34 @@ def test_unknown_fields_and_armenian_are_kept_in_the_row(
         row = s.scalars(select(Event)).one()
         assert row.extra == {"kiosk_lang": "hy", "note": "Շնորհակալություն։ և"}
         assert row.pressed_at == T0 + timedelta(minutes=1)
+
+
+def test_changed_at_and_resolved_at_come_from_the_injected_clock(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A late event re-opens its day: changed_at (what forwarding re-sends) moves on."""
+    now = [T0 + timedelta(days=1)]
+    store = Store(sessions, clock=lambda: now[0])
+    store.process([msg(event(1))])
+    with sessions() as s:
+        assert s.scalars(select(DailyAggregate.changed_at)).one() == now[0]
+    now[0] = T0 + timedelta(days=8)
+    store.process([msg(event(2))])  # a week-late event for the same day
+    with sessions() as s:
+        assert s.scalars(select(DailyAggregate.changed_at)).one() == now[0]
+    new = "am-sh-gyumri1-d98"
+    store.process([msg(event(1, device=new), device=new)])
+    from collector.registry import import_registry
+
+    with sessions() as s, s.begin():
+        import_registry(
+            s,
+            {
+                "devices": f"device,kind,scale\n{new},buttons,4\n",
+                "assignments": f"device,centre,desk,valid_from\n{new},SH-GYUMRI1,98,2026-01-01\n",
+            },
+        )
+    now[0] = T0 + timedelta(days=9)
+    assert store.replay_quarantine() == {"stored": 1}
+    with sessions() as s:
+        assert s.scalars(select(Quarantine.resolved_at)).one() == now[0]
