@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from datetime import date
 from pathlib import Path
 
 from collector.config import Settings, load_settings
@@ -59,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     gaps = sub.add_parser("gaps", help="missing seq ranges of a unit's streams")
     gaps.add_argument("device")
     sub.add_parser("rebuild-aggregates", help="recompute all daily aggregates from events")
+
+    fwd = sub.add_parser("forward", help="forwarding of daily aggregates to the M&E IS")
+    fwd_sub = fwd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fwd_sub.add_parser("status", help="batches by state; parked ones with their reason")
+    fwd_sub.add_parser("run", help="plan and push what is due, once, now")
+    fr = fwd_sub.add_parser("retry", help="re-queue parked batches (after a fix)")
+    fr.add_argument("keys", nargs="*", metavar="KEY", help="batch keys (CENTRE/yyyyMMdd)")
+    fr.add_argument("--all", action="store_true", help="every parked batch")
+    fd = fwd_sub.add_parser("dry-run", help="check a day's mapping with the M&E IS (dryRun)")
+    fd.add_argument("--day", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
+    fd.add_argument("--centre", help="one centre code (default: all with ratings that day)")
     return parser
 
 
@@ -192,6 +204,53 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from collector.forward import Forwarder
+    from collector.models import ForwardBatch
+
+    sessions = _sessions(settings)
+    if args.action == "status":
+        with sessions() as s:
+            batches = s.scalars(select(ForwardBatch).order_by(ForwardBatch.batch_key)).all()
+        by_state: dict[str, int] = {}
+        for b in batches:
+            by_state[b.state] = by_state.get(b.state, 0) + 1
+        print(", ".join(f"{n} {k}" for k, n in sorted(by_state.items())) or "no batches yet")
+        for b in batches:
+            if b.state != "sent" or b.warning:
+                note = b.last_error or b.warning or ""
+                when = b.next_attempt_at.isoformat() if b.next_attempt_at else "-"
+                print(f"{b.batch_key}\t{b.state}\tv{b.version}\ttries {b.attempts}\t{when}\t{note}")
+        return 0
+    if not settings.forward_url:
+        print("error: set GNAHAT_FORWARD_URL to the M&E IS", file=sys.stderr)
+        return 2
+    forwarder = Forwarder(sessions, settings)
+    try:
+        if args.action == "run":
+            print(forwarder.run_once())
+        elif args.action == "retry":
+            if not args.keys and not args.all:
+                print("error: name batch keys or give --all", file=sys.stderr)
+                return 2
+            print(f"{forwarder.retry(None if args.all else args.keys)} batch(es) re-queued")
+        elif args.action == "dry-run":
+            results = forwarder.dry_run(args.day, args.centre)
+            if not results:
+                print(f"no ratings on {args.day}")
+            bad = 0
+            for code, outcome in results:
+                ok = outcome.kind == "sent"
+                bad += not ok
+                print(f"{code}\t{'OK' if ok else outcome.kind.upper()}\t{outcome.detail}")
+            return 1 if bad else 0
+    finally:
+        forwarder.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -224,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         with _sessions(settings)() as s:
             print(json.dumps(stream_gaps(s, args.device)))
         return 0
+    if args.command == "forward":
+        return cmd_forward(settings, args)
     if args.command == "rebuild-aggregates":
         from collector.store import Store
 

@@ -69,7 +69,44 @@ class Settings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(8080, description="Port of the HTTP API.")
-    secret_key: str = Field(DEV_SECRET, description="Secret for sessions and CSRF tokens.")
+    secret_key: str = Field(
+        DEV_SECRET, description="Secret for sessions, CSRF tokens and employee pseudonyms."
+    )
+    forward_url: str | None = Field(
+        None,
+        description="Base URL of the M&E IS (DHIS2 style, e.g. `https://me-is.example.am`); "
+        "unset: nothing is forwarded.",
+    )
+    forward_enabled: bool = Field(
+        True, description="Run the forwarder in this `serve` process (one process should)."
+    )
+    forward_username: str | None = Field(None, description="M&E IS account (HTTP basic auth).")
+    forward_password: str | None = Field(None, description="Password of that account.")
+    forward_token: str | None = Field(
+        None, description="M&E IS personal access token (`Authorization: ApiToken ...`)."
+    )
+    forward_interval_s: float = Field(60.0, description="How often the forwarder plans and sends.")
+    forward_timeout_s: float = Field(30.0, description="Timeout of one push request.")
+    forward_backoff_max_s: float = Field(
+        3600.0, description="Longest wait between retries of a failing push."
+    )
+    forward_resend_days: int = Field(
+        7, description="Once a day, push the last N finished days again (upserts, idempotent)."
+    )
+    forward_today: bool = Field(
+        False, description="Also push the running day (re-pushed as it changes)."
+    )
+    forward_data_set: str | None = Field(
+        None, description="`dataSet` code written into every dataValueSet, if the M&E IS wants one."
+    )
+    forward_data_element: str = Field(
+        "GNAHAT_R{scale}_{level}",
+        description="Data element code per scale and score level (`{scale}`, `{level}`).",
+    )
+    forward_employee_level: bool = Field(
+        False,
+        description="Also forward per employee, as pseudonyms in `attributeOptionCombo`.",
+    )
 
     @field_validator("mqtt_url")
     @classmethod

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
@@ -16,7 +17,9 @@ from collector.metrics import Metrics
 from collector.store import Store
 
 
-def create_app(settings: Settings, *, ingest: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, *, ingest: bool = False, forward_clock: Callable[[], datetime] | None = None
+) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
     metrics = Metrics()
@@ -29,14 +32,24 @@ def create_app(settings: Settings, *, ingest: bool = False) -> FastAPI:
             burst_window_s=settings.burst_window_s,
         )
         state.ingest = Ingest(settings, store, metrics)
+    forwarder = None
+    if settings.forward_url and settings.forward_enabled:
+        from collector.forward import Forwarder, utcnow
+
+        forwarder = Forwarder(sessions, settings, metrics=metrics, clock=forward_clock or utcnow)
+    state.forwarder = forwarder
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.ingest is not None:
             state.ingest.start()
+        if forwarder is not None:
+            forwarder.start()  # its own thread and sessions: a slow M&E IS never holds ingest
         try:
             yield
         finally:
+            if forwarder is not None:
+                forwarder.stop()
             if state.ingest is not None:
                 state.ingest.stop()
             engine.dispose()

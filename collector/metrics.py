@@ -54,6 +54,25 @@ class Metrics:
         self.queue_depth = Gauge(
             "gnahat_ingest_queue_depth", "Messages received and waiting for the writer", registry=r
         )
+        self.forward_pushes = Counter(
+            "gnahat_forward_pushes_total",
+            "Pushes to the M&E IS by outcome (sent, warning, retry, parked)",
+            ["outcome"],
+            registry=r,
+        )
+        self.forward_pending = Gauge(
+            "gnahat_forward_pending_batches", "Batches waiting to be pushed", registry=r
+        )
+        self.forward_parked = Gauge(
+            "gnahat_forward_parked_batches",
+            "Batches the M&E IS refused, waiting for an operator",
+            registry=r,
+        )
+        self.forward_oldest_pending = Gauge(
+            "gnahat_forward_oldest_pending_seconds",
+            "Age of the oldest batch waiting to be pushed",
+            registry=r,
+        )
         self.devices_online = Gauge(
             "gnahat_devices_online", "Units whose status is online", registry=r
         )

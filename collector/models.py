@@ -254,7 +254,37 @@ class DailyAggregate(Base):
     n5: Mapped[int] = mapped_column(Integer, default=0)
     n: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[int] = mapped_column(Integer, default=0)
-    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ForwardBatch(Base):
+    """One push to the M&E IS: the dataValueSet of a centre for a day (the outbox).
+
+    ``batch_key`` (``CENTRE/yyyyMMdd``) is stable; ``version`` goes up whenever the
+    counts behind it change, and ``send_key`` (the ``Idempotency-Key``) is kept across
+    retries of one version. State: ``pending`` (due at ``next_attempt_at``), ``sent``,
+    or ``parked`` (refused by the M&E IS; ``last_error`` says why; ``forward retry``).
+    """
+
+    __tablename__ = "forward_batches"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_key: Mapped[str] = mapped_column(String(64), unique=True)
+    day: Mapped[date] = mapped_column(Date)
+    centre_id: Mapped[int] = mapped_column(ForeignKey("centres.id"))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    send_key: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[Any] = mapped_column(JSON)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    warning: Mapped[str | None] = mapped_column(Text, nullable=True)
+    summary: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    sent_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 # ---------------------------------------------------------------- access

@@ -43,6 +43,10 @@ class FakeMeIs:
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    hold: threading.Event | None = None
+    """When set to an unset Event, each import waits for it (a stuck M&E IS)."""
+    arrived: threading.Event = field(default_factory=threading.Event)
+    """Set whenever a request arrives (tests wait on it instead of sleeping)."""
 
     def reset(self) -> None:
         with self.lock:
@@ -50,7 +54,19 @@ class FakeMeIs:
             self.requests.clear()
             self.faults = Faults()
 
-    def import_values(self, body: dict[str, Any], strategy: str) -> dict[str, Any]:
+    def import_values(
+        self, body: dict[str, Any], strategy: str, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Apply (or, with ``dry_run``, only judge) a dataValueSet; the import summary."""
+        if dry_run:
+            with self.lock:
+                saved = dict(self.values)
+            try:
+                return self.import_values(body, strategy)
+            finally:
+                with self.lock:
+                    self.values.clear()
+                    self.values.update(saved)
         counts = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
         conflicts: list[dict[str, str]] = []
         top = {k: body.get(k) for k in ("period", "orgUnit", "attributeOptionCombo")}
@@ -138,6 +154,7 @@ def create_app(fake: FakeMeIs) -> FastAPI:
             "idempotency_key": request.headers.get("idempotency-key"),
         }
         fake.requests.append(record)
+        fake.arrived.set()
         if not _authorised(request):
             record["status"] = 401
             return JSONResponse({"httpStatusCode": 401, "message": "Unauthorized"}, 401)
@@ -145,6 +162,10 @@ def create_app(fake: FakeMeIs) -> FastAPI:
             import asyncio
 
             await asyncio.sleep(fake.faults.delay_s)
+        if fake.hold is not None and not fake.hold.is_set():
+            import asyncio
+
+            await asyncio.to_thread(fake.hold.wait, 120)
         with fake.lock:
             if fake.faults.throttle > 0:
                 fake.faults.throttle -= 1
@@ -170,7 +191,9 @@ def create_app(fake: FakeMeIs) -> FastAPI:
             record["status"] = 400
             return JSONResponse({"httpStatusCode": 400, "message": "Expected an object"}, 400)
         strategy = request.query_params.get("importStrategy", "CREATE_AND_UPDATE")
-        summary = fake.import_values(body, strategy)
+        dry_run = request.query_params.get("dryRun", "false").lower() == "true"
+        record["body"] = body
+        summary = fake.import_values(body, strategy, dry_run=dry_run)
         record["status"] = 200
         record["summary"] = summary["response"]["importCount"]
         return JSONResponse(summary)

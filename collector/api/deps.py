@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -24,6 +24,7 @@ class AppState:
     sessions: sessionmaker[Session]
     metrics: Metrics
     ingest: Ingest | None = None
+    forwarder: Any = None  # collector.forward.Forwarder when forwarding runs here
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 

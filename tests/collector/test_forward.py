@@ -1,0 +1,415 @@
+"""Forwarding to the M&E IS: an outbox of (centre, day) batches pushed to a DHIS2-style
+dataValueSets import (the simulator's fake, over real HTTP), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.config import Settings
+from collector.forward import Forwarder, judge_response, retry_after_seconds
+from collector.metrics import Metrics
+from collector.models import DailyAggregate, ForwardBatch
+from collector.store import Store
+from simulator.me_is import FakeMeIs, FakeMeIsServer
+from tests.collector.helpers import DEV, T0, event, msg
+
+DAY = date(2026, 11, 24)
+PERIOD = "20261124"
+SVC = "SOC_ASSISTANCE"  # the service at DEV's desk
+OTHER = "am-sh-gyumri1-d02"  # same centre, EMPLOYMENT
+
+
+@dataclass
+class Env:
+    store: Store
+    sessions: sessionmaker[Session]
+    server: FakeMeIsServer
+    now: list[datetime]
+    metrics: Metrics
+    database_url: str
+
+    @property
+    def fake(self) -> FakeMeIs:
+        return self.server.fake
+
+    def forwarder(self, **settings: Any) -> Forwarder:
+        base: dict[str, Any] = {
+            "database_url": self.database_url,
+            "forward_url": self.server.url,
+            "forward_username": "gnahat",
+            "forward_password": "pw",
+        }
+        s = Settings(**{**base, **settings})
+        fwd = Forwarder(
+            self.sessions, s, metrics=self.metrics, clock=lambda: self.now[0], rng=lambda: 0.0
+        )
+        self._made.append(fwd)
+        return fwd
+
+    def __post_init__(self) -> None:
+        self._made: list[Forwarder] = []
+
+    def values(self, org: str = "SH-GYUMRI1") -> dict[tuple[str, str, str], str]:
+        return {
+            (de, pe, coc): v for (de, pe, ou, coc, _aoc), v in self.fake.values.items() if ou == org
+        }
+
+    def advance(self, **delta: float) -> None:
+        self.now[0] += timedelta(**delta)
+
+
+@pytest.fixture
+def env(store: Store, sessions: sessionmaker[Session], database_url: str) -> Iterator[Env]:
+    fake = FakeMeIs(username="gnahat", password="pw")
+    with FakeMeIsServer(fake) as server:
+        e = Env(store, sessions, server, [T0 + timedelta(days=1)], Metrics(), database_url)
+        yield e
+        for fwd in e._made:
+            fwd.stop()
+
+
+def press(
+    env: Env,
+    seqs: range,
+    *,
+    score: int = 4,
+    device: str = DEV,
+    at: datetime = T0,
+    stream: str = "s1",
+) -> None:
+    env.store.process(
+        [
+            msg(event(i, score=score, device=device, at=at, stream=stream), device=device)
+            for i in seqs
+        ]
+    )
+
+
+def test_a_finished_day_is_pushed_once_as_absolute_counts(env: Env) -> None:
+    press(env, range(1, 4), score=4)
+    press(env, range(4, 6), score=1)
+    press(env, range(1, 3), score=3, device=OTHER)
+    env.now[0] = T0  # the day is still running: nothing goes out yet
+    fwd = env.forwarder()
+    assert fwd.run_once().planned == 0 and env.fake.requests == []
+    env.now[0] = T0 + timedelta(days=1)
+    report = fwd.run_once()
+    assert report.planned == 1 and report.outcomes == {"sent": 1}
+    assert env.values() == {
+        ("GNAHAT_R4_1", PERIOD, SVC): "2",
+        ("GNAHAT_R4_2", PERIOD, SVC): "0",
+        ("GNAHAT_R4_3", PERIOD, SVC): "0",
+        ("GNAHAT_R4_4", PERIOD, SVC): "3",
+        ("GNAHAT_R4_1", PERIOD, "EMPLOYMENT"): "0",
+        ("GNAHAT_R4_2", PERIOD, "EMPLOYMENT"): "0",
+        ("GNAHAT_R4_3", PERIOD, "EMPLOYMENT"): "2",
+        ("GNAHAT_R4_4", PERIOD, "EMPLOYMENT"): "0",
+    }
+    req = env.fake.requests[0]
+    assert req["query"] == {"importStrategy": "CREATE_AND_UPDATE", "idScheme": "code"}
+    assert req["idempotency_key"] == f"gnahat:SH-GYUMRI1/{PERIOD}:v1"
+    env.advance(minutes=5)
+    assert fwd.run_once().planned == 0  # unchanged: not sent again
+    assert len(env.fake.requests) == 1
+    with env.sessions() as s:
+        b = s.scalars(select(ForwardBatch)).one()
+        assert (b.state, b.version, b.sent_version, b.attempts) == ("sent", 1, 1, 1)
+
+
+def test_a_late_event_requeues_its_day_and_the_push_replaces(env: Env) -> None:
+    press(env, range(1, 4))
+    fwd = env.forwarder()
+    fwd.run_once()
+    env.advance(days=6)  # a unit comes back after a week with presses of that day
+    press(env, range(4, 6), at=T0 + timedelta(hours=2))
+    report = fwd.run_once()
+    assert report.planned == 1 and report.outcomes == {"sent": 1}
+    assert env.values()[("GNAHAT_R4_4", PERIOD, SVC)] == "5"  # replaced, not 3 + 5
+    assert env.fake.requests[-1]["idempotency_key"] == f"gnahat:SH-GYUMRI1/{PERIOD}:v2"
+
+
+def test_server_errors_and_network_failures_are_retried_with_backoff(env: Env) -> None:
+    press(env, range(1, 3))
+    env.fake.faults.fail = 2  # two 500s
+    fwd = env.forwarder()
+    assert fwd.run_once().outcomes == {"retry": 1}
+    with env.sessions() as s:
+        b = s.scalars(select(ForwardBatch)).one()
+        assert b.state == "pending" and "HTTP 500" in (b.last_error or "")
+        first_wait = b.next_attempt_at - env.now[0]  # type: ignore[operator]
+    assert first_wait == timedelta(seconds=5)  # 10 s step, jitter 0 → half
+    assert fwd.run_once().outcomes == {}  # not due yet: no request
+    env.advance(seconds=5)
+    assert fwd.run_once().outcomes == {"retry": 1}
+    with env.sessions() as s:
+        b = s.scalars(select(ForwardBatch)).one()
+        assert b.next_attempt_at - env.now[0] == timedelta(seconds=10)  # type: ignore[operator]
+    env.advance(seconds=10)
+    assert fwd.run_once().outcomes == {"sent": 1}
+    keys = {r["idempotency_key"] for r in env.fake.requests}
+    assert keys == {f"gnahat:SH-GYUMRI1/{PERIOD}:v1"}  # one key across retries
+    assert (
+        env.metrics.registry.get_sample_value("gnahat_forward_pushes_total", {"outcome": "retry"})
+        == 2
+    )
+
+
+def test_throttling_honours_retry_after(env: Env) -> None:
+    press(env, range(1, 3))
+    env.fake.faults.throttle, env.fake.faults.retry_after_s = 1, 120
+    fwd = env.forwarder()
+    assert fwd.run_once().outcomes == {"retry": 1}
+    with env.sessions() as s:
+        b = s.scalars(select(ForwardBatch)).one()
+        assert b.next_attempt_at - env.now[0] == timedelta(seconds=120)  # type: ignore[operator]
+    env.advance(seconds=119)
+    assert fwd.run_once().outcomes == {}
+    env.advance(seconds=1)
+    assert fwd.run_once().outcomes == {"sent": 1}
+
+
+def test_refusals_are_parked_with_the_reason_and_retried_on_request(env: Env) -> None:
+    press(env, range(1, 3))
+    env.fake.faults.fail, env.fake.faults.fail_status = 1, 400
+    fwd = env.forwarder()
+    assert fwd.run_once().outcomes == {"parked": 1}
+    env.advance(days=1)
+    assert fwd.run_once().outcomes == {}  # parked stays parked
+    with env.sessions() as s:
+        b = s.scalars(select(ForwardBatch)).one()
+        assert b.state == "parked" and b.last_error == "HTTP 400: Injected failure"
+    assert env.metrics.registry.get_sample_value("gnahat_forward_parked_batches") == 1
+    assert fwd.retry() == 1
+    assert fwd.run_once().outcomes == {"sent": 1}
+    assert env.metrics.registry.get_sample_value("gnahat_forward_parked_batches") == 0
+
+
+def test_wrong_credentials_park_rather_than_hammer(env: Env) -> None:
+    press(env, range(1, 3))
+    fwd = env.forwarder(forward_password="wrong")
+    assert fwd.run_once().outcomes == {"parked": 1}
+    with env.sessions() as s:
+        assert "HTTP 401" in (s.scalars(select(ForwardBatch.last_error)).one() or "")
+
+
+def test_conflicts_are_a_warning_and_a_wholly_ignored_batch_is_parked(env: Env) -> None:
+    press(env, range(1, 3))
+    press(env, range(1, 3), device="am-er-avan-d01", stream="s2")
+    env.fake.org_units = {"SH-GYUMRI1"}  # the M&E IS does not know ER-AVAN
+    env.fake.data_elements = {f"GNAHAT_R4_{lvl}" for lvl in (1, 2, 3)}  # nor R4_4
+    fwd = env.forwarder()
+    assert fwd.run_once().outcomes == {"parked": 1, "warning": 1}
+    with env.sessions() as s:
+        by_key = {b.batch_key: b for b in s.scalars(select(ForwardBatch))}
+    gy, av = by_key[f"SH-GYUMRI1/{PERIOD}"], by_key[f"ER-AVAN/{PERIOD}"]
+    assert gy.state == "sent" and "GNAHAT_R4_4: Data element not found" in (gy.warning or "")
+    assert av.state == "parked" and "Org unit not found" in (av.last_error or "")
+    assert (
+        env.metrics.registry.get_sample_value("gnahat_forward_pushes_total", {"outcome": "warning"})
+        == 1
+    )
+
+
+def test_an_me_is_down_for_a_week_loses_nothing(env: Env) -> None:
+    env.server.stop()  # connection refused for a week
+    fwd = env.forwarder(forward_backoff_max_s=3600)
+    for day in range(7):
+        at = T0 + timedelta(days=day)
+        press(env, range(1 + 10 * day, 4 + 10 * day), at=at, score=1 + day % 4)
+        env.now[0] = at + timedelta(days=1)
+        for _ in range(24):  # every hour of that day, the forwarder tries
+            fwd.run_once()
+            env.advance(hours=1)
+    with env.sessions() as s:
+        states = set(s.scalars(select(ForwardBatch.state)))
+        attempts = max(s.scalars(select(ForwardBatch.attempts)))
+    assert states == {"pending"} and attempts > 10
+    env.server.start()  # back on the same address
+    env.advance(hours=2)  # past the capped backoff (1 h)
+    while fwd.run_once().outcomes.get("sent"):
+        pass  # one batch per run until the outbox is empty
+    with env.sessions() as s:
+        assert set(s.scalars(select(ForwardBatch.state))) == {"sent"}
+        cells = s.scalars(select(DailyAggregate)).all()
+        expected = {
+            (f"GNAHAT_R4_{lvl}", c.day.strftime("%Y%m%d"), SVC): str(getattr(c, f"n{lvl}"))
+            for c in cells
+            for lvl in range(1, 5)
+        }
+    assert len({pe for _de, pe, _c in expected}) == 7
+    assert env.values() == expected
+
+
+def test_employees_stay_out_unless_configured_and_then_pseudonymous(env: Env) -> None:
+    press(env, range(1, 3))
+    env.forwarder().run_once()
+    body = str(env.fake.requests[-1]["body"])
+    assert "SH-GYUMRI1-E" not in body and "attributeOptionCombo" not in body
+    env.fake.reset()
+    with env.sessions() as s, s.begin():
+        s.query(ForwardBatch).delete()
+    fwd = env.forwarder(forward_employee_level=True, secret_key="k" * 32)
+    fwd.plan()  # same day, now per employee: new content, a new version
+    fwd.send_due()
+    body = str(env.fake.requests[-1]["body"])
+    assert "SH-GYUMRI1-E03" not in body
+    combos = {aoc for (_de, _pe, _ou, _coc, aoc) in env.fake.values}
+    assert len(combos) == 1 and next(iter(combos)).startswith("E")
+    assert fwd._pseudonym("SH-GYUMRI1-E03") in combos  # stable for one secret
+
+
+def test_dry_run_checks_the_mapping_and_changes_nothing(env: Env) -> None:
+    press(env, range(1, 3))
+    env.fake.org_units = {"ER-AVAN"}
+    results = env.forwarder().dry_run(DAY)
+    assert [(c, o.kind) for c, o in results] == [("SH-GYUMRI1", "parked")]
+    assert "Org unit not found" in results[0][1].detail
+    assert env.fake.requests[-1]["query"]["dryRun"] == "true"
+    assert env.fake.values == {}
+    with env.sessions() as s:
+        assert s.scalars(select(ForwardBatch)).all() == []
+
+
+def test_the_resend_window_pushes_recent_days_again_once_a_day(env: Env) -> None:
+    for day in range(3):
+        press(env, range(1 + 10 * day, 3 + 10 * day), at=T0 + timedelta(days=day))
+    env.now[0] = T0 + timedelta(days=3)
+    fwd = env.forwarder(forward_resend_days=3)
+    assert fwd.run_once().outcomes == {"sent": 3}
+    env.advance(hours=1)
+    assert fwd.run_once().outcomes == {}  # same local day: no second sweep
+    env.advance(days=1)  # next day: the last 3 finished days (27th, 26th, 25th) go again
+    assert fwd.run_once().outcomes == {"sent": 2}  # the 27th had no ratings
+    keys = sorted(r["idempotency_key"] for r in env.fake.requests[-2:])
+    assert keys == [
+        "gnahat:SH-GYUMRI1/20261125:v1:resend-2026-11-28",
+        "gnahat:SH-GYUMRI1/20261126:v1:resend-2026-11-28",
+    ]
+
+
+def test_a_stuck_me_is_does_not_hold_up_ingest(env: Env) -> None:
+    press(env, range(1, 3))
+    env.fake.hold = threading.Event()
+    fwd = env.forwarder()
+    pushing = threading.Thread(target=fwd.run_once)
+    pushing.start()
+    assert env.fake.arrived.wait(10)  # the push is in flight, the M&E IS sits on it
+    press(env, range(3, 10))  # ingest commits meanwhile (SQLite: no lock held by the push)
+    with env.sessions() as s:
+        assert s.scalar(select(DailyAggregate.n)) == 9
+    env.fake.hold.set()
+    pushing.join(30)
+    assert not pushing.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "kind"),
+    [
+        (
+            200,
+            {},
+            b'{"status":"SUCCESS","importCount":{"imported":2,"updated":0,"ignored":0}}',
+            "sent",
+        ),
+        (200, {}, b'{"response":{"status":"SUCCESS","importCount":{"updated":4}}}', "sent"),
+        (
+            409,
+            {},
+            b'{"response":{"status":"WARNING","importCount":{"imported":1,"ignored":1},'
+            b'"conflicts":[{"object":"X","value":"bad"}]}}',
+            "warning",
+        ),
+        (
+            409,
+            {},
+            b'{"response":{"status":"ERROR","importCount":{"ignored":2},'
+            b'"conflicts":[{"object":"X","value":"bad"}]}}',
+            "parked",
+        ),
+        (200, {}, b"<html>login</html>", "parked"),
+        (302, {"location": "/login"}, b"", "parked"),
+        (404, {}, b'{"message":"Not found"}', "parked"),
+        (503, {}, b"down", "retry"),
+        (429, {"retry-after": "30"}, b"", "retry"),
+    ],
+)
+def test_answers_are_judged(status: int, headers: dict[str, str], body: bytes, kind: str) -> None:
+    assert judge_response(status, headers, body).kind == kind
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert retry_after_seconds("30", now) == 30
+    assert retry_after_seconds("Tue, 24 Nov 2026 12:01:00 GMT", now) == 60
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None
+
+
+def test_serve_runs_the_forwarder_beside_the_api(env: Env) -> None:
+    from fastapi.testclient import TestClient
+
+    from collector.main import create_app
+
+    press(env, range(1, 3))
+    settings = Settings(
+        database_url=env.database_url,
+        forward_url=env.server.url,
+        forward_username="gnahat",
+        forward_password="pw",
+    )
+    app = create_app(settings, forward_clock=lambda: env.now[0])
+    with TestClient(app) as client:
+        assert env.fake.arrived.wait(20)  # the first round starts with the app
+        assert client.get("/healthz").status_code == 200
+        forwarder = app.state.gnahat.forwarder
+        forwarder.wake()
+        done = threading.Event()
+
+        def sent() -> bool:
+            with env.sessions() as s:
+                return s.scalar(select(ForwardBatch.state)) == "sent"
+
+        for _ in range(600):  # the round in flight finishes (polled, bounded)
+            if sent():
+                break
+            done.wait(0.05)
+        assert sent()
+    assert env.values()[("GNAHAT_R4_4", PERIOD, SVC)] == "2"
+
+
+def test_forward_commands(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from collector.cli import main
+
+    # A month before T0: finished by the wall clock these commands use, whatever the date.
+    press(env, range(1, 3), at=T0 - timedelta(days=30))
+    monkeypatch.setenv("GNAHAT_DATABASE_URL", env.database_url)
+    monkeypatch.setenv("GNAHAT_FORWARD_URL", env.server.url)
+    monkeypatch.setenv("GNAHAT_FORWARD_USERNAME", "gnahat")
+    monkeypatch.setenv("GNAHAT_FORWARD_PASSWORD", "pw")
+    env.fake.org_units = {"ER-AVAN"}
+    assert main(["forward", "dry-run", "--day", "2026-10-25"]) == 1
+    assert "SH-GYUMRI1\tPARKED\tthe M&E IS took no value" in capsys.readouterr().out
+    assert main(["forward", "run"]) == 0
+    assert "1 parked" in capsys.readouterr().out
+    assert main(["forward", "status"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 parked") and "SH-GYUMRI1/20261025\tparked" in out
+    env.fake.org_units = None  # fixed on the M&E IS side
+    assert main(["forward", "retry"]) == 2
+    assert main(["forward", "retry", "--all"]) == 0
+    assert main(["forward", "run"]) == 0
+    assert "1 sent" in capsys.readouterr().out
+    assert main(["forward", "status"]) == 0
+    assert capsys.readouterr().out.startswith("1 sent")
+    monkeypatch.delenv("GNAHAT_FORWARD_URL")
+    assert main(["forward", "run"]) == 2
