@@ -59,6 +59,7 @@ class Demo:
         self.fleet: Any = None
         self.runner: threading.Thread | None = None
         self.app: Any = None
+        self.me_is: Any = None
         self.actions_done = 0
 
     def say(self, text: str = "") -> None:
@@ -82,6 +83,12 @@ class Demo:
             self.broker = EmbeddedBroker()
             protocol = "3.1.1"
         self.broker.start()
+        from simulator.fleet import SimClock
+        from simulator.me_is import FakeMeIs, FakeMeIsServer
+        from simulator.visitors import next_opening
+
+        self.clock = SimClock(next_opening(datetime.now().astimezone()), o.factor)
+        self.me_is = FakeMeIsServer(FakeMeIs(username="gnahat", password="demo")).start()
         self._start_collector(protocol)
         self._start_fleet()
 
@@ -119,8 +126,13 @@ class Demo:
             http_host=o.http_host,
             http_port=port,
             feed_settle_s=1.0,
+            forward_url=self.me_is.url,
+            forward_username="gnahat",
+            forward_password="demo",
+            forward_today=True,  # show pushes as the simulated day goes on
+            forward_interval_s=10.0,
         )
-        self.app = create_app(self.settings, ingest=True)
+        self.app = create_app(self.settings, ingest=True, forward_clock=self.clock.now)
         config = uvicorn.Config(
             self.app, host=o.http_host, port=port, log_level="warning", lifespan="on"
         )
@@ -136,8 +148,8 @@ class Demo:
     def _start_fleet(self) -> None:
         from collector.demo_data import CENTRES, badge_for, device_id
         from device.config import MqttConfig
-        from simulator.fleet import Fleet, SimClock
-        from simulator.visitors import Desk, next_opening
+        from simulator.fleet import Fleet
+        from simulator.visitors import Desk
 
         o = self.opts
         desks = [
@@ -146,8 +158,6 @@ class Demo:
             for i in range(1, o.units_per_centre + 1)
         ]
         self.desks = desks
-        start = next_opening(datetime.now().astimezone())
-        self.clock = SimClock(start, o.factor)
         mqtt = MqttConfig(
             host=self.broker.host,
             port=self.broker.port,
@@ -220,6 +230,10 @@ class Demo:
         self.say(
             f"  units       curl -H 'Authorization: Bearer {self.tech_token}' {base}/api/v1/devices"
         )
+        self.say(
+            f"  M&E IS      {self.me_is.url}/api/dataValueSets?orgUnit=SH-GYUMRI1 "
+            "(a fake DHIS2; the collector pushes every 10 s)"
+        )
         self.say("  Ctrl-C stops everything")
         self.say("")
 
@@ -232,8 +246,14 @@ class Demo:
         t = self.report()
         self.say(
             f"[{self.clock.now():%a %H:%M}] presses {t['presses']}  acknowledged "
-            f"{t['acknowledged']}  stored {t['stored']}  queued on units {t['queued']}"
+            f"{t['acknowledged']}  stored {t['stored']}  queued on units {t['queued']}  "
+            f"pushes to M&E IS {self.pushes()}"
         )
+
+    def pushes(self) -> int:
+        if self.me_is is None:
+            return 0
+        return sum(1 for r in list(self.me_is.fake.requests) if r.get("status") == 200)
 
     def stop(self) -> dict[str, int]:
         self.stop_event.set()
@@ -251,6 +271,8 @@ class Demo:
             self.server.should_exit = True
             if self.server_thread is not None:
                 self.server_thread.join(15)
+        if self.me_is is not None:
+            self.me_is.stop()
         if self.broker is not None:
             self.broker.stop()
         return totals

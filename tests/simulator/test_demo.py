@@ -57,7 +57,8 @@ def test_demo_starts_stores_events_and_stops_cleanly(
     assert proc.stdout is not None
     lines: list[str] = []
     token = None
-    stored = 0
+    stored = pushes = 0
+    me_is = None
     children: set[int] = set()
     try:
         for line in proc.stdout:
@@ -65,12 +66,17 @@ def test_demo_starts_stores_events_and_stops_cleanly(
             if m := re.search(r"Bearer (gnh_[\w-]+)' 'http", line):
                 token = m.group(1)
                 children = _children(proc.pid)
-            if m := re.search(r"stored (\d+)", line):
-                stored = int(m.group(1))
-                if stored >= 5:
+            if m := re.search(r"M&E IS +(http://\S+)", line):
+                me_is = m.group(1)
+            if m := re.search(r"stored (\d+) .*pushes to M&E IS (\d+)", line):
+                stored, pushes = int(m.group(1)), int(m.group(2))
+                if stored >= 5 and pushes >= 1:
                     break
         assert token, "\n".join(lines)
-        assert stored >= 5, "\n".join(lines)
+        assert stored >= 5 and pushes >= 1, "\n".join(lines)
+        assert me_is is not None
+        values = httpx.get(me_is.split("?")[0]).json()["dataValues"]
+        assert values and all(v["dataElement"].startswith("GNAHAT_R") for v in values)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
         feed = httpx.get(
