@@ -267,11 +267,17 @@ class FakeMeIsServer:
             started.wait(0.02)
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
+        """Stop answering (connections are refused until ``start()`` again)."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+        self._server = self._thread = None
 
     def __enter__(self) -> FakeMeIsServer:
         return self.start()

@@ -7,6 +7,10 @@ proxy between units and broker, and unit processes running the real device code;
 presses round the fleet, injects the faults, heals, waits for every unit to drain,
 then counts: acknowledged presses, stored events, duplicates dropped, quarantined,
 still queued, gaps. It fails when anything acknowledged is not stored exactly once.
+
+The collector also forwards to a fake M&E IS (DHIS2 ``dataValueSets``) that faults can
+take down or make fail; at the end every value there must equal the collector's own
+daily aggregates (nothing lost or doubled on the way to the ministry either).
 """
 
 from __future__ import annotations
@@ -41,8 +45,11 @@ ACTIONS = {
     "clock_skew": "restart a unit with its clock `seconds` off and reported unsynced",
     "outbox_full": "a unit's outbox refuses new presses (full disk) for the next `count` presses",
     "duplicate_redelivery": "publish again the last `count` events of a unit, as a broker might",
+    "me_is_down": "the M&E IS stops answering (connection refused) for `seconds`",
+    "me_is_errors": "the M&E IS answers the next `count` pushes with HTTP 503",
 }
 SHIPPED = Path(__file__).resolve().parent / "scenarios"
+ME_IS_USER, ME_IS_PASSWORD = "gnahat", "scenario"
 
 
 @dataclass
@@ -105,6 +112,8 @@ class Report:
     quarantined: int = 0
     queued: int = 0
     gaps: int = 0
+    me_is_values: int = 0
+    me_is_mismatches: int = 0
     faults: list[str] = field(default_factory=list)
 
     @property
@@ -116,6 +125,7 @@ class Report:
             and self.gaps == 0
             and self.queued == 0
             and self.acknowledged == self.stored
+            and self.me_is_mismatches == 0
         )
 
     def lines(self) -> list[str]:
@@ -129,6 +139,7 @@ class Report:
             f"quarantined               {self.quarantined}",
             f"still queued on units     {self.queued}",
             f"gaps                      {self.gaps}",
+            f"values at the M&E IS      {self.me_is_values} ({self.me_is_mismatches} differ)",
             f"result                    {'OK' if self.ok else 'FAILED'}",
         ]
 
@@ -136,7 +147,9 @@ class Report:
 class CollectorProcess:
     """``gnahat-collector serve`` in a child process, killable and restartable."""
 
-    def __init__(self, database_url: str, broker_url: str, port: int) -> None:
+    def __init__(
+        self, database_url: str, broker_url: str, port: int, me_is_url: str | None = None
+    ) -> None:
         self.env = {
             **os.environ,
             "GNAHAT_DATABASE_URL": database_url,
@@ -145,6 +158,15 @@ class CollectorProcess:
             "GNAHAT_MQTT_CLIENT_ID": "gnahat-scenario-collector",
             "PYTHONUNBUFFERED": "1",
         }
+        if me_is_url:
+            self.env.update(
+                GNAHAT_FORWARD_URL=me_is_url,
+                GNAHAT_FORWARD_USERNAME=ME_IS_USER,
+                GNAHAT_FORWARD_PASSWORD=ME_IS_PASSWORD,
+                GNAHAT_FORWARD_TODAY="true",
+                GNAHAT_FORWARD_INTERVAL_S="1",
+                GNAHAT_FORWARD_BACKOFF_MAX_S="2",
+            )
         self.port = port
         self.proc: subprocess.Popen[str] | None = None
         self.dropped_before = 0
@@ -245,6 +267,7 @@ def run_scenario(
     from device import protocol as p
     from simulator.broker import MosquittoBroker, free_port
     from simulator.faults import TcpProxy
+    from simulator.me_is import FakeMeIs, FakeMeIsServer
     from simulator.units import UnitProcess, unit_config
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +281,8 @@ def run_scenario(
     rng = random.Random(sc.seed)
     broker = MosquittoBroker(workdir / "broker")
     broker.start()
-    collector = CollectorProcess(url, broker.url, free_port())
+    me_is = FakeMeIsServer(FakeMeIs(username=ME_IS_USER, password=ME_IS_PASSWORD)).start()
+    collector = CollectorProcess(url, broker.url, free_port(), me_is.url)
     proxy = TcpProxy(broker.host, broker.port).start()
     units: list[UnitProcess] = []
     timers: list[threading.Timer] = []
@@ -300,6 +324,7 @@ def run_scenario(
                         proxy=proxy,
                         units=units,
                         timers=timers,
+                        me_is=me_is,
                     )
                 report.faults.append(f"at press {n}: {note}")
                 if progress:
@@ -324,12 +349,18 @@ def run_scenario(
             unit.drain(180)
         report.queued = sum(int(u.status()["depth"]) for u in units)
         report.duplicates_dropped = collector.duplicates_dropped()
+        if not me_is.running:
+            me_is.start()
+        if progress:
+            progress.write("waiting for the M&E IS to hold what the collector holds\n")
+        report.me_is_values, report.me_is_mismatches = _reconcile_me_is(sessions, me_is)
     finally:
         for t in timers:
             t.cancel()
         for unit in units:
             unit.stop()
         collector.stop()
+        me_is.stop()
         proxy.close()
         broker.stop()
 
@@ -354,6 +385,50 @@ def run_scenario(
     return report
 
 
+def _expected_me_is(sessions: Any) -> dict[tuple[str, str, str, str], str]:
+    """What the M&E IS should hold: the forwarder's own payloads for every finished-or-
+    running day (by the collector's timezone), built from the aggregates."""
+    from collector.config import Settings
+    from collector.forward import Forwarder
+    from collector.models import Centre, DailyAggregate
+
+    fwd = Forwarder(sessions, Settings(forward_url="http://unused", forward_today=True))
+    try:
+        last = fwd._last_day(datetime.now(UTC))
+        out: dict[tuple[str, str, str, str], str] = {}
+        with sessions() as s:
+            codes = dict(s.execute(select(Centre.id, Centre.code)).all())
+            pairs = s.execute(select(DailyAggregate.day, DailyAggregate.centre_id).distinct()).all()
+            for day, centre_id in pairs:
+                if day > last:
+                    continue
+                payload = fwd.adapter.build(codes[centre_id], day, fwd.cells(s, day, centre_id))
+                for dv in payload["dataValues"]:
+                    key = (dv["dataElement"], payload["period"], payload["orgUnit"])
+                    out[(*key, dv["categoryOptionCombo"])] = dv["value"]
+        return out
+    finally:
+        fwd.http.close()
+
+
+def _reconcile_me_is(sessions: Any, me_is: Any, timeout: float = 120.0) -> tuple[int, int]:
+    """Wait (bounded) until the fake M&E IS holds exactly the collector's aggregates;
+    return (values there, values that differ or are missing)."""
+    import time
+
+    expected = _expected_me_is(sessions)
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        with me_is.fake.lock:
+            held = {(de, pe, ou, coc): v for (de, pe, ou, coc, _a), v in me_is.fake.values.items()}
+        differ = sum(1 for k, v in expected.items() if held.get(k) != v)
+        differ += sum(1 for k in held if k not in expected)
+        if differ == 0 or time.monotonic() > deadline:
+            return len(held), differ
+        pause.wait(0.5)  # the forwarder pushes every second
+
+
 def _inject(
     fault: Fault,
     *,
@@ -362,6 +437,7 @@ def _inject(
     proxy: Any,
     units: list[Any],
     timers: list[threading.Timer],
+    me_is: Any = None,
 ) -> str:
     from device import protocol as p
 
@@ -388,6 +464,15 @@ def _inject(
         t.start()
         timers.append(t)
 
+    if action == "me_is_down":
+        me_is.stop()
+        t = threading.Timer(fault.seconds, me_is.start)
+        t.start()
+        timers.append(t)
+        return f"M&E IS down for {fault.seconds:g}s"
+    if action == "me_is_errors":
+        me_is.fake.faults.fail, me_is.fake.faults.fail_status = fault.count, 503
+        return f"M&E IS answers the next {fault.count} pushes with 503"
     if action == "network_cut":
         proxy.cut()
         heal_after(fault.seconds)

@@ -18,6 +18,7 @@ def test_ci_scenario_has_the_required_faults() -> None:
     assert actions.count("unit_kill") >= 2
     assert {"broker_restart", "collector_restart", "network_cut"} <= set(actions)
     assert any(f.action == "network_cut" and f.seconds >= 30 for f in sc.faults)
+    assert {"me_is_down", "me_is_errors"} <= set(actions)
 
 
 @pytest.mark.slow
@@ -34,6 +35,8 @@ def test_zero_loss_under_faults(database_url: str, tmp_path: Path, broker_factor
     assert report.acknowledged == report.stored == 5000
     assert report.duplicate_rows == 0 and report.gaps == 0 and report.queued == 0
     assert len(report.faults) == len(load_scenario("ci-faults").faults)
+    # Through an M&E IS outage and 503s it holds exactly the collector's daily counts.
+    assert report.me_is_values > 0 and report.me_is_mismatches == 0
 
 
 def test_shipped_scenarios_load_and_bad_ones_are_refused(tmp_path: Path) -> None:
