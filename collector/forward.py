@@ -330,6 +330,7 @@ class Forwarder:
                             state=PENDING,
                             attempts=0,
                             next_attempt_at=now,
+                            pending_since=now,
                             created_at=now,
                             updated_at=now,
                         )
@@ -339,12 +340,15 @@ class Forwarder:
                     batch.version += 1
                     batch.send_key = f"gnahat:{key}:v{batch.version}"
                     batch.payload, batch.payload_hash = payload, digest
+                    if batch.state != PENDING:
+                        batch.pending_since = now
                     batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
                     batch.last_error = batch.warning = None
                     batch.updated_at = now
                     queued += 1
                 elif (day, centre_id) in sweep_set and batch.state == SENT:
                     batch.send_key = f"gnahat:{key}:v{batch.version}:resend-{sweep_tag}"
+                    batch.pending_since = now
                     batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
                     batch.updated_at = now
                     queued += 1
@@ -443,9 +447,9 @@ class Forwarder:
                 s.execute(select(ForwardBatch.state, _count()).group_by(ForwardBatch.state)).all()
             )
             oldest = s.scalar(
-                select(ForwardBatch.updated_at)
+                select(ForwardBatch.pending_since)
                 .where(ForwardBatch.state == PENDING)
-                .order_by(ForwardBatch.updated_at)
+                .order_by(ForwardBatch.pending_since)
                 .limit(1)
             )
         self.metrics.forward_pending.set(counts.get(PENDING, 0))
@@ -466,6 +470,7 @@ class Forwarder:
             batches = s.scalars(query).all()
             for b in batches:
                 b.state, b.attempts, b.next_attempt_at, b.updated_at = PENDING, 0, now, now
+                b.pending_since = now
         return len(batches)
 
     def dry_run(self, day: date, centre: str | None = None) -> list[tuple[str, Outcome]]:

@@ -278,6 +278,7 @@ class ForwardBatch(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     warning: Mapped[str | None] = mapped_column(Text, nullable=True)
     summary: Mapped[Any | None] = mapped_column(JSON, nullable=True)

@@ -232,6 +232,8 @@ def test_an_me_is_down_for_a_week_loses_nothing(env: Env) -> None:
         states = set(s.scalars(select(ForwardBatch.state)))
         attempts = max(s.scalars(select(ForwardBatch.attempts)))
     assert states == {"pending"} and attempts > 10
+    oldest = env.metrics.registry.get_sample_value("gnahat_forward_oldest_pending_seconds")
+    assert oldest is not None and oldest >= 6 * 86400  # retries do not reset the age
     env.server.start()  # back on the same address
     env.advance(hours=2)  # past the capped backoff (1 h)
     while fwd.run_once().outcomes.get("sent"):

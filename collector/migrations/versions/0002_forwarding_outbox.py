@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", collector.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("pending_since", collector.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("warning", sa.Text(), nullable=True),
         sa.Column("summary", sa.JSON(), nullable=True),
