@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector.models import ApiToken, AuditLog
+from collector.models import ApiToken, AuditLog, Centre
 
 TOKEN_PREFIX = "gnh_"
 
@@ -30,17 +30,40 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+class TokenError(ValueError):
+    pass
+
+
 def create_token(
-    session: Session, *, name: str, role: Role, now: datetime | None = None, actor: str = "cli"
+    session: Session,
+    *,
+    name: str,
+    role: Role,
+    now: datetime | None = None,
+    actor: str = "cli",
+    centres: list[str] | None = None,
 ) -> tuple[ApiToken, str]:
-    """Create a token; the plaintext is returned once and never stored."""
+    """Create a token; the plaintext is returned once and never stored.
+
+    A manager's token is scoped to the centres named (codes from the registry).
+    """
     now = now or datetime.now(UTC)
+    if Role(role) is Role.MANAGER:
+        if not centres:
+            raise TokenError("a manager token needs --centre CODE (one or more)")
+        known = set(session.scalars(select(Centre.code).where(Centre.code.in_(centres))))
+        unknown = sorted(set(centres) - known)
+        if unknown:
+            raise TokenError(f"unknown centre(s): {', '.join(unknown)}")
+    elif centres:
+        raise TokenError("only manager tokens are scoped to centres")
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         name=name,
         role=Role(role).value,
         token_hash=hash_token(plain),
         prefix=plain[:12],
+        centres=",".join(sorted(set(centres))) if centres else None,
         created_at=now,
     )
     session.add(row)
@@ -50,7 +73,7 @@ def create_token(
             at=now,
             actor=actor,
             action="token.create",
-            detail={"id": row.id, "name": name, "role": row.role},
+            detail={"id": row.id, "name": name, "role": row.role, "centres": row.centres},
         )
     )
     return row, plain
@@ -76,3 +99,10 @@ def authenticate(session: Session, presented: str) -> ApiToken | None:
     if row is None or row.revoked_at is not None:
         return None
     return row
+
+
+def token_centres(token: ApiToken) -> set[str] | None:
+    """The centre codes a token may see; None means every centre."""
+    if token.role == Role.MANAGER.value:
+        return set((token.centres or "").split(",")) - {""}
+    return None

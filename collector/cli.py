@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc = tok_sub.add_parser("create", help="create a token (printed once)")
     tc.add_argument("--role", required=True, choices=["admin", "manager", "analyst", "technician"])
     tc.add_argument("--name", default="")
+    tc.add_argument(
+        "--centre", action="append", dest="centres", help="a manager's centre (repeatable)"
+    )
     tok_sub.add_parser("list", help="list tokens (never their secrets)")
     tr = tok_sub.add_parser("revoke", help="revoke a token by id")
     tr.add_argument("id", type=int)
@@ -185,19 +188,26 @@ def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from collector.auth import Role, create_token, revoke_token
+    from collector.auth import Role, TokenError, create_token, revoke_token
     from collector.models import ApiToken
 
     sessions = _sessions(settings)
     with sessions() as s, s.begin():
         if args.action == "create":
-            row, plain = create_token(s, name=args.name, role=Role(args.role))
+            try:
+                row, plain = create_token(
+                    s, name=args.name, role=Role(args.role), centres=args.centres
+                )
+            except TokenError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             print(plain)
             print(f"token {row.id} ({row.role}) created; it is shown only now", file=sys.stderr)
         elif args.action == "list":
             for t in s.scalars(select(ApiToken).order_by(ApiToken.id)):
                 state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
-                print(f"{t.id}\t{t.role}\t{t.prefix}…\t{state}\t{t.name}")
+                scope = t.centres or ""
+                print(f"{t.id}\t{t.role}\t{t.prefix}…\t{state}\t{t.name}\t{scope}")
         elif not revoke_token(s, args.id):
             print(f"no active token {args.id}", file=sys.stderr)
             return 1

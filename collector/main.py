@@ -9,7 +9,7 @@ from datetime import datetime
 from fastapi import FastAPI
 
 from collector.api.deps import AppState
-from collector.api.routes import devices, feeds, ops
+from collector.api.routes import devices, feeds, ops, scores
 from collector.config import Settings
 from collector.db import make_engine, session_factory
 from collector.ingest import Ingest
@@ -64,4 +64,5 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(feeds.router)
     app.include_router(devices.router)
+    app.include_router(scores.router)
     return app

@@ -1,0 +1,149 @@
+"""Scores: centres and services for analysts and managers, staff for their own manager,
+rankings over a rolling window, and a public open-data table with disclosure control.
+
+Periods are whole days in the business timezone (``start``..``end`` inclusive), never
+finer: an employee's figure for a single press time cannot be singled out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from sqlalchemy import select
+
+from collector import scores
+from collector.api.deps import SessionDep, StateDep, require
+from collector.auth import Role, token_centres
+from collector.models import ApiToken, AuditLog, Centre
+
+router = APIRouter(prefix="/api/v1", tags=["scores"])
+Viewer = Annotated[ApiToken, Depends(require(Role.ANALYST, Role.MANAGER))]
+Manager = Annotated[ApiToken, Depends(require(Role.MANAGER))]
+MAX_DAYS = 366
+
+
+def _period(state: Any, start: date | None, end: date | None, days: int = 30) -> tuple[date, date]:
+    today = state.clock().astimezone(ZoneInfo(state.settings.timezone)).date()
+    end = end or today
+    start = start or end - timedelta(days=days - 1)
+    if start > end:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "start is after end")
+    if (end - start).days >= MAX_DAYS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"a period is at most {MAX_DAYS} days"
+        )
+    return start, end
+
+
+Start = Annotated[date | None, Query(description="First day (YYYY-MM-DD); default 30 days back")]
+End = Annotated[date | None, Query(description="Last day, inclusive; default today")]
+
+
+@router.get("/scores/centres")
+def centre_scores(
+    session: SessionDep, state: StateDep, token: Viewer, start: Start = None, end: End = None
+) -> dict[str, Any]:
+    """Per centre (a manager: their own) and service: counts per level, n, mean, CSAT
+    with its Wilson 95 % interval."""
+    first, last = _period(state, start, end)
+    allowed = token_centres(token)
+    ids = None
+    if allowed is not None:
+        ids = list(session.scalars(select(Centre.id).where(Centre.code.in_(allowed))))
+    return {
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "centres": scores.centre_scores(session, first, last, ids),
+    }
+
+
+@router.get("/scores/centres/{code}/employees")
+def employee_scores(
+    code: str,
+    session: SessionDep,
+    state: StateDep,
+    token: Manager,
+    start: Start = None,
+    end: End = None,
+) -> dict[str, Any]:
+    """A centre's staff, for that centre's manager (or an admin): a figure only where
+    n >= 5, otherwise "not enough ratings"; ordered by employee code, not by score."""
+    allowed = token_centres(token)
+    if allowed is not None and code not in allowed:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token does not cover {code}")
+    centre = session.scalars(select(Centre).where(Centre.code == code)).one_or_none()
+    if centre is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no centre {code}")
+    first, last = _period(state, start, end)
+    session.add(
+        AuditLog(
+            at=state.clock(),
+            actor=f"token:{token.id}",
+            action="scores.employees",
+            detail={"centre": code, "start": first.isoformat(), "end": last.isoformat()},
+        )
+    )
+    session.commit()
+    return {
+        "centre": code,
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "min_n": scores.EMPLOYEE_MIN_N,
+        "employees": scores.employee_scores(session, centre.id, first, last),
+    }
+
+
+@router.get("/rankings/centres")
+def centre_rankings(
+    session: SessionDep,
+    state: StateDep,
+    _token: Viewer,
+    end: End = None,
+    days: Annotated[int, Query(ge=7, le=MAX_DAYS)] = 30,
+    prior_weight: Annotated[float, Query(ge=0, le=1000)] = 15.0,
+) -> dict[str, Any]:
+    """Centres ranked by the posterior top-two share over a rolling window, shrunk
+    towards the national share by ``prior_weight`` pseudo-votes, with intervals."""
+    first, last = _period(state, None, end, days)
+    return {
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "prior_weight": prior_weight,
+        "centres": scores.centre_rankings(session, first, last, prior_weight=prior_weight),
+    }
+
+
+@router.get("/open/centres", response_model=None)
+def open_data(
+    session: SessionDep,
+    state: StateDep,
+    start: Start = None,
+    end: End = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response | dict[str, Any]:
+    """Public, no token: centre × service CSAT where n >= 10, with complementary
+    suppression (hidden cells carry no numbers)."""
+    first, last = _period(state, start, end)
+    rows = scores.public_table(session, first, last)
+    if format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["start", "end", "centre", "service", "n", "csat", "csat_low", "csat_high"])
+        for r in rows:
+            if r["suppressed"]:
+                w.writerow([first, last, r["centre"], r["service"], "", "", "", ""])
+            else:
+                lo, hi = r["csat_ci95"]
+                w.writerow([first, last, r["centre"], r["service"], r["n"], r["csat"], lo, hi])
+        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
+    return {
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "min_n": scores.PUBLIC_MIN_N,
+        "cells": rows,
+    }

@@ -1,0 +1,305 @@
+"""Scores from daily counts: what managers, analysts and the public may see.
+
+Counts per score level are the primitive; everything else is derived here:
+
+- per cell: n, mean, CSAT (share of the top two levels) with its Wilson 95 % interval;
+- rankings of centres: the Dirichlet posterior with the national distribution as prior
+  (``prior_weight`` pseudo-votes), over a rolling window, with a 95 % interval, so that
+  3 ratings cannot top a centre with 3 000. The top-two share of a Dirichlet posterior
+  is Beta-distributed, which also makes centres on different scales comparable;
+- disclosure: an employee's figure only where n >= 5 (else "not enough ratings"); the
+  public table of centre × service cells only where n >= 10, with complementary
+  suppression so that no hidden cell can be derived from a row or column total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from collector.models import Centre, DailyAggregate, Employee, Service
+
+Z95 = 1.959963984540054
+EMPLOYEE_MIN_N = 5
+PUBLIC_MIN_N = 10
+NOT_ENOUGH = "not enough ratings"
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+@dataclass
+class Counts:
+    """Ratings per level (index 0 = level 1) on one scale."""
+
+    scale: int
+    levels: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.levels:
+            self.levels = [0] * self.scale
+
+    @property
+    def n(self) -> int:
+        return sum(self.levels)
+
+    @property
+    def top_two(self) -> int:
+        return sum(self.levels[-2:])
+
+    def add(self, other: Sequence[int]) -> None:
+        for i, c in enumerate(other[: self.scale]):
+            self.levels[i] += c
+
+    def summary(self) -> dict[str, Any]:
+        n = self.n
+        out: dict[str, Any] = {"scale": self.scale, "n": n, "counts": list(self.levels)}
+        if n:
+            lo, hi = wilson(self.top_two, n)
+            out.update(
+                mean=round(sum((i + 1) * c for i, c in enumerate(self.levels)) / n, 3),
+                csat=round(self.top_two / n, 4),
+                csat_ci95=[round(lo, 4), round(hi, 4)],
+            )
+        else:
+            out.update(mean=None, csat=None, csat_ci95=None)
+        return out
+
+
+def posterior_top_two(
+    top: int, n: int, prior_share: float, prior_weight: float
+) -> tuple[float, float, float]:
+    """Posterior mean and 95 % interval of the top-two share under a Dirichlet prior
+    whose top-two mass is ``prior_share`` with ``prior_weight`` pseudo-votes (its
+    top-two marginal is a Beta; the interval uses the Beta's normal approximation)."""
+    a = top + prior_weight * prior_share
+    b = n - top + prior_weight * (1 - prior_share)
+    if a + b == 0:
+        return prior_share, 0.0, 1.0
+    mean = a / (a + b)
+    sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+    return mean, max(0.0, mean - Z95 * sd), min(1.0, mean + Z95 * sd)
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _levels(row: Any, scale: int) -> list[int]:
+    return [int(row[i] or 0) for i in range(scale)]
+
+
+def centre_service_counts(
+    session: Session, start: date, end: date, centre_ids: Iterable[int] | None = None
+) -> dict[tuple[int, int, int], Counts]:
+    """(centre, service, scale) → counts over [start, end], all employees together."""
+    a = DailyAggregate
+    q = (
+        select(
+            func.sum(a.n1),
+            func.sum(a.n2),
+            func.sum(a.n3),
+            func.sum(a.n4),
+            func.sum(a.n5),
+            a.centre_id,
+            a.service_id,
+            a.scale,
+        )
+        .where(a.day >= start, a.day <= end)
+        .group_by(a.centre_id, a.service_id, a.scale)
+    )
+    if centre_ids is not None:
+        q = q.where(a.centre_id.in_(list(centre_ids)))
+    out = {}
+    for row in session.execute(q):
+        c = Counts(row[7], _levels(row, row[7]))
+        if c.n:
+            out[(row[5], row[6], row[7])] = c
+    return out
+
+
+def _names(session: Session) -> tuple[dict[int, Centre], dict[int, str]]:
+    centres = {c.id: c for c in session.scalars(select(Centre))}
+    services = dict(session.execute(select(Service.id, Service.code)).all())
+    return centres, services
+
+
+def centre_scores(
+    session: Session, start: date, end: date, centre_ids: Iterable[int] | None = None
+) -> list[dict[str, Any]]:
+    """Per centre: its total and each service (per scale), with n always shown."""
+    centres, services = _names(session)
+    cells = centre_service_counts(session, start, end, centre_ids)
+    by_centre: dict[int, list[tuple[int, int, Counts]]] = {}
+    for (cid, sid, scale), c in cells.items():
+        by_centre.setdefault(cid, []).append((sid, scale, c))
+    out = []
+    for cid in sorted(by_centre, key=lambda i: centres[i].code):
+        rows = sorted(by_centre[cid], key=lambda t: (services.get(t[0], ""), t[1]))
+        totals: dict[int, Counts] = {}
+        for _sid, scale, c in rows:
+            totals.setdefault(scale, Counts(scale)).add(c.levels)
+        centre = centres[cid]
+        out.append(
+            {
+                "centre": centre.code,
+                "name_hy": centre.name_hy,
+                "name_en": centre.name_en,
+                "total": [totals[s].summary() for s in sorted(totals)],
+                "services": [
+                    {"service": services.get(sid, "NONE"), **c.summary()} for sid, _scale, c in rows
+                ],
+            }
+        )
+    return out
+
+
+def employee_scores(
+    session: Session, centre_id: int, start: date, end: date
+) -> list[dict[str, Any]]:
+    """A manager's view of their staff: figures only where n >= 5, ordered by code
+    (never as a league table)."""
+    a = DailyAggregate
+    q = (
+        select(
+            func.sum(a.n1),
+            func.sum(a.n2),
+            func.sum(a.n3),
+            func.sum(a.n4),
+            func.sum(a.n5),
+            a.employee_id,
+            a.scale,
+        )
+        .where(a.centre_id == centre_id, a.day >= start, a.day <= end)
+        .group_by(a.employee_id, a.scale)
+    )
+    employees = {
+        e.id: e for e in session.scalars(select(Employee).where(Employee.centre_id == centre_id))
+    }
+    counts: dict[tuple[int, int], Counts] = {}
+    for row in session.execute(q):
+        counts[(row[5], row[6])] = Counts(row[6], _levels(row, row[6]))
+    out = []
+    for eid, emp in sorted(employees.items(), key=lambda kv: kv[1].code):
+        scales: list[int | None] = [s for (e, s) in sorted(counts) if e == eid] or [None]
+        for scale in scales:
+            c = counts.get((eid, scale)) if scale is not None else None
+            entry: dict[str, Any] = {
+                "employee": emp.code,
+                "name": emp.name,
+                "position": emp.position,
+            }
+            if c is None or c.n < EMPLOYEE_MIN_N:
+                entry.update(n=c.n if c else 0, figure=NOT_ENOUGH)
+            else:
+                entry.update(c.summary())
+            out.append(entry)
+    unattributed = sum(c.n for (e, _s), c in counts.items() if e == 0)
+    if unattributed:
+        out.append({"employee": None, "name": "unattributed", "n": unattributed})
+    return out
+
+
+def centre_rankings(
+    session: Session, start: date, end: date, *, prior_weight: float = 15.0
+) -> list[dict[str, Any]]:
+    """Centres by posterior top-two share, shrunk towards the national share."""
+    centres, _ = _names(session)
+    per_centre: dict[int, list[int]] = {}  # [top two, n]: scale-free
+    for (cid, _sid, _scale), c in centre_service_counts(session, start, end).items():
+        acc = per_centre.setdefault(cid, [0, 0])
+        acc[0] += c.top_two
+        acc[1] += c.n
+    national_n = sum(n for _t, n in per_centre.values())
+    if not national_n:
+        return []
+    prior = sum(t for t, _n in per_centre.values()) / national_n
+    ranked: list[dict[str, Any]] = []
+    for cid, (top, n) in per_centre.items():
+        mean, lo, hi = posterior_top_two(top, n, prior, prior_weight)
+        ranked.append(
+            {
+                "centre": centres[cid].code,
+                "name_hy": centres[cid].name_hy,
+                "name_en": centres[cid].name_en,
+                "n": n,
+                "csat_raw": round(top / n, 4),
+                "score": round(mean, 4),
+                "score_ci95": [round(lo, 4), round(hi, 4)],
+            }
+        )
+    ranked.sort(key=lambda r: (-float(r["score"]), str(r["centre"])))
+    for i, r in enumerate(ranked, start=1):
+        r["rank"] = i
+    return ranked
+
+
+# ---------------------------------------------------------------- public release
+
+
+def suppress(table: dict[tuple[str, str], int], min_n: int = PUBLIC_MIN_N) -> set[tuple[str, str]]:
+    """Cells of a (row, column) → n table to hide: every cell below ``min_n`` (primary),
+    then, in any row or column left with exactly one hidden cell, the smallest other
+    non-empty cell too (complementary), repeated until stable, so that no hidden
+    cell can be computed from the published row and column totals."""
+    hidden = {k for k, n in table.items() if 0 < n < min_n}
+    changed = True
+    while changed:
+        changed = False
+        for axis in (0, 1):
+            lines: dict[str, list[tuple[str, str]]] = {}
+            for k, n in table.items():
+                if n > 0:
+                    lines.setdefault(k[axis], []).append(k)
+            for cells in lines.values():
+                hid = [k for k in cells if k in hidden]
+                if len(hid) == 1:
+                    others = sorted((table[k], k) for k in cells if k not in hidden)
+                    if others:
+                        hidden.add(others[0][1])
+                        changed = True
+    return hidden
+
+
+def public_table(session: Session, start: date, end: date) -> list[dict[str, Any]]:
+    """Open data: centre × service cells with counts where n >= 10 and not
+    complementarily suppressed; hidden cells say so, without numbers."""
+    centres, services = _names(session)
+    merged: dict[tuple[str, str], list[int]] = {}  # [top two, n]: scale-free
+    for (cid, sid, _scale), c in centre_service_counts(session, start, end).items():
+        acc = merged.setdefault((centres[cid].code, services.get(sid, "NONE")), [0, 0])
+        acc[0] += c.top_two
+        acc[1] += c.n
+    hidden = suppress({k: n for k, (_t, n) in merged.items()})
+    out = []
+    for (centre, service), (top, n) in sorted(merged.items()):
+        if (centre, service) in hidden:
+            out.append({"centre": centre, "service": service, "suppressed": True})
+            continue
+        lo, hi = wilson(top, n)
+        out.append(
+            {
+                "centre": centre,
+                "service": service,
+                "suppressed": False,
+                "n": n,
+                "csat": round(top / n, 4),
+                "csat_ci95": [round(lo, 4), round(hi, 4)],
+            }
+        )
+    return out
