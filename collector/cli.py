@@ -64,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("device")
     sub.add_parser("rebuild-aggregates", help="recompute all daily aggregates from events")
 
+    usr = sub.add_parser("user", help="dashboard users (argon2 passwords)")
+    usr_sub = usr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ua = usr_sub.add_parser("add", help="add a user; the password is read from stdin or asked")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, choices=["admin", "manager", "analyst"])
+    ua.add_argument("--centre", action="append", dest="centres", help="a manager's centre")
+    ua.add_argument("--name", default="", help="display name")
+    up = usr_sub.add_parser("passwd", help="set a new password (stdin or asked)")
+    up.add_argument("username")
+    ud = usr_sub.add_parser("disable", help="stop a user logging in")
+    ud.add_argument("username")
+    usr_sub.add_parser("list", help="users, roles and centres")
+
     fwd = sub.add_parser("forward", help="forwarding of daily aggregates to the M&E IS")
     fwd_sub = fwd.add_subparsers(dest="action", required=True, metavar="ACTION")
     fwd_sub.add_parser("status", help="batches by state; parked ones with their reason")
@@ -214,6 +227,56 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            raise ValueError("the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from collector.auth import Role
+    from collector.models import User
+    from collector.users import UserError, create_user, disable_user, set_password
+
+    now = datetime.now(UTC)
+    try:
+        with _sessions(settings)() as s, s.begin():
+            if args.action == "add":
+                create_user(
+                    s,
+                    args.username,
+                    _read_password(),
+                    role=Role(args.role),
+                    centres=args.centres,
+                    display_name=args.name,
+                    now=now,
+                )
+                print(f"user {args.username} ({args.role}) added")
+            elif args.action == "passwd":
+                set_password(s, args.username, _read_password(), now=now)
+                print(f"password of {args.username} changed")
+            elif args.action == "disable":
+                disable_user(s, args.username, now=now)
+                print(f"{args.username} can no longer log in")
+            else:
+                for u in s.scalars(select(User).order_by(User.username)):
+                    state = "disabled" if u.disabled_at else "active"
+                    print(f"{u.username}\t{u.role}\t{state}\t{u.centres or ''}\t{u.display_name}")
+    except (UserError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -295,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "forward":
         return cmd_forward(settings, args)
+    if args.command == "user":
+        return cmd_user(settings, args)
     if args.command == "rebuild-aggregates":
         from collector.store import Store
 

@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
 
+from collector import web
 from collector.api.deps import AppState
 from collector.api.routes import devices, feeds, ops, scores
 from collector.config import Settings
@@ -65,4 +67,13 @@ def create_app(
     app.include_router(feeds.router)
     app.include_router(devices.router)
     app.include_router(scores.router)
+    app.include_router(web.router)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key,
+        session_cookie="gnahat_session",
+        max_age=8 * 3600,
+        same_site="strict",
+        https_only=settings.environment == "production",
+    )
     return app

@@ -303,3 +303,42 @@ def public_table(session: Session, start: date, end: date) -> list[dict[str, Any
             }
         )
     return out
+
+
+def daily_series(session: Session, centre_id: int, start: date, end: date) -> list[dict[str, Any]]:
+    """One row per day with ratings at a centre: n and CSAT (scale-free) with its interval."""
+    a = DailyAggregate
+    q = (
+        select(
+            func.sum(a.n1),
+            func.sum(a.n2),
+            func.sum(a.n3),
+            func.sum(a.n4),
+            func.sum(a.n5),
+            a.day,
+            a.scale,
+        )
+        .where(a.centre_id == centre_id, a.day >= start, a.day <= end)
+        .group_by(a.day, a.scale)
+    )
+    days: dict[date, list[int]] = {}
+    for row in session.execute(q):
+        c = Counts(row[6], _levels(row, row[6]))
+        acc = days.setdefault(row[5], [0, 0])
+        acc[0] += c.top_two
+        acc[1] += c.n
+    out = []
+    for day in sorted(days):
+        top, n = days[day]
+        if not n:
+            continue
+        lo, hi = wilson(top, n)
+        out.append(
+            {
+                "day": day,
+                "n": n,
+                "csat": round(top / n, 4),
+                "csat_ci95": [round(lo, 4), round(hi, 4)],
+            }
+        )
+    return out

@@ -1,0 +1,323 @@
+"""The centre dashboard: server-rendered pages in Armenian (default) and English.
+
+People log in with a username and password (argon2, rate-limited); the session is a
+signed cookie (SameSite=Strict, HttpOnly; Secure in production) and every form
+carries a CSRF token tied to it. Managers see their own centres and staff (staff
+figures only where n >= 5, never ranked); analysts and admins see every centre.
+Pages work without JavaScript, with large type, high contrast and real labels.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from collector import scores
+from collector.api.deps import SessionDep, StateDep
+from collector.auth import Role
+from collector.models import AuditLog, Centre, DayNote, Service, User
+from collector.users import LoginRefused, RateLimited, login, user_centres
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
+router = APIRouter(include_in_schema=False)
+LANGS = ("hy", "en")
+MAX_NOTE = 500
+
+TEXT: dict[str, dict[str, str]] = {
+    "hy": {
+        "app": "Գնահատ",
+        "tagline": "Սոցիալական ծառայությունների գնահատում",
+        "login": "Մուտք",
+        "username": "Օգտանուն",
+        "password": "Գաղտնաբառ",
+        "logout": "Ելք",
+        "bad_login": "Սխալ օգտանուն կամ գաղտնաբառ։",
+        "locked": "Չափազանց շատ անհաջող փորձեր։ Փորձեք կրկին {minutes} րոպեից։",
+        "centre": "Կենտրոն",
+        "from": "Սկիզբ",
+        "to": "Ավարտ",
+        "show": "Ցույց տալ",
+        "services": "Ծառայություններ",
+        "service": "Ծառայություն",
+        "total": "Ընդամենը",
+        "n": "Գնահատականներ",
+        "mean": "Միջին",
+        "csat": "Գոհունակություն",
+        "interval": "95 % միջակայք",
+        "days": "Օրեր",
+        "day": "Օր",
+        "notes": "Նշումներ",
+        "staff": "Աշխատակիցներ",
+        "employee": "Աշխատակից",
+        "not_enough": "Բավարար գնահատականներ չկան",
+        "no_ratings": "Այս ժամանակահատվածում գնահատականներ չկան։",
+        "add_note": "Ավելացնել նշում",
+        "note": "Նշում (օր․՝ համակարգի խափանում, հերթի գերծանրաբեռնվածություն)",
+        "save": "Պահպանել",
+        "saved": "Նշումը պահպանված է։",
+        "staff_rule": "Աշխատակցի ցուցանիշը ցույց է տրվում միայն առնվազն 5 գնահատականի դեպքում։",
+        "forbidden": "Այս էջը ձեզ համար չէ։",
+        "language": "English",
+        "skip": "Անցնել բովանդակությանը",
+        "unattributed": "Առանց աշխատակցի",
+    },
+    "en": {
+        "app": "Gnahat",
+        "tagline": "Ratings of social services",
+        "login": "Log in",
+        "username": "Username",
+        "password": "Password",
+        "logout": "Log out",
+        "bad_login": "Wrong username or password.",
+        "locked": "Too many failed attempts. Try again in {minutes} minutes.",
+        "centre": "Centre",
+        "from": "From",
+        "to": "To",
+        "show": "Show",
+        "services": "Services",
+        "service": "Service",
+        "total": "Total",
+        "n": "Ratings",
+        "mean": "Mean",
+        "csat": "Satisfied",
+        "interval": "95 % interval",
+        "days": "Days",
+        "day": "Day",
+        "notes": "Notes",
+        "staff": "Staff",
+        "employee": "Employee",
+        "not_enough": "Not enough ratings",
+        "no_ratings": "No ratings in this period.",
+        "add_note": "Add a note",
+        "note": "Note (e.g. system outage, queue overflow)",
+        "save": "Save",
+        "saved": "Note saved.",
+        "staff_rule": "A staff member's figure is shown only from 5 ratings.",
+        "forbidden": "This page is not for you.",
+        "language": "Հայերեն",
+        "skip": "Skip to content",
+        "unattributed": "No staff member",
+    },
+}
+
+
+def _lang(request: Request, asked: str | None) -> str:
+    if asked in LANGS:
+        request.session["lang"] = asked
+    lang = request.session.get("lang", "hy")
+    return lang if lang in LANGS else "hy"
+
+
+def _csrf(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return str(token)
+
+
+def _csrf_ok(request: Request, presented: str) -> bool:
+    expected = request.session.get("csrf")
+    return bool(expected) and secrets.compare_digest(str(expected), presented)
+
+
+def _page(
+    request: Request, name: str, lang: str, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {"t": TEXT[lang], "lang": lang, "csrf": _csrf(request), **context},
+        status_code=status_code,
+    )
+
+
+def _current_user(request: Request, session: Any) -> User | None:
+    uid = request.session.get("uid")
+    if uid is None:
+        return None
+    user: User | None = session.get(User, uid)
+    if user is None or user.disabled_at is not None:
+        request.session.clear()
+        return None
+    return user
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.get("/login")
+def login_form(request: Request, lang: Annotated[str | None, Query()] = None) -> HTMLResponse:
+    return _page(request, "login.html", _lang(request, lang))
+
+
+@router.post("/login")
+def login_submit(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    lang = _lang(request, None)
+    if not _csrf_ok(request, csrf):
+        return _page(request, "login.html", lang, 403, error=TEXT[lang]["forbidden"])
+    address = request.client.host if request.client else "unknown"
+    try:
+        user = login(session, username, password, address=address, now=state.clock())
+    except RateLimited as exc:
+        session.commit()
+        minutes = max(1, round(exc.retry_after_s / 60))
+        resp = _page(
+            request, "login.html", lang, 429, error=TEXT[lang]["locked"].format(minutes=minutes)
+        )
+        resp.headers["Retry-After"] = str(exc.retry_after_s)
+        return resp
+    except LoginRefused:
+        session.commit()  # the failure counts towards the limit
+        return _page(request, "login.html", lang, 401, error=TEXT[lang]["bad_login"])
+    session.commit()
+    request.session.clear()  # a fresh session (and CSRF token) after login
+    request.session.update(uid=user.id, lang=lang, csrf=secrets.token_urlsafe(32))
+    return RedirectResponse("/dashboard", status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+    if not _csrf_ok(request, csrf):
+        return Response("CSRF token missing or wrong", status_code=403)
+    lang = _lang(request, None)
+    request.session.clear()
+    request.session["lang"] = lang
+    return RedirectResponse("/login", status_code=303)
+
+
+def _visible_centres(session: Any, user: User) -> list[Centre]:
+    allowed = user_centres(user)
+    query = select(Centre).order_by(Centre.code)
+    if allowed is not None:
+        query = query.where(Centre.code.in_(allowed))
+    return list(session.scalars(query))
+
+
+@router.get("/dashboard")
+def dashboard(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    centre: Annotated[str | None, Query()] = None,
+    start: Annotated[date | None, Query()] = None,
+    end: Annotated[date | None, Query()] = None,
+    lang: Annotated[str | None, Query()] = None,
+    saved: Annotated[int, Query()] = 0,
+) -> Response:
+    lang = _lang(request, lang)
+    user = _current_user(request, session)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    if user.role not in (Role.ADMIN.value, Role.MANAGER.value, Role.ANALYST.value):
+        return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
+    centres = _visible_centres(session, user)
+    if not centres:
+        return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
+    chosen = next((c for c in centres if c.code == centre), centres[0])
+    if centre is not None and chosen.code != centre:
+        return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
+    today = state.clock().astimezone(ZoneInfo(state.settings.timezone)).date()
+    last = min(end or today, today)
+    first = start or last - timedelta(days=29)
+    if first > last or (last - first).days > 366:
+        first = last - timedelta(days=29)
+    services = {
+        s.code: s.name_hy if lang == "hy" else s.name_en for s in session.scalars(select(Service))
+    }
+    summary = scores.centre_scores(session, first, last, [chosen.id])
+    days = scores.daily_series(session, chosen.id, first, last)
+    notes: dict[date, list[DayNote]] = {}
+    for note in session.scalars(
+        select(DayNote)
+        .where(DayNote.centre_id == chosen.id, DayNote.day >= first, DayNote.day <= last)
+        .order_by(DayNote.day, DayNote.id)
+    ):
+        notes.setdefault(note.day, []).append(note)
+    staff = None
+    if user.role in (Role.ADMIN.value, Role.MANAGER.value):
+        staff = scores.employee_scores(session, chosen.id, first, last)
+        session.add(
+            AuditLog(
+                at=state.clock(),
+                actor=f"user:{user.username}",
+                action="dashboard.staff",
+                detail={"centre": chosen.code, "start": first.isoformat(), "end": last.isoformat()},
+            )
+        )
+        session.commit()
+    return _page(
+        request,
+        "dashboard.html",
+        lang,
+        user=user,
+        centres=centres,
+        centre=chosen,
+        centre_name=chosen.name_hy if lang == "hy" else chosen.name_en,
+        first=first,
+        last=last,
+        summary=summary[0] if summary else None,
+        services=services,
+        days=days,
+        notes=notes,
+        staff=staff,
+        can_note=user.role in (Role.ADMIN.value, Role.MANAGER.value),
+        saved=bool(saved),
+    )
+
+
+@router.post("/dashboard/notes")
+def add_note(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    centre: Annotated[str, Form()],
+    day: Annotated[date, Form()],
+    text: Annotated[str, Form(min_length=1, max_length=MAX_NOTE)],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    lang = _lang(request, None)
+    user = _current_user(request, session)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    if not _csrf_ok(request, csrf):
+        return _page(request, "message.html", lang, 403, user=user, message="CSRF")
+    allowed = user_centres(user)
+    row = session.scalars(select(Centre).where(Centre.code == centre)).first()
+    if (
+        row is None
+        or user.role not in (Role.ADMIN.value, Role.MANAGER.value)
+        or (allowed is not None and centre not in allowed)
+    ):
+        return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
+    now = state.clock()
+    session.add(
+        DayNote(centre_id=row.id, day=day, text=text.strip(), author=user.username, created_at=now)
+    )
+    session.add(
+        AuditLog(
+            at=now,
+            actor=f"user:{user.username}",
+            action="note.add",
+            detail={"centre": centre, "day": day.isoformat()},
+        )
+    )
+    session.commit()
+    return RedirectResponse(f"/dashboard?centre={centre}&saved=1", status_code=303)

@@ -1,0 +1,201 @@
+"""The centre dashboard over HTTP: login (argon2, rate limit), CSRF, scoping, notes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.auth import Role
+from collector.config import Settings
+from collector.main import create_app
+from collector.models import AuditLog, DayNote, User
+from collector.store import Store
+from collector.users import UserError, create_user
+from tests.collector.helpers import T0, event, msg
+
+PASSWORD = "correct horse battery"
+NOW = [T0 + timedelta(days=1)]
+
+
+def add_user(
+    sessions: sessionmaker[Session], name: str, role: Role, centres: list[str] | None = None
+) -> None:
+    with sessions() as s, s.begin():
+        create_user(s, name, PASSWORD, role=role, centres=centres, now=NOW[0])
+
+
+@pytest.fixture
+def client(
+    database_url: str, sessions: sessionmaker[Session], store: Store
+) -> Iterator[TestClient]:
+    for device, n in (("am-sh-gyumri1-d01", 7), ("am-sh-gyumri1-d02", 3), ("am-er-avan-d01", 4)):
+        store.process([msg(event(i, device=device), device=device) for i in range(1, n + 1)])
+    add_user(sessions, "anna", Role.MANAGER, ["SH-GYUMRI1"])
+    add_user(sessions, "aram", Role.ANALYST)
+    NOW[0] = T0 + timedelta(days=1)
+    app = create_app(Settings(database_url=database_url))
+    app.state.gnahat.clock = lambda: NOW[0]
+    with TestClient(app, base_url="http://testserver") as c:
+        yield c
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html
+    return m.group(1)
+
+
+def log_in(client: TestClient, username: str, password: str = PASSWORD) -> object:
+    token = csrf_of(client.get("/login").text)
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf": token},
+        follow_redirects=False,
+    )
+
+
+def test_login_page_speaks_armenian_first(client: TestClient) -> None:
+    r = client.get("/login")
+    assert r.status_code == 200 and '<html lang="hy">' in r.text
+    assert "Մուտք" in r.text and 'for="username"' in r.text and 'for="password"' in r.text
+    assert "Log in" in client.get("/login?lang=en").text
+    assert client.get("/dashboard", follow_redirects=False).headers["location"] == "/login"
+
+
+def test_a_manager_logs_in_and_sees_their_centre(client: TestClient) -> None:
+    r = log_in(client, "anna")
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"  # type: ignore[attr-defined]
+    cookie = r.headers["set-cookie"].lower()  # type: ignore[attr-defined]
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    page = client.get("/dashboard").text
+    assert "Տարածքային կենտրոն «Գյումրի 1»" in page
+    assert "Սոցիալական ապահովություն" in page  # the service, in Armenian
+    assert "Աշխատակից 01" in page  # 7 ratings: a figure
+    row = re.search(r"Աշխատակից 02.*?</tr>", page, re.S)
+    assert row and "Բավարար գնահատականներ չկան" in row.group(0)  # 3 ratings: held back
+    assert "Ավան" not in page  # another centre is not even offered
+    assert client.get("/dashboard?centre=ER-AVAN").status_code == 403
+    en = client.get("/dashboard?lang=en").text
+    assert "Gyumri 1 territorial centre" in en and "Not enough ratings" in en
+
+
+def test_analysts_see_every_centre_but_no_staff(client: TestClient) -> None:
+    assert log_in(client, "aram").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/dashboard?centre=ER-AVAN").text
+    assert "Տարածքային կենտրոն «Ավան»" in page
+    assert "Աշխատակից 01" not in page and 'id="add-note"' not in page
+
+
+def test_wrong_passwords_then_the_limit(
+    client: TestClient, sessions: sessionmaker[Session]
+) -> None:
+    for _ in range(5):
+        r = log_in(client, "anna", "wrong password!")
+        assert r.status_code == 401 and "Սխալ օգտանուն կամ գաղտնաբառ" in r.text  # type: ignore[attr-defined]
+    r = log_in(client, "anna")  # right password, but locked
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0  # type: ignore[attr-defined]
+    assert log_in(client, "nobody", "whatever password").status_code == 401  # type: ignore[attr-defined]
+    NOW[0] += timedelta(minutes=16)
+    assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+    with sessions() as s:
+        assert "login" in set(s.scalars(select(AuditLog.action)))
+
+
+def test_forms_need_the_csrf_token(client: TestClient) -> None:
+    r = client.post(
+        "/login", data={"username": "anna", "password": PASSWORD}, follow_redirects=False
+    )
+    assert r.status_code == 403
+    log_in(client, "anna")
+    r = client.post(
+        "/dashboard/notes",
+        data={"centre": "SH-GYUMRI1", "day": "2026-11-24", "text": "x", "csrf": "forged"},
+    )
+    assert r.status_code == 403
+    assert client.post("/logout", data={"csrf": "forged"}).status_code == 403
+
+
+def test_a_manager_annotates_a_day(client: TestClient, sessions: sessionmaker[Session]) -> None:
+    log_in(client, "anna")
+    token = csrf_of(client.get("/dashboard").text)
+    note = "Համակարգի խափանում 11:00–12:00"
+    r = client.post(
+        "/dashboard/notes",
+        data={"centre": "SH-GYUMRI1", "day": "2026-11-24", "text": note, "csrf": token},
+    )
+    assert r.status_code == 200 and note in r.text and "Նշումը պահպանված է" in r.text
+    r = client.post(
+        "/dashboard/notes",
+        data={"centre": "ER-AVAN", "day": "2026-11-24", "text": "no", "csrf": token},
+    )
+    assert r.status_code == 403  # not their centre
+    with sessions() as s:
+        assert [n.text for n in s.scalars(select(DayNote))] == [note]
+
+
+def test_analysts_cannot_annotate(client: TestClient) -> None:
+    log_in(client, "aram")
+    token = csrf_of(client.get("/dashboard").text)
+    r = client.post(
+        "/dashboard/notes",
+        data={"centre": "SH-GYUMRI1", "day": "2026-11-24", "text": "x", "csrf": token},
+    )
+    assert r.status_code == 403
+
+
+def test_logout_and_disabled_users(client: TestClient, sessions: sessionmaker[Session]) -> None:
+    log_in(client, "anna")
+    token = csrf_of(client.get("/dashboard").text)
+    r = client.post("/logout", data={"csrf": token}, follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get("/dashboard", follow_redirects=False).status_code == 303
+    log_in(client, "anna")
+    with sessions() as s, s.begin():
+        user = s.scalars(select(User).where(User.username == "anna")).one()
+        user.disabled_at = datetime.now(UTC)
+    assert client.get("/dashboard", follow_redirects=False).status_code == 303  # out
+    assert log_in(client, "anna").status_code == 401  # type: ignore[attr-defined]
+
+
+def test_users_need_good_passwords_and_known_centres(sessions: sessionmaker[Session]) -> None:
+    with sessions() as s, s.begin():
+        with pytest.raises(UserError, match="at least 12"):
+            create_user(s, "x", "short", role=Role.ANALYST, now=NOW[0])
+        with pytest.raises(UserError, match="needs --centre"):
+            create_user(s, "m", PASSWORD, role=Role.MANAGER, now=NOW[0])
+        with pytest.raises(UserError, match="unknown centre"):
+            create_user(s, "m", PASSWORD, role=Role.MANAGER, centres=["XX"], now=NOW[0])
+        create_user(s, "ok", PASSWORD, role=Role.ADMIN, now=NOW[0])
+        with pytest.raises(UserError, match="exists"):
+            create_user(s, "ok", PASSWORD, role=Role.ADMIN, now=NOW[0])
+        stored = s.scalars(select(User.password_hash).where(User.username == "ok")).one()
+        assert stored.startswith("$argon2id$") and PASSWORD not in stored
+
+
+def test_user_cli(
+    database_url: str,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    from collector.cli import main
+
+    monkeypatch.setenv("GNAHAT_DATABASE_URL", database_url)
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    argv = ["user", "add", "lilit", "--role", "manager", "--centre", "SH-GYUMRI1"]
+    assert main(argv) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert main(["user", "passwd", "lilit"]) == 2
+    assert "at least 12" in capsys.readouterr().err
+    assert main(["user", "disable", "lilit"]) == 0
+    assert main(["user", "list"]) == 0
+    assert "lilit\tmanager\tdisabled\tSH-GYUMRI1" in capsys.readouterr().out
+    assert PASSWORD not in capsys.readouterr().out
