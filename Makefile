@@ -30,9 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## services: install Mosquitto if absent (needs root and apt); tests start their own brokers
+## services: install Mosquitto and Chromium if absent (needs root and apt); tests start their own brokers
 services:
 	@bash .ci/ensure-mosquitto
+	@bash .ci/ensure-chromium || echo "no chromium: browser tests will be skipped (they fail under CI)" >&2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results.json

@@ -10,12 +10,13 @@ units, prints the accounting and stops everything.
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import signal
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -101,6 +102,7 @@ class Demo:
         from collector.demo_data import SHIPPED
         from collector.main import create_app
         from collector.registry import import_dir
+        from collector.users import create_user
 
         o = self.opts
         url = f"sqlite:///{(o.data / 'gnahat.db').resolve()}"
@@ -111,6 +113,17 @@ class Demo:
             import_dir(s, SHIPPED, actor="demo")
             _, self.analyst_token = create_token(s, name="demo analyst", role=Role.ANALYST)
             _, self.tech_token = create_token(s, name="demo technician", role=Role.TECHNICIAN)
+            self.manager_password = secrets.token_urlsafe(12)
+            create_user(
+                s,
+                "demo-manager",
+                self.manager_password,
+                role=Role.MANAGER,
+                centres=["SH-GYUMRI1", "ER-AVAN"],
+                display_name="Demo manager",
+                now=datetime.now(UTC),
+                actor="demo",
+            )
         engine.dispose()
         port = o.http_port if _port_free(o.http_host, o.http_port) else 0
         if port == 0:
@@ -133,6 +146,7 @@ class Demo:
             forward_interval_s=10.0,
         )
         self.app = create_app(self.settings, ingest=True, forward_clock=self.clock.now)
+        self.app.state.gnahat.business_clock = self.clock.now  # the simulated days
         config = uvicorn.Config(
             self.app, host=o.http_host, port=port, log_level="warning", lifespan="on"
         )
@@ -219,6 +233,9 @@ class Demo:
         self.say(
             f"  fleet       {len(self.desks)} units in 18 centres, clock x{self.opts.factor:g}"
             f" from {self.clock.start:%a %Y-%m-%d %H:%M} Yerevan"
+        )
+        self.say(
+            f"  dashboard   {base}/login  (user demo-manager, password {self.manager_password})"
         )
         self.say(f"  health      {base}/healthz")
         self.say(f"  metrics     {base}/metrics")

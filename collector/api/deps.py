@@ -26,6 +26,12 @@ class AppState:
     ingest: Ingest | None = None
     forwarder: Any = None  # collector.forward.Forwarder when forwarding runs here
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    business_clock: Callable[[], datetime] | None = None
+    """What "today" is for scores and the dashboard (the demo's simulated days); by
+    default ``clock``."""
+
+    def today_now(self) -> datetime:
+        return (self.business_clock or self.clock)()
 
 
 def get_state(request: Request) -> AppState:

@@ -234,7 +234,7 @@ def dashboard(
     chosen = next((c for c in centres if c.code == centre), centres[0])
     if centre is not None and chosen.code != centre:
         return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
-    today = state.clock().astimezone(ZoneInfo(state.settings.timezone)).date()
+    today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
     last = min(end or today, today)
     first = start or last - timedelta(days=29)
     if first > last or (last - first).days > 366:

@@ -58,7 +58,7 @@ def test_demo_starts_stores_events_and_stops_cleanly(
     lines: list[str] = []
     token = None
     stored = pushes = 0
-    me_is = None
+    me_is = password = None
     children: set[int] = set()
     try:
         for line in proc.stdout:
@@ -68,6 +68,8 @@ def test_demo_starts_stores_events_and_stops_cleanly(
                 children = _children(proc.pid)
             if m := re.search(r"M&E IS +(http://\S+)", line):
                 me_is = m.group(1)
+            if m := re.search(r"user demo-manager, password (\S+)\)", line):
+                password = m.group(1)
             if m := re.search(r"stored (\d+) .*pushes to M&E IS (\d+)", line):
                 stored, pushes = int(m.group(1)), int(m.group(2))
                 if stored >= 5 and pushes >= 1:
@@ -84,6 +86,13 @@ def test_demo_starts_stores_events_and_stops_cleanly(
         )
         assert feed.status_code == 200 and feed.text.count("\n") >= 1
         assert "gnahat_events_stored_total" in httpx.get(f"{base}/metrics").text
+        with httpx.Client(base_url=base) as web:  # the manager's dashboard, as printed
+            csrf = re.search(r'name="csrf" value="([^"]+)"', web.get("/login").text)
+            assert csrf and password
+            form = {"username": "demo-manager", "password": password, "csrf": csrf.group(1)}
+            assert web.post("/login", data=form).status_code == 303
+            page = web.get("/dashboard").text
+            assert "Տարածքային կենտրոն «Ավան»" in page and "Ծառայություններ" in page
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=90)

@@ -28,7 +28,7 @@ MAX_DAYS = 366
 
 
 def _period(state: Any, start: date | None, end: date | None, days: int = 30) -> tuple[date, date]:
-    today = state.clock().astimezone(ZoneInfo(state.settings.timezone)).date()
+    today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
     end = end or today
     start = start or end - timedelta(days=days - 1)
     if start > end:
