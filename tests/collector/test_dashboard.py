@@ -135,8 +135,17 @@ def test_a_manager_annotates_a_day(client: TestClient, sessions: sessionmaker[Se
         data={"centre": "ER-AVAN", "day": "2026-11-24", "text": "no", "csrf": token},
     )
     assert r.status_code == 403  # not their centre
+    r = client.post(
+        "/dashboard/notes",
+        data={"centre": "SH-GYUMRI1", "day": "2026-11-23", "text": "<script>x()</script>",
+              "csrf": token},
+    )  # fmt: skip
+    assert "&lt;script&gt;x()&lt;/script&gt;" in r.text and "<script>x()" not in r.text
     with sessions() as s:
-        assert [n.text for n in s.scalars(select(DayNote))] == [note]
+        assert [n.text for n in s.scalars(select(DayNote).order_by(DayNote.id))] == [
+            note,
+            "<script>x()</script>",
+        ]
 
 
 def test_analysts_cannot_annotate(client: TestClient) -> None:
