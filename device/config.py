@@ -64,6 +64,16 @@ class VoiceConfig:
 
 
 @dataclass(frozen=True)
+class KioskConfig:
+    """A touch screen on the unit: a local page whose buttons rate like the real ones."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8765
+    language: str = "hy"
+
+
+@dataclass(frozen=True)
 class UnitConfig:
     device_id: str
     mode: str = "free"
@@ -81,6 +91,7 @@ class UnitConfig:
     badge_reader: SerialConfig | None = None
     queue_serial: SerialConfig | None = None
     voice: VoiceConfig = field(default_factory=VoiceConfig)
+    kiosk: KioskConfig = field(default_factory=KioskConfig)
 
 
 class _Errors:
@@ -114,7 +125,7 @@ def _get(
 
 def parse_config(data: dict[str, Any]) -> UnitConfig:
     errs = _Errors()
-    known = {"unit", "mqtt", "outbox", "pins", "badge_reader", "queue_serial", "voice"}
+    known = {"unit", "mqtt", "outbox", "pins", "badge_reader", "queue_serial", "voice", "kiosk"}
     for section in data:
         if section not in known:
             errs.add(section, "unknown section", f"use one of {', '.join(sorted(known))}")
@@ -193,13 +204,32 @@ def parse_config(data: dict[str, Any]) -> UnitConfig:
             pz, "leds", list, list(pins.RATING_LEDS[:scale]), errs, "pins", "a list of BCM numbers"
         )
     )
-    if len(buttons) != scale:
+    k = data.get("kiosk", {})
+    kiosk = KioskConfig(
+        enabled=_get(k, "enabled", bool, False, errs, "kiosk", "true or false"),
+        host=_get(k, "host", str, "127.0.0.1", errs, "kiosk", 'keep "127.0.0.1"'),
+        port=_get(k, "port", int, 8765, errs, "kiosk", "a TCP port, e.g. 8765"),
+        language=_get(k, "language", str, "hy", errs, "kiosk", '"hy" or "en"'),
+    )
+    if kiosk.language not in ("hy", "en"):
+        errs.add("kiosk.language", f"{kiosk.language!r} is not offered", 'use "hy" or "en"')
+    if kiosk.host not in ("127.0.0.1", "localhost", "::1"):
+        errs.add(
+            "kiosk.host",
+            f"{kiosk.host!r} is not loopback",
+            "the kiosk page is for the unit's own screen",
+        )
+    if not 0 <= kiosk.port <= 65535:
+        errs.add("kiosk.port", "out of range", "use e.g. 8765")
+    if kiosk.enabled and not buttons:
+        pass  # a touch-only kiosk: no physical rating buttons
+    elif len(buttons) != scale:
         errs.add(
             "pins.buttons",
             f"{len(buttons)} pins for scale {scale}",
             f"give exactly {scale} BCM numbers, worst first",
         )
-    if leds and len(leds) != scale:
+    if leds and len(leds) != scale and buttons:
         errs.add(
             "pins.leds",
             f"{len(leds)} pins for scale {scale}",
@@ -291,6 +321,7 @@ def parse_config(data: dict[str, Any]) -> UnitConfig:
         badge_reader=serial("badge_reader"),
         queue_serial=serial("queue_serial"),
         voice=voice,
+        kiosk=kiosk,
     )
     if errs.items:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(errs.items))

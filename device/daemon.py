@@ -73,6 +73,7 @@ class Daemon:
         self.arm_button: ArmButton | None = None
         self.badge_reader: BadgeReader | None = None
         self.queue_serial: QueueSerial | None = None
+        self.kiosk: Any = None
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -133,6 +134,10 @@ class Daemon:
                 self.unit.arm("queue") if self.unit else None
             )
             self.queue_serial.start()
+        if cfg.kiosk.enabled:
+            from device.kiosk import KioskServer
+
+            self.kiosk = KioskServer(self.unit, cfg.kiosk).start()
         self.link.start()
         sd_notify("READY=1\nSTATUS=accepting presses")
         log.info(
@@ -154,6 +159,8 @@ class Daemon:
 
     def stop(self) -> None:
         sd_notify("STOPPING=1")
+        if self.kiosk is not None:
+            self.kiosk.stop()  # no new ratings from the screen while we shut down
         for part in (self.badge_reader, self.queue_serial):
             if part is not None:
                 part.close()

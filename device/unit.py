@@ -17,6 +17,7 @@ Rules (see docs/device.md):
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 import threading
@@ -31,6 +32,13 @@ from device.feedback import Feedback
 from device.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    COUNTED = "counted"
+    COOLDOWN = "cooldown"  # inside the cooldown after a counted press
+    NOT_ARMED = "not_armed"  # armed mode, and nobody armed the unit
+    REFUSED = "refused"  # the outbox cannot take it (full disk): the fault pattern shows
 
 
 class Unit:
@@ -142,6 +150,13 @@ class Unit:
 
     def press(self, score: int) -> bool:
         """A visitor pressed ``score``; True when it was counted and acknowledged."""
+        return self.rate(score) is Outcome.COUNTED
+
+    def rate(self, score: int) -> Outcome:
+        """A visitor's rating from any input (buttons, kiosk): what became of it.
+
+        ``COUNTED`` only after the durable write, and with the "thank you" feedback.
+        """
         with self._lock:
             self._expire()
             now = self.clock.mono_ms()
@@ -149,26 +164,26 @@ class Unit:
                 if self._armed_until_ms is None:
                     self.not_armed += 1
                     self.feedback.not_counted()
-                    return False
+                    return Outcome.NOT_ARMED
             elif (
                 self._last_counted_ms is not None
                 and now - self._last_counted_ms < self.config.cooldown_s * 1000
             ):
                 self.suppressed += 1
                 self.feedback.not_counted()
-                return False
+                return Outcome.COOLDOWN
             event = self._append(
                 p.EventType.RATING, score=score, scale=self.config.scale, staff=self.staff
             )
             if event is None:
-                return False
+                return Outcome.REFUSED
             self._last_counted_ms = now
             if self._armed_until_ms is not None:
                 self._armed_until_ms = None
                 self.feedback.prompt_off()
             self.acknowledged += 1
             self.feedback.thanks(score)
-            return True
+            return Outcome.COUNTED
 
     def arm(self, source: str = "button") -> None:
         with self._lock:

@@ -1,0 +1,287 @@
+"""The kiosk: a touch-screen page served by the unit itself, rating like its buttons.
+
+The page runs full screen in the unit's own browser and talks only to this small
+server on the loopback address (standard library only, nothing more on the Pi). A
+touch goes through :meth:`device.unit.Unit.rate`, so it gets exactly what a button
+press gets: the cooldown or the armed window, the durable write before any
+confirmation, the light, tone and spoken "thank you" from the unit. The page then
+shows the outcome in large type and announces it to screen readers.
+
+Only our page may rate: requests must name a loopback ``Host`` (no DNS rebinding)
+and carry the ``X-Gnahat-Kiosk`` header, which a foreign page cannot send without a
+CORS preflight that this server never grants.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from device.config import KioskConfig
+from device.unit import Outcome, Unit
+
+log = logging.getLogger(__name__)
+HEADER = "X-Gnahat-Kiosk"
+
+LABELS: dict[str, dict[int, list[str]]] = {
+    "hy": {
+        3: ["Վատ", "Միջին", "Լավ"],
+        4: ["Շատ վատ", "Վատ", "Լավ", "Շատ լավ"],
+        5: ["Շատ վատ", "Վատ", "Միջին", "Լավ", "Գերազանց"],
+    },
+    "en": {
+        3: ["Bad", "Fair", "Good"],
+        4: ["Very bad", "Bad", "Good", "Very good"],
+        5: ["Very bad", "Bad", "Fair", "Good", "Excellent"],
+    },
+}
+TEXT: dict[str, dict[str, str]] = {
+    "hy": {
+        "title": "Գնահատեք մեր ծառայությունը",
+        "ask": "Խնդրում ենք գնահատել մեր ծառայությունը",
+        "wait_staff": "Գնահատումը կսկսվի սպասարկումից հետո",
+        "counted": "Շնորհակալություն",
+        "cooldown": "Չհաշվվեց։ Մի պահ սպասեք։",
+        "not_armed": "Չհաշվվեց։ Գնահատումը կսկսվի սպասարկումից հետո։",
+        "refused": "Սարքը հիմա չի ընդունում գնահատականներ։ Խնդրում ենք տեղեկացնել աշխատակցին։",
+        "error": "Կապ չկա սարքի հետ։ Խնդրում ենք տեղեկացնել աշխատակցին։",
+        "other": "English",
+    },
+    "en": {
+        "title": "Rate our service",
+        "ask": "Please rate our service",
+        "wait_staff": "Rating opens after you have been served",
+        "counted": "Thank you",
+        "cooldown": "Not counted. Please wait a moment.",
+        "not_armed": "Not counted. Rating opens after you have been served.",
+        "refused": "This unit cannot take ratings now. Please tell a member of staff.",
+        "error": "The unit does not answer. Please tell a member of staff.",
+        "other": "Հայերեն",
+    },
+}
+
+PAGE = """<!doctype html>
+<html lang="{lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+  html, body {{ margin: 0; height: 100%; background: #000; color: #fff;
+    font-family: "Noto Sans Armenian", "Noto Sans", system-ui, sans-serif; }}
+  body {{ display: flex; flex-direction: column; }}
+  h1 {{ font-size: clamp(1.6rem, 5vw, 3rem); text-align: center; margin: 1.5rem 1rem .5rem; }}
+  #prompt {{ text-align: center; font-size: clamp(1.2rem, 3vw, 2rem); margin: 0 1rem 1rem; }}
+  #buttons {{ flex: 1; display: grid; grid-template-columns: repeat({scale}, 1fr); gap: 1.2rem;
+    padding: 1rem 1.5rem; }}
+  button {{ font: inherit; font-size: clamp(1.4rem, 3.5vw, 2.6rem); color: #000;
+    border: 6px solid #fff; border-radius: 1.5rem; min-height: 10rem; cursor: pointer;
+    display: flex; flex-direction: column; align-items: center; justify-content: center;
+    gap: .5rem; }}
+  button .n {{ font-size: 2.2em; font-weight: 700; }}
+  button:focus-visible {{ outline: 8px solid #ffd400; outline-offset: 4px; }}
+  button:disabled {{ opacity: .45; }}
+  {colours}
+  #status {{ min-height: 4.5rem; text-align: center; font-size: clamp(1.6rem, 5vw, 3.2rem);
+    font-weight: 700; margin: .5rem 1rem 1.5rem; }}
+  #lang {{ position: absolute; top: .8rem; right: 1rem; color: #fff; font-size: 1.3rem; }}
+</style>
+</head>
+<body>
+<a id="lang" href="/?lang={other_lang}" lang="{other_lang}">{other}</a>
+<h1>{title}</h1>
+<p id="prompt"></p>
+<div id="buttons" role="group" aria-label="{title}">
+{buttons}
+</div>
+<p id="status" role="status" aria-live="assertive"></p>
+<script>
+const TEXT = {text_json};
+const status = document.getElementById("status");
+const prompt = document.getElementById("prompt");
+const buttons = Array.from(document.querySelectorAll("#buttons button"));
+let clearTimer = null;
+function show(key) {{
+  status.textContent = TEXT[key] || TEXT.error;
+  clearTimeout(clearTimer);
+  clearTimer = setTimeout(() => {{ status.textContent = ""; }}, 6000);
+}}
+async function rate(score) {{
+  buttons.forEach(b => b.disabled = true);
+  try {{
+    const r = await fetch("/press", {{
+      method: "POST",
+      headers: {{"Content-Type": "application/json", "{header}": "1"}},
+      body: JSON.stringify({{score: score}}),
+    }});
+    const body = await r.json();
+    show(r.ok ? body.outcome : "error");
+  }} catch (e) {{
+    show("error");
+  }} finally {{
+    setTimeout(() => buttons.forEach(b => b.disabled = false), 1500);
+  }}
+}}
+buttons.forEach(b => b.addEventListener("click", () => rate(Number(b.dataset.score))));
+document.addEventListener("keydown", e => {{
+  const n = Number(e.key);
+  if (n >= 1 && n <= buttons.length && !buttons[0].disabled) rate(n);
+}});
+async function poll() {{
+  try {{
+    const s = await (await fetch("/state", {{headers: {{"{header}": "1"}}}})).json();
+    prompt.textContent = (s.mode === "armed" && !s.armed) ? TEXT.wait_staff : TEXT.ask;
+  }} catch (e) {{}}
+}}
+poll();
+setInterval(poll, 1000);
+</script>
+</body>
+</html>
+"""
+
+# Worst to best: not colour alone — each button also has its number and word.
+COLOURS = {
+    3: ["#ff8a80", "#ffe082", "#a5d6a7"],
+    4: ["#ff8a80", "#ffcc80", "#c5e1a5", "#81c784"],
+    5: ["#ff8a80", "#ffcc80", "#fff59d", "#c5e1a5", "#81c784"],
+}
+
+
+def render_page(scale: int, lang: str) -> str:
+    labels = LABELS[lang][scale]
+    buttons = "\n".join(
+        f'<button type="button" data-score="{i}" aria-label="{i} — {label}">'
+        f'<span class="n" aria-hidden="true">{i}</span><span>{label}</span></button>'
+        for i, label in enumerate(labels, start=1)
+    )
+    colours = " ".join(
+        f"button[data-score='{i}'] {{ background: {c}; }}"
+        for i, c in enumerate(COLOURS[scale], start=1)
+    )
+    other = "en" if lang == "hy" else "hy"
+    return PAGE.format(
+        lang=lang,
+        title=TEXT[lang]["title"],
+        scale=scale,
+        colours=colours,
+        buttons=buttons,
+        other_lang=other,
+        other=TEXT[lang]["other"],
+        text_json=json.dumps(TEXT[lang], ensure_ascii=False),
+        header=HEADER,
+    )
+
+
+class KioskServer:
+    """The kiosk page and its two calls, on a loopback port, in a background thread."""
+
+    def __init__(self, unit: Unit, config: KioskConfig) -> None:
+        self.unit = unit
+        self.config = config
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> KioskServer:
+        handler = _handler(self.unit, self.config)
+        self._httpd = ThreadingHTTPServer((self.config.host, self.config.port), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="gnahat-kiosk", daemon=True
+        )
+        self._thread.start()
+        log.info("kiosk page on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._httpd = self._thread = None
+
+
+def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "gnahat-kiosk"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: the unit's log
+            log.debug("kiosk: " + format, *args)
+
+        def _host_ok(self) -> bool:
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+            return host in ("127.0.0.1", "localhost", "::1")
+
+        def _send(self, code: int, body: bytes, ctype: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Frame-Options", "DENY")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, obj: Any) -> None:
+            self._send(code, json.dumps(obj).encode(), "application/json")
+
+        def do_GET(self) -> None:
+            if not self._host_ok():
+                self._json(HTTPStatus.FORBIDDEN, {"error": "loopback only"})
+                return
+            path, _, query = self.path.partition("?")
+            if path == "/":
+                lang = config.language
+                for part in query.split("&"):
+                    if part in ("lang=hy", "lang=en"):
+                        lang = part[5:]
+                page = render_page(unit.config.scale, lang).encode("utf-8")
+                self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+            elif path == "/state":
+                self._json(
+                    HTTPStatus.OK,
+                    {
+                        "mode": unit.config.mode,
+                        "armed": unit.is_armed,
+                        "scale": unit.config.scale,
+                    },
+                )
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+        def do_POST(self) -> None:
+            if not self._host_ok() or self.headers.get(HEADER) != "1":
+                self._json(HTTPStatus.FORBIDDEN, {"error": "only the kiosk page may rate"})
+                return
+            if self.path != "/press":
+                self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(min(length, 1024)) or b"{}")
+                score = body["score"]
+                if not isinstance(score, int) or isinstance(score, bool):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                self._json(HTTPStatus.BAD_REQUEST, {"error": 'send {"score": N}'})
+                return
+            if not 1 <= score <= unit.config.scale:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": f"score is 1..{unit.config.scale}"})
+                return
+            outcome: Outcome = unit.rate(score)
+            self._json(HTTPStatus.OK, {"outcome": outcome.value})
+
+    return Handler

@@ -1,0 +1,136 @@
+"""The kiosk page on the unit: over HTTP, and touched in a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from device.config import KioskConfig, parse_config
+from device.kiosk import HEADER, KioskServer
+from device.unit import Unit
+from tests.collector.test_dashboard_browser import CHROMIUM_ARGS, chromium_path
+from tests.conftest import missing
+from tests.device.helpers import DEV, clock, config, make_unit
+
+RATE = {HEADER: "1"}
+
+
+@pytest.fixture
+def kiosk(mock_factory: Any, tmp_path: Path) -> Iterator[tuple[KioskServer, Unit, Any, Any]]:
+    clk = clock()
+    cfg = replace(config(tmp_path, cooldown_s=3), kiosk=KioskConfig(enabled=True, port=0))
+    unit, outbox, _fb = make_unit(cfg, mock_factory, clk)
+    server = KioskServer(unit, cfg.kiosk).start()
+    yield server, unit, outbox, clk
+    server.stop()
+
+
+def test_a_touch_counts_like_a_button(kiosk: tuple[KioskServer, Unit, Any, Any]) -> None:
+    server, unit, outbox, clk = kiosk
+    with httpx.Client(base_url=server.url) as c:
+        page = c.get("/")
+        assert page.status_code == 200 and '<html lang="hy">' in page.text
+        assert page.text.count('data-score="') == 4 and "Շատ լավ" in page.text
+        assert "Very good" in c.get("/?lang=en").text
+        r = c.post("/press", json={"score": 4}, headers=RATE)
+        assert r.json() == {"outcome": "counted"}
+        assert outbox.depth == 1 and json.loads(outbox.pending(limit=1)[0][1])["score"] == 4
+        assert c.post("/press", json={"score": 4}, headers=RATE).json() == {"outcome": "cooldown"}
+        clk.advance(3000)
+        assert c.post("/press", json={"score": 1}, headers=RATE).json() == {"outcome": "counted"}
+        assert unit.acknowledged == 2 and unit.suppressed == 1
+        assert c.get("/state").json() == {"mode": "free", "armed": False, "scale": 4}
+
+
+def test_only_the_kiosk_page_may_rate(kiosk: tuple[KioskServer, Unit, Any, Any]) -> None:
+    server, _unit, outbox, _clk = kiosk
+    with httpx.Client(base_url=server.url) as c:
+        assert c.post("/press", json={"score": 4}).status_code == 403  # no header: not our page
+        evil = {**RATE, "Host": "evil.example:80"}  # a rebinding name for 127.0.0.1
+        assert c.post("/press", json={"score": 4}, headers=evil).status_code == 403
+        assert c.get("/", headers={"Host": "evil.example"}).status_code == 403
+        for bad in ({"score": 9}, {"score": "4"}, {"score": True}, {}, [4]):
+            assert c.post("/press", json=bad, headers=RATE).status_code == 400
+        assert c.post("/press", content=b"not json", headers=RATE).status_code == 400
+        assert c.get("/nothing").status_code == 404
+    assert outbox.depth == 0
+
+
+def test_armed_mode_through_the_kiosk(mock_factory: Any, tmp_path: Path) -> None:
+    clk = clock()
+    cfg = replace(config(tmp_path, mode="armed"), kiosk=KioskConfig(enabled=True, port=0))
+    unit, outbox, _fb = make_unit(cfg, mock_factory, clk)
+    server = KioskServer(unit, cfg.kiosk).start()
+    try:
+        with httpx.Client(base_url=server.url) as c:
+            assert c.post("/press", json={"score": 3}, headers=RATE).json() == {
+                "outcome": "not_armed"
+            }
+            unit.arm("queue")
+            assert c.get("/state").json()["armed"] is True
+            assert c.post("/press", json={"score": 3}, headers=RATE).json() == {
+                "outcome": "counted"
+            }
+    finally:
+        server.stop()
+    assert outbox.depth == 1
+
+
+def test_kiosk_configuration() -> None:
+    cfg = parse_config(
+        {
+            "unit": {"device_id": DEV, "scale": 5},
+            "pins": {"buttons": [], "leds": []},
+            "kiosk": {"enabled": True, "language": "en"},
+        }
+    )
+    assert cfg.kiosk == KioskConfig(enabled=True, language="en") and cfg.pins.buttons == ()
+    from device.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"unit": {"device_id": DEV}, "kiosk": {"host": "0.0.0.0", "language": "ru"}})
+    assert "kiosk.host" in str(err.value) and "kiosk.language" in str(err.value)
+
+
+@pytest.fixture
+def browser_page() -> Iterator[Any]:
+    path = chromium_path()
+    if path is None:
+        missing("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        yield page
+        browser.close()
+
+
+def test_a_visitor_touches_the_screen(
+    kiosk: tuple[KioskServer, Unit, Any, Any], browser_page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    server, _unit, outbox, clk = kiosk
+    page = browser_page
+    page.goto(server.url)
+    expect(page.locator("#prompt")).to_have_text("Խնդրում ենք գնահատել մեր ծառայությունը")
+    page.get_by_role("button", name="4 — Շատ լավ").click()
+    expect(page.get_by_role("status")).to_have_text("Շնորհակալություն")
+    assert outbox.depth == 1
+    expect(page.get_by_role("button", name="1 — Շատ վատ")).to_be_enabled()
+    page.get_by_role("button", name="1 — Շատ վատ").click()  # inside the cooldown
+    expect(page.get_by_role("status")).to_have_text("Չհաշվվեց։ Մի պահ սպասեք։")
+    clk.advance(3000)
+    expect(page.get_by_role("button", name="2 — Վատ")).to_be_enabled()
+    page.keyboard.press("2")  # a keyboard (or switch access) works too
+    expect(page.get_by_role("status")).to_have_text("Շնորհակալություն")
+    assert [json.loads(p)["score"] for _s, p in outbox.pending(limit=10)] == [4, 2]
+    page.get_by_role("link", name="English").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Rate our service")
