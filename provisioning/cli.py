@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--employee", help="default employee code at the desk")
     ua.add_argument("--scale", type=int, default=4, choices=[3, 4, 5])
     ua.add_argument("--mode", default="free", choices=["free", "armed"])
+    ua.add_argument("--kiosk", action="store_true", help="a touch-screen unit (kiosk page on)")
     ur = u_sub.add_parser("revoke", help="refuse the unit at the broker and the collector")
     ur.add_argument("device")
     ut = u_sub.add_parser("rotate", help="new credentials; re-install the bundle on the unit")
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 employee=args.employee,
                 scale=args.scale,
                 mode=args.mode,
+                kiosk=args.kiosk,
             )
             print(f"{b.device}: bundle in {b.folder} — copy user-data to the Pi's boot partition")
             print(f"  {b.confirmed}")

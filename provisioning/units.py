@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import shutil
+import tomllib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,6 +176,7 @@ class Provisioner:
         employee: str | None = None,
         scale: int = 4,
         mode: str = "free",
+        kiosk: bool = False,
         now: datetime | None = None,
     ) -> Bundle:
         device = device_id_for(centre, desk)
@@ -184,14 +186,35 @@ class Provisioner:
                 f"{device} is already provisioned; use `unit rotate {device}` for new credentials"
             )
         self._register(
-            device, centre, desk, service=service, employee=employee, scale=scale, now=now
+            device,
+            centre,
+            desk,
+            service=service,
+            employee=employee,
+            scale=scale,
+            kind="kiosk" if kiosk else "buttons",
+            now=now,
         )
-        return self._credentials(device, cert=cert, mode=mode, scale=scale)
+        return self._credentials(device, cert=cert, mode=mode, scale=scale, kiosk=kiosk)
 
     def _credentials(
-        self, device: str, *, cert: bool, mode: str = "free", scale: int = 4
+        self,
+        device: str,
+        *,
+        cert: bool,
+        mode: str | None = None,
+        scale: int | None = None,
+        kiosk: bool | None = None,
     ) -> Bundle:
+        """New credentials and bundle; unit settings not given are kept from the old one."""
         folder = self.bundles / device
+        old_unit: dict[str, Any] = {}
+        if (folder / "unit.toml").exists():
+            old_unit = tomllib.loads((folder / "unit.toml").read_text(encoding="utf-8"))
+        mode = mode or old_unit.get("unit", {}).get("mode", "free")
+        scale = scale or old_unit.get("unit", {}).get("scale", 4)
+        if kiosk is None:
+            kiosk = bool(old_unit.get("kiosk", {}).get("enabled", False))
         old_creds = self.credentials(device) if folder.exists() else None
         if old_creds is not None and old_creds.cert is not None:
             keep = self.state / "retired-certs"  # to ask the broker that it refuses them
@@ -238,6 +261,8 @@ class Provisioner:
             "outbox": {"path": "/var/lib/gnahat/outbox.db"},
             "badge_reader": {"port": "/dev/serial0"},
         }
+        if kiosk:
+            config["kiosk"] = {"enabled": True, "language": "hy"}
         (folder / "unit.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
         write_secret(folder / "user-data", cloud_init(device, folder).encode())
         self.broker_config()
@@ -302,6 +327,7 @@ class Provisioner:
         service: str | None,
         employee: str | None,
         scale: int,
+        kind: str = "buttons",
         now: datetime | None,
     ) -> None:
         if not self.database_url:
@@ -314,7 +340,7 @@ class Provisioner:
         csv.writer(devices, lineterminator="\n").writerows(
             [
                 ["device", "kind", "scale", "created_at", "retired_at"],
-                [device, "buttons", scale, when, ""],
+                [device, kind, scale, when, ""],
             ]
         )
         assignments = io.StringIO()
@@ -338,7 +364,7 @@ class Provisioner:
             engine.dispose()
 
     def fleet_import(self, path: Path, *, now: datetime | None = None) -> list[Bundle]:
-        """Provision every row of a CSV (centre, desk[, service, employee, scale, cert])."""
+        """Provision every row of a CSV (centre, desk[, service, employee, scale, cert, kiosk])."""
         rows = list(csv.DictReader(path.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()))
         problems = []
         for i, row in enumerate(rows, start=2):
@@ -354,6 +380,7 @@ class Provisioner:
                 service=row.get("service") or None,
                 employee=row.get("employee") or None,
                 scale=int(row.get("scale") or 4),
+                kiosk=row.get("kiosk") == "yes",
                 now=now,
             )
             for row in rows

@@ -317,6 +317,28 @@ def test_bundle_and_cloud_init(env: Env) -> None:
     assert cfg.device_id == b.device and cfg.scale == 5 and cfg.mode == "armed"
     assert cfg.mqtt.tls and cfg.mqtt.port == env.layout.tls_port
     assert (b.folder / "user-data").stat().st_mode & 0o777 == 0o600
+    # New credentials keep the unit's own settings.
+    rotated = parse_config(
+        tomllib.loads((env.prov.rotate(b.device).folder / "unit.toml").read_text())
+    )
+    assert (rotated.scale, rotated.mode, rotated.kiosk.enabled) == (5, "armed", False)
+
+
+def test_a_kiosk_unit(env: Env) -> None:
+    import tomllib
+
+    from device.config import parse_config
+
+    b = env.prov.add_unit(CENTRE, 48, kiosk=True)
+    cfg = parse_config(tomllib.loads((b.folder / "unit.toml").read_text()))
+    assert cfg.kiosk.enabled and cfg.kiosk.host == "127.0.0.1"
+    with env.sessions() as s:
+        dev = s.get(Device, b.device)
+        assert dev is not None and dev.kind == "kiosk"
+    rotated = parse_config(
+        tomllib.loads((env.prov.rotate(b.device).folder / "unit.toml").read_text())
+    )
+    assert rotated.kiosk.enabled
 
 
 def test_mosquitto_hash_matches_mosquitto_passwd_format() -> None:
