@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         "unset: nothing is forwarded.",
     )
     forward_enabled: bool = Field(
-        True, description="Run the forwarder in this `serve` process (one process should)."
+        True, description="Run the forwarder in this `serve` process (a lease: one at a time)."
     )
     forward_username: str | None = Field(None, description="M&E IS account (HTTP basic auth).")
     forward_password: str | None = Field(None, description="Password of that account.")

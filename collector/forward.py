@@ -21,7 +21,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -33,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings
@@ -203,8 +206,11 @@ def _message(body: bytes) -> str:
 class RunReport:
     planned: int = 0
     outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    lease: bool = True
 
     def __str__(self) -> str:
+        if not self.lease:
+            return "another process is forwarding (it holds the lease); nothing done here"
         parts = [f"{self.planned} batch(es) queued"]
         parts += [f"{n} {k}" for k, n in sorted(self.outcomes.items())]
         return ", ".join(parts)
@@ -223,6 +229,7 @@ class Forwarder:
         http: httpx.Client | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
+        owner: str | None = None,
     ) -> None:
         if not settings.forward_url and adapter is None:
             raise ValueError("set GNAHAT_FORWARD_URL to forward to the M&E IS")
@@ -238,6 +245,7 @@ class Forwarder:
         self.clock = clock
         self.rng = rng
         self.tz = ZoneInfo(settings.timezone)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -433,10 +441,54 @@ class Forwarder:
             self.metrics.forward_pushes.labels(outcome.kind).inc()
 
     def run_once(self) -> RunReport:
+        """One round: plan, then push what is due — if this process holds the lease."""
+        if not self.hold_lease():
+            return RunReport(lease=False)
         report = RunReport(planned=self.plan())
         report.outcomes.update(self.send_due())
         self.update_gauges()
         return report
+
+    def hold_lease(self) -> bool:
+        """Take or renew the forwarding lease (one forwarder per database at a time).
+
+        A compare-and-swap on one ``meta`` row, the same on SQLite and PostgreSQL: the
+        lease is ours if it is free, expired, or already ours; it lasts three rounds, so
+        another ``serve`` process takes over within that after this one stops or dies.
+        """
+        now = self.clock()
+        until = now + timedelta(seconds=max(3 * self.settings.forward_interval_s, 30.0))
+        mine = f"{self.owner}|{until.isoformat()}"
+        with self.sessions() as s:
+            try:
+                with s.begin():
+                    if s.get(Meta, "forward_lease") is None:
+                        s.add(Meta(key="forward_lease", value=""))
+            except IntegrityError:
+                pass  # another process created the row first
+        with self.sessions() as s, s.begin():
+            row = s.get(Meta, "forward_lease")
+            if row is None:
+                return False
+            owner, _, expires = row.value.partition("|")
+            if owner != self.owner and expires and datetime.fromisoformat(expires) > now:
+                return False
+            taken = s.execute(
+                update(Meta)
+                .where(Meta.key == "forward_lease", Meta.value == row.value)
+                .values(value=mine)
+            )
+            return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+
+    def release_lease(self) -> None:
+        with self.sessions() as s, s.begin():
+            row = s.get(Meta, "forward_lease")
+            if row is not None and row.value.partition("|")[0] == self.owner:
+                s.execute(
+                    update(Meta)
+                    .where(Meta.key == "forward_lease", Meta.value == row.value)
+                    .values(value="")
+                )
 
     def update_gauges(self) -> None:
         if self.metrics is None:
@@ -517,6 +569,10 @@ class Forwarder:
         if self._thread is not None:
             self._thread.join(self.settings.forward_timeout_s + 5)
             self._thread = None
+        try:
+            self.release_lease()  # another process may take over at once
+        except Exception:
+            log.exception("could not release the forwarding lease")
         self.http.close()
 
 

@@ -415,3 +415,21 @@ def test_forward_commands(
     assert capsys.readouterr().out.startswith("1 sent")
     monkeypatch.delenv("GNAHAT_FORWARD_URL")
     assert main(["forward", "run"]) == 2
+
+
+def test_one_forwarder_at_a_time_and_a_takeover(env: Env) -> None:
+    press(env, range(1, 3))
+    first = env.forwarder(forward_interval_s=60)
+    second = env.forwarder(forward_interval_s=60)
+    assert first.run_once().outcomes == {"sent": 1}
+    press(env, range(3, 5))  # more for the same day
+    report = second.run_once()
+    assert not report.lease and "another process" in str(report)
+    assert len(env.fake.requests) == 1
+    env.advance(seconds=179)  # the first forwarder went silent (died): lease still valid
+    assert not second.run_once().lease
+    env.advance(seconds=2)  # three rounds passed: the second takes over
+    assert second.run_once().outcomes == {"sent": 1}
+    assert not first.run_once().lease  # and the first, back, waits its turn
+    second.release_lease()  # a clean stop hands over at once
+    assert first.run_once().lease
