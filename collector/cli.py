@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("device")
     sub.add_parser("rebuild-aggregates", help="recompute all daily aggregates from events")
 
+    ret = sub.add_parser("retention", help="delete old raw events (aggregates stay)")
+    ret_sub = ret.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ra = ret_sub.add_parser("apply", help="delete raw events older than the retention")
+    ra.add_argument("--days", type=int, help="override GNAHAT_RETENTION_DAYS")
+    ra.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
+
     usr = sub.add_parser("user", help="dashboard users (argon2 passwords)")
     usr_sub = usr.add_subparsers(dest="action", required=True, metavar="ACTION")
     ua = usr_sub.add_parser("add", help="add a user; the password is read from stdin or asked")
@@ -227,6 +233,27 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from collector.retention import apply_retention, cutoff_for
+
+    now = datetime.now(UTC)
+    try:
+        cutoff = cutoff_for(
+            args.days if args.days is not None else settings.retention_days,
+            now,
+            settings.timezone,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with _sessions(settings)() as s, s.begin():
+        report = apply_retention(s, cutoff, now=now, dry_run=args.dry_run)
+    print(("would delete: " if args.dry_run else "") + str(report))
+    return 0
+
+
 def _read_password() -> str:
     if sys.stdin.isatty():
         import getpass
@@ -360,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_forward(settings, args)
     if args.command == "user":
         return cmd_user(settings, args)
+    if args.command == "retention":
+        return cmd_retention(settings, args)
     if args.command == "rebuild-aggregates":
         from collector.store import Store
 

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     secret_key: str = Field(
         DEV_SECRET, description="Secret for sessions, CSRF tokens and employee pseudonyms."
     )
+    retention_days: int = Field(
+        0,
+        description="Delete raw events older than this many days (`retention apply`); "
+        "aggregates stay. 0: keep them.",
+    )
     forward_url: str | None = Field(
         None,
         description="Base URL of the M&E IS (DHIS2 style, e.g. `https://me-is.example.am`); "

@@ -18,12 +18,19 @@ def stream_gaps(session: Session, device: str) -> dict[str, list[tuple[int, int]
             (sub.c.prev.is_(None) & (sub.c.seq > 1)) | (sub.c.seq - sub.c.prev > 1)
         )
     ).all()
-    out: dict[str, list[tuple[int, int]]] = {
-        s: []
-        for s in session.scalars(select(StreamState.stream).where(StreamState.device == device))
-    }
+    purged = dict(
+        session.execute(
+            select(StreamState.stream, StreamState.purged_through).where(
+                StreamState.device == device
+            )
+        ).all()
+    )
+    out: dict[str, list[tuple[int, int]]] = {s: [] for s in purged}
     for stream, seq, before in rows:
-        out.setdefault(stream, []).append(((before or 0) + 1, seq - 1))
+        # Seqs up to purged_through were stored (retention deleted them since): no gap.
+        first = max((before or 0) + 1, purged.get(stream, 0) + 1)
+        if first <= seq - 1:
+            out.setdefault(stream, []).append((first, seq - 1))
     for ranges in out.values():
         ranges.sort()
     return out

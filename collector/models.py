@@ -230,6 +230,9 @@ class StreamState(Base):
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
     max_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    purged_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Events 1..purged_through were stored and then deleted by retention: any copy of
+    them arriving again is a duplicate."""
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
 

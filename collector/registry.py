@@ -566,6 +566,17 @@ class Snapshot:
         self.service_codes: dict[int, str] = {
             i: c for i, c in session.execute(select(Service.id, Service.code))
         }
+        # Retention's watermarks (bumping the registry version reloads them).
+        from collector.models import StreamState
+
+        self.purged: dict[tuple[str, str], int] = {
+            (d, st): n
+            for d, st, n in session.execute(
+                select(StreamState.device, StreamState.stream, StreamState.purged_through).where(
+                    StreamState.purged_through > 0
+                )
+            )
+        }
 
     def tie(self, device: str, at: datetime) -> Tie | None:
         spans = self._assign.get(device)

@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, cast
 from zoneinfo import ZoneInfo
 
@@ -296,6 +296,10 @@ class Store:
                 _Q(msg.topic, item.raw, item.error.code, str(item.error), item.key, msg.received_at)
             )
         for event in decoded.events:
+            if event.seq <= snap.purged.get((event.device, event.stream), 0):
+                result.duplicates += 1  # stored long ago, deleted by retention since
+                result.ack(event.key)
+                continue
             row_or_reason = self.event_row(event, msg.received_at, snap)
             if isinstance(row_or_reason, tuple):
                 reason, detail = row_or_reason
@@ -739,14 +743,26 @@ class Store:
         """Recompute every aggregate cell from events (after a bulk fix)."""
         with self.sessions() as session, session.begin():
             self._lock_aggregates(session)
-            keys = {
-                (d, c, e or 0, s or 0)
-                for d, c, e, s in session.execute(
-                    select(Event.day, Event.centre_id, Event.employee_id, Event.service_id)
-                    .where(Event.type == p.EventType.RATING.value)
-                    .distinct()
-                )
-            }
-            session.execute(delete(DailyAggregate))
+            # Days whose raw events retention deleted keep their aggregates: they are
+            # the only record left.
+            kept_from = _purged_before(session)
+            query = (
+                select(Event.day, Event.centre_id, Event.employee_id, Event.service_id)
+                .where(Event.type == p.EventType.RATING.value)
+                .distinct()
+            )
+            wipe = delete(DailyAggregate)
+            if kept_from is not None:
+                query = query.where(Event.day >= kept_from)
+                wipe = wipe.where(DailyAggregate.day >= kept_from)
+            keys = {(d, c, e or 0, s or 0) for d, c, e, s in session.execute(query)}
+            session.execute(wipe)
             self.recompute_aggregates(session, keys)
             return len(keys)
+
+
+def _purged_before(session: Session) -> date | None:
+    from collector.models import Meta
+
+    row = session.get(Meta, "purged_before")
+    return date.fromisoformat(row.value) if row is not None and row.value else None

@@ -1,0 +1,110 @@
+"""Retention: old raw events go, aggregates stay, dedup and gap detection stay exact."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.gaps import stream_gaps
+from collector.models import DailyAggregate, Event, Quarantine, StreamState
+from collector.retention import apply_retention, cutoff_for
+from collector.store import Store
+from tests.collector.helpers import DEV, T0, event, msg
+
+CUTOFF = date(2026, 11, 26)
+
+
+def cells(sessions: sessionmaker[Session]) -> list[tuple[object, ...]]:
+    with sessions() as s:
+        return [
+            (a.day, a.centre_id, a.employee_id, a.service_id, a.n1, a.n2, a.n3, a.n4, a.n)
+            for a in s.scalars(select(DailyAggregate).order_by(DailyAggregate.day))
+        ]
+
+
+def seqs(sessions: sessionmaker[Session]) -> list[int]:
+    with sessions() as s:
+        return list(s.scalars(select(Event.seq).where(Event.device == DEV).order_by(Event.seq)))
+
+
+@pytest.fixture
+def filled(store: Store, sessions: sessionmaker[Session]) -> Store:
+    old = [msg(event(i, score=1 + i % 4)) for i in range(1, 11)]  # the 24th
+    new = [msg(event(i, at=T0 + timedelta(days=3))) for i in range(11, 16)]  # the 27th
+    after_gap = [msg(event(17, at=T0))]  # old, but beyond a gap (16 never came)
+    store.process(old + new + after_gap)
+    store.process([msg(b"not json")])  # one quarantine entry, then resolve it
+    with sessions() as s, s.begin():
+        q = s.scalars(select(Quarantine)).one()
+        q.resolved_at, q.resolution = T0, "operator"
+    store.process([msg(b"still not json", device="am-sh-gyumri1-d02")])  # unresolved
+    return store
+
+
+def test_old_prefix_goes_aggregates_stay(filled: Store, sessions: sessionmaker[Session]) -> None:
+    before = cells(sessions)
+    with sessions() as s, s.begin():
+        dry = apply_retention(s, CUTOFF, now=T0 + timedelta(days=400), dry_run=True)
+    assert (dry.events_deleted, dry.quarantine_deleted) == (10, 1)
+    assert len(seqs(sessions)) == 16  # a dry run changes nothing
+    with sessions() as s, s.begin():
+        report = apply_retention(s, CUTOFF, now=T0 + timedelta(days=400))
+    assert (report.events_deleted, report.streams_purged, report.quarantine_deleted) == (10, 1, 1)
+    assert seqs(sessions) == [11, 12, 13, 14, 15, 17]  # 17 stays: there is a gap before it
+    assert cells(sessions) == before
+    with sessions() as s:
+        assert s.scalar(select(StreamState.purged_through)) == 10
+        assert stream_gaps(s, DEV) == {"s1": [(16, 16)]}  # 1..10 are not a gap
+        assert s.scalar(select(func.count()).select_from(Quarantine)) == 1  # unresolved kept
+    with sessions() as s, s.begin():
+        assert apply_retention(s, CUTOFF, now=T0 + timedelta(days=400)).events_deleted == 0
+
+
+def test_a_deleted_event_sent_again_is_a_duplicate(
+    filled: Store, sessions: sessionmaker[Session]
+) -> None:
+    with sessions() as s, s.begin():
+        apply_retention(s, CUTOFF, now=T0 + timedelta(days=400))
+    before = cells(sessions)
+    result = filled.process([msg(event(5)), msg(event(16))])  # a re-send, and the missing one
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert result.acks == {(DEV, "s1"): {5, 16}}
+    assert seqs(sessions) == [11, 12, 13, 14, 15, 16, 17]
+
+    def day_total(rows: list[tuple[object, ...]]) -> int:
+        return sum(int(str(c[-1])) for c in rows if c[0] == date(2026, 11, 24))
+
+    assert day_total(cells(sessions)) == day_total(before) + 1  # only seq 16 is new
+
+
+def test_rebuilding_aggregates_leaves_purged_days_alone(
+    filled: Store, sessions: sessionmaker[Session]
+) -> None:
+    with sessions() as s, s.begin():
+        apply_retention(s, CUTOFF, now=T0 + timedelta(days=400))
+    before = cells(sessions)
+    filled.rebuild_all_aggregates()
+    assert cells(sessions) == before
+
+
+def test_cutoff_and_the_command(
+    filled: Store,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from collector.cli import main
+
+    assert cutoff_for(30, T0, "Asia/Yerevan") == date(2026, 10, 25)
+    with pytest.raises(ValueError, match="retention is off"):
+        cutoff_for(0, T0, "Asia/Yerevan")
+    monkeypatch.setenv("GNAHAT_DATABASE_URL", database_url)
+    assert main(["retention", "apply"]) == 2  # GNAHAT_RETENTION_DAYS is 0: off
+    assert "retention is off" in capsys.readouterr().err
+    assert main(["retention", "apply", "--days", "1", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("would delete: raw events before")
+    assert main(["retention", "apply", "--days", "1"]) == 0
+    assert "daily aggregates kept" in capsys.readouterr().out
