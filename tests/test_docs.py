@@ -99,3 +99,40 @@ def test_readme_has_the_two_commands_and_links() -> None:
     for link in re.findall(r"\]\(([^)#]+\.md)\)", all_docs()):
         candidates = [ROOT / link, ROOT / "docs" / link, ROOT / "hardware" / link]
         assert any(c.exists() for c in candidates) or link.startswith("../"), link
+
+
+def test_shipped_systemd_units_run_real_commands() -> None:
+    """Every ExecStart/ExecStartPre of the shipped units is a command our CLIs accept."""
+    import configparser
+    import shlex
+
+    from collector.cli import build_parser as collector_parser
+    from device.cli import build_parser as device_parser
+    from provisioning.cli import build_parser as provision_parser
+
+    parsers = {
+        "gnahat-collector": collector_parser(),
+        "gnahat-device": device_parser(),
+        "gnahat-provision": provision_parser(),
+    }
+    units = sorted(ROOT.glob("*/systemd/*.service")) + sorted(ROOT.glob("*/systemd/*.timer"))
+    assert any(u.name == "gnahat-retention.timer" for u in units)
+    checked = 0
+    for unit in units:
+        ini = configparser.ConfigParser(strict=False, interpolation=None)
+        ini.optionxform = str  # type: ignore[assignment,method-assign]
+        ini.read_string(unit.read_text(encoding="utf-8"))
+        if unit.suffix == ".timer":
+            assert ini["Timer"]["OnCalendar"], unit
+            assert (unit.with_suffix(".service")).exists(), f"{unit} has no service"
+            continue
+        for key in ("ExecStartPre", "ExecStart"):
+            cmd = ini["Service"].get(key)
+            if not cmd:
+                continue
+            argv = shlex.split(cmd.replace("%i", "1"))
+            prog = Path(argv[0]).name
+            if prog in parsers:
+                parsers[prog].parse_args(argv[1:])  # exits (fails the test) on a bad command
+                checked += 1
+    assert checked >= 4
