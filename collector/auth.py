@@ -48,22 +48,14 @@ def create_token(
     A manager's token is scoped to the centres named (codes from the registry).
     """
     now = now or datetime.now(UTC)
-    if Role(role) is Role.MANAGER:
-        if not centres:
-            raise TokenError("a manager token needs --centre CODE (one or more)")
-        known = set(session.scalars(select(Centre.code).where(Centre.code.in_(centres))))
-        unknown = sorted(set(centres) - known)
-        if unknown:
-            raise TokenError(f"unknown centre(s): {', '.join(unknown)}")
-    elif centres:
-        raise TokenError("only manager tokens are scoped to centres")
+    scope = centre_scope(session, Role(role), centres, TokenError)
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         name=name,
         role=Role(role).value,
         token_hash=hash_token(plain),
         prefix=plain[:12],
-        centres=",".join(sorted(set(centres))) if centres else None,
+        centres=scope,
         created_at=now,
     )
     session.add(row)
@@ -101,8 +93,26 @@ def authenticate(session: Session, presented: str) -> ApiToken | None:
     return row
 
 
-def token_centres(token: ApiToken) -> set[str] | None:
-    """The centre codes a token may see; None means every centre."""
-    if token.role == Role.MANAGER.value:
-        return set((token.centres or "").split(",")) - {""}
+def centre_scope(
+    session: Session, role: Role, centres: list[str] | None, error: type[ValueError]
+) -> str | None:
+    """The stored scope of a manager (token or user): known centre codes, comma-separated;
+    None for other roles, which see every centre. Problems raise ``error``."""
+    if role is Role.MANAGER:
+        if not centres:
+            raise error("a manager needs --centre CODE (one or more)")
+        known = set(session.scalars(select(Centre.code).where(Centre.code.in_(centres))))
+        unknown = sorted(set(centres) - known)
+        if unknown:
+            raise error(f"unknown centre(s): {', '.join(unknown)}")
+        return ",".join(sorted(set(centres)))
+    if centres:
+        raise error("only managers are scoped to centres")
+    return None
+
+
+def scoped_centres(role: str, scope: str | None) -> set[str] | None:
+    """The centre codes a token or user may see; None means every centre."""
+    if role == Role.MANAGER.value:
+        return set((scope or "").split(",")) - {""}
     return None

@@ -15,8 +15,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from collector.auth import Role
-from collector.models import AuditLog, Centre, LoginFailure, User
+from collector.auth import Role, centre_scope
+from collector.models import AuditLog, LoginFailure, User
 
 WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5
@@ -44,20 +44,6 @@ def _check_password(password: str) -> None:
         raise UserError(f"a password has at least {MIN_PASSWORD} characters")
 
 
-def _check_scope(session: Session, role: Role, centres: list[str] | None) -> str | None:
-    if role is Role.MANAGER:
-        if not centres:
-            raise UserError("a manager needs --centre CODE (one or more)")
-        known = set(session.scalars(select(Centre.code).where(Centre.code.in_(centres))))
-        unknown = sorted(set(centres) - known)
-        if unknown:
-            raise UserError(f"unknown centre(s): {', '.join(unknown)}")
-        return ",".join(sorted(set(centres)))
-    if centres:
-        raise UserError("only managers are scoped to centres")
-    return None
-
-
 def create_user(
     session: Session,
     username: str,
@@ -76,7 +62,7 @@ def create_user(
         username=username,
         display_name=display_name,
         role=Role(role).value,
-        centres=_check_scope(session, Role(role), centres),
+        centres=centre_scope(session, Role(role), centres, UserError),
         password_hash=_hasher.hash(password),
         created_at=now,
     )
@@ -149,10 +135,3 @@ def login(session: Session, username: str, password: str, *, address: str, now: 
         AuditLog(at=now, actor=f"user:{username}", action="login", detail={"address": address})
     )
     return user
-
-
-def user_centres(user: User) -> set[str] | None:
-    """Centre codes a user may see; None means every centre."""
-    if user.role == Role.MANAGER.value:
-        return set((user.centres or "").split(",")) - {""}
-    return None

@@ -22,9 +22,9 @@ from sqlalchemy import select
 
 from collector import scores
 from collector.api.deps import SessionDep, StateDep
-from collector.auth import Role
+from collector.auth import Role, scoped_centres
 from collector.models import AuditLog, Centre, DayNote, Service, User
-from collector.users import LoginRefused, RateLimited, login, user_centres
+from collector.users import LoginRefused, RateLimited, login
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -204,7 +204,7 @@ def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
 
 
 def _visible_centres(session: Any, user: User) -> list[Centre]:
-    allowed = user_centres(user)
+    allowed = scoped_centres(user.role, user.centres)
     query = select(Centre).order_by(Centre.code)
     if allowed is not None:
         query = query.where(Centre.code.in_(allowed))
@@ -299,7 +299,7 @@ def add_note(
         return RedirectResponse("/login", status_code=303)
     if not _csrf_ok(request, csrf):
         return _page(request, "message.html", lang, 403, user=user, message="CSRF")
-    allowed = user_centres(user)
+    allowed = scoped_centres(user.role, user.centres)
     row = session.scalars(select(Centre).where(Centre.code == centre)).first()
     if (
         row is None

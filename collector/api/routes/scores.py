@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from collector import scores
 from collector.api.deps import SessionDep, StateDep, require
-from collector.auth import Role, token_centres
+from collector.auth import Role, scoped_centres
 from collector.models import ApiToken, AuditLog, Centre
 
 router = APIRouter(prefix="/api/v1", tags=["scores"])
@@ -51,7 +51,7 @@ def centre_scores(
     """Per centre (a manager: their own) and service: counts per level, n, mean, CSAT
     with its Wilson 95 % interval."""
     first, last = _period(state, start, end)
-    allowed = token_centres(token)
+    allowed = scoped_centres(token.role, token.centres)
     ids = None
     if allowed is not None:
         ids = list(session.scalars(select(Centre.id).where(Centre.code.in_(allowed))))
@@ -73,7 +73,7 @@ def employee_scores(
 ) -> dict[str, Any]:
     """A centre's staff, for that centre's manager (or an admin): a figure only where
     n >= 5, otherwise "not enough ratings"; ordered by employee code, not by score."""
-    allowed = token_centres(token)
+    allowed = scoped_centres(token.role, token.centres)
     if allowed is not None and code not in allowed:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token does not cover {code}")
     centre = session.scalars(select(Centre).where(Centre.code == code)).one_or_none()
