@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -256,8 +256,17 @@ class Forwarder:
         digest = hmac.new(self.settings.secret_key.encode(), code.encode(), hashlib.sha256)
         return "E" + digest.hexdigest()[:12].upper()
 
-    def cells(self, session: Session, day: date, centre_id: int) -> list[Cell]:
-        services = dict(session.execute(select(Service.id, Service.code)).all())
+    def cells(
+        self,
+        session: Session,
+        day: date,
+        centre_id: int,
+        services: dict[int, str] | None = None,
+    ) -> list[Cell]:
+        """The (day, centre) cells as the M&E IS gets them (``services``: id → code, read
+        once by a caller that builds many batches)."""
+        if services is None:
+            services = dict(session.execute(select(Service.id, Service.code)).all())
         employees = (
             dict(
                 session.execute(
@@ -284,7 +293,8 @@ class Forwarder:
                 counts[level] += getattr(r, f"n{level + 1}")
         return [Cell(s, e, sc, tuple(c)) for (s, e, sc), c in sorted(sums.items(), key=str)]
 
-    def _last_day(self, now: datetime) -> date:
+    def last_day(self, now: datetime) -> date:
+        """The newest day that may be pushed at ``now``."""
         today = now.astimezone(self.tz).date()
         return today if self.settings.forward_today else today - timedelta(days=1)
 
@@ -295,7 +305,7 @@ class Forwarder:
         under a fresh idempotency key (a safety net for values lost on the far side).
         """
         now = self.clock()
-        last_day = self._last_day(now)
+        last_day = self.last_day(now)
         queued = 0
         with self.sessions() as s, s.begin():
             since = _meta_time(s, "forward_planned_at")
@@ -318,8 +328,10 @@ class Forwarder:
             else:
                 sweep_set = set()
             codes = dict(s.execute(select(Centre.id, Centre.code)).all())
+            services = dict(s.execute(select(Service.id, Service.code)).all())
             for day, centre_id in sorted(candidates):
-                payload = self.adapter.build(codes[centre_id], day, self.cells(s, day, centre_id))
+                cells = self.cells(s, day, centre_id, services)
+                payload = self.adapter.build(codes[centre_id], day, cells)
                 digest = hashlib.sha256(
                     json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
                 ).hexdigest()
@@ -496,7 +508,9 @@ class Forwarder:
         now = self.clock()
         with self.sessions() as s:
             counts: dict[str, int] = dict(
-                s.execute(select(ForwardBatch.state, _count()).group_by(ForwardBatch.state)).all()
+                s.execute(
+                    select(ForwardBatch.state, func.count()).group_by(ForwardBatch.state)
+                ).all()
             )
             oldest = s.scalar(
                 select(ForwardBatch.pending_since)
@@ -533,8 +547,9 @@ class Forwarder:
             query = select(DailyAggregate.centre_id).where(DailyAggregate.day == day).distinct()
             codes = dict(s.execute(select(Centre.id, Centre.code)).all())
             centres = sorted(c for c in s.scalars(query) if centre is None or codes[c] == centre)
+            services = dict(s.execute(select(Service.id, Service.code)).all())
             built = [
-                (codes[c], self.adapter.build(codes[c], day, self.cells(s, day, c)))
+                (codes[c], self.adapter.build(codes[c], day, self.cells(s, day, c, services)))
                 for c in centres
             ]
         for code, payload in built:
@@ -586,12 +601,6 @@ def make_http_client(settings: Settings) -> httpx.Client:
     return httpx.Client(
         headers=headers, auth=auth, timeout=settings.forward_timeout_s, follow_redirects=False
     )
-
-
-def _count() -> Any:
-    from sqlalchemy import func
-
-    return func.count()
 
 
 def _meta(s: Session, key: str) -> str | None:

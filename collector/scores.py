@@ -100,6 +100,10 @@ def posterior_top_two(
 # ---------------------------------------------------------------- queries
 
 
+#: Counts per level summed over a group; rows start with these five columns.
+LEVEL_SUMS = tuple(func.sum(getattr(DailyAggregate, f"n{i}")) for i in range(1, 6))
+
+
 def _levels(row: Any, scale: int) -> list[int]:
     return [int(row[i] or 0) for i in range(scale)]
 
@@ -111,11 +115,7 @@ def centre_service_counts(
     a = DailyAggregate
     q = (
         select(
-            func.sum(a.n1),
-            func.sum(a.n2),
-            func.sum(a.n3),
-            func.sum(a.n4),
-            func.sum(a.n5),
+            *LEVEL_SUMS,
             a.centre_id,
             a.service_id,
             a.scale,
@@ -177,11 +177,7 @@ def employee_scores(
     a = DailyAggregate
     q = (
         select(
-            func.sum(a.n1),
-            func.sum(a.n2),
-            func.sum(a.n3),
-            func.sum(a.n4),
-            func.sum(a.n5),
+            *LEVEL_SUMS,
             a.employee_id,
             a.scale,
         )
@@ -310,11 +306,7 @@ def daily_series(session: Session, centre_id: int, start: date, end: date) -> li
     a = DailyAggregate
     q = (
         select(
-            func.sum(a.n1),
-            func.sum(a.n2),
-            func.sum(a.n3),
-            func.sum(a.n4),
-            func.sum(a.n5),
+            *LEVEL_SUMS,
             a.day,
             a.scale,
         )

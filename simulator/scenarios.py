@@ -390,19 +390,22 @@ def _expected_me_is(sessions: Any) -> dict[tuple[str, str, str, str], str]:
     running day (by the collector's timezone), built from the aggregates."""
     from collector.config import Settings
     from collector.forward import Forwarder
-    from collector.models import Centre, DailyAggregate
+    from collector.models import Centre, DailyAggregate, Service
 
     fwd = Forwarder(sessions, Settings(forward_url="http://unused", forward_today=True))
     try:
-        last = fwd._last_day(datetime.now(UTC))
+        last = fwd.last_day(datetime.now(UTC))
         out: dict[tuple[str, str, str, str], str] = {}
         with sessions() as s:
             codes = dict(s.execute(select(Centre.id, Centre.code)).all())
+            services = dict(s.execute(select(Service.id, Service.code)).all())
             pairs = s.execute(select(DailyAggregate.day, DailyAggregate.centre_id).distinct()).all()
             for day, centre_id in pairs:
                 if day > last:
                     continue
-                payload = fwd.adapter.build(codes[centre_id], day, fwd.cells(s, day, centre_id))
+                payload = fwd.adapter.build(
+                    codes[centre_id], day, fwd.cells(s, day, centre_id, services)
+                )
                 for dv in payload["dataValues"]:
                     key = (dv["dataElement"], payload["period"], payload["orgUnit"])
                     out[(*key, dv["categoryOptionCombo"])] = dv["value"]
