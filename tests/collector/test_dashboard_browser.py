@@ -3,7 +3,6 @@ uvicorn on a loopback port over a real database."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,22 +18,8 @@ from collector.store import Store
 from collector.users import create_user
 from simulator.broker import free_port
 from tests.collector.helpers import T0, event, msg
-from tests.conftest import missing
 
 PASSWORD = "correct horse battery"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
@@ -64,18 +49,10 @@ def served(database_url: str, sessions: sessionmaker[Session], store: Store) -> 
 
 
 @pytest.fixture
-def page(served: str) -> Iterator[Any]:
-    path = chromium_path()
-    if path is None:
-        missing("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=served)
-        yield context.new_page()
-        context.close()
-        browser.close()
+def page(served: str, browser: Any) -> Iterator[Any]:
+    context = browser.new_context(base_url=served)
+    yield context.new_page()
+    context.close()
 
 
 def test_a_manager_logs_in_reads_scores_notes_a_day_and_logs_out(page: Any) -> None:

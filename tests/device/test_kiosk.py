@@ -14,8 +14,6 @@ import pytest
 from device.config import KioskConfig, parse_config
 from device.kiosk import HEADER, KioskServer
 from device.unit import Unit
-from tests.collector.test_dashboard_browser import CHROMIUM_ARGS, chromium_path
-from tests.conftest import missing
 from tests.device.helpers import DEV, clock, config, make_unit
 
 RATE = {HEADER: "1"}
@@ -99,17 +97,10 @@ def test_kiosk_configuration() -> None:
 
 
 @pytest.fixture
-def browser_page() -> Iterator[Any]:
-    path = chromium_path()
-    if path is None:
-        missing("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        yield page
-        browser.close()
+def browser_page(browser: Any) -> Iterator[Any]:
+    page = browser.new_page()
+    yield page
+    page.close()
 
 
 def test_a_visitor_touches_the_screen(
