@@ -124,19 +124,33 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from collector.db import migrate
+    from collector.ingest import client_settings
     from collector.main import create_app
+    from collector.receiver import SettingsError, check_client_settings
+
+    if not args.no_ingest:
+        try:
+            check_client_settings(client_settings(settings))
+        except SettingsError as exc:
+            print(f"gnahat-collector: {exc}", file=sys.stderr)
+            return 2
 
     if args.migrate:
         migrate(settings.database_url)
     _check_schema(settings)
     app = create_app(settings, ingest=not args.no_ingest)
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info")
+    ingest = app.state.gnahat.ingest
+    if ingest is not None and ingest.fatal:
+        print(f"gnahat-collector: {ingest.fatal}", file=sys.stderr)
+        return 3
     return 0
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     from collector.ingest import Ingest
     from collector.metrics import Metrics
+    from collector.receiver import SettingsError
     from collector.store import Store
 
     _check_schema(settings)
@@ -146,15 +160,22 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         burst_max_presses=settings.burst_max_presses,
         burst_window_s=settings.burst_window_s,
     )
-    ingest = Ingest(settings, store, Metrics())
     done = threading.Event()
+    ingest = Ingest(settings, store, Metrics(), on_fatal=lambda _why: done.set())
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    ingest.start()
+    try:
+        ingest.start()
+    except SettingsError as exc:
+        print(f"gnahat-collector: {exc}", file=sys.stderr)
+        return 2
     log.info("ingesting from %s as %s", settings.mqtt_url, settings.mqtt_client_id)
     done.wait()
     log.info("stopping: committing what is queued")
     ingest.stop()
+    if ingest.fatal:
+        print(f"gnahat-collector: {ingest.fatal}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -56,6 +56,19 @@ class Settings(BaseSettings):
     ingest_batch_ms: int = Field(
         50, description="Longest wait (ms) to fill a batch before committing what is there."
     )
+    ingest_queue_max: int = Field(
+        5000,
+        ge=10,
+        description="Most received messages held in memory for the writer; beyond it the "
+        "receiver stops taking and the broker holds the backlog.",
+    )
+    mqtt_receive_maximum: int = Field(
+        1000,
+        ge=1,
+        le=65535,
+        description="MQTT 5 Receive Maximum: most unacknowledged messages the broker sends "
+        "us at once (with 3.1.1 the broker's `max_inflight_messages` decides).",
+    )
     timezone: str = Field("Asia/Yerevan", description="Timezone of the business day.")
     burst_max_presses: int = Field(
         8, description="More ratings than this from one unit inside the burst window are a burst."

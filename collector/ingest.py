@@ -4,8 +4,18 @@ The MQTT client (by default in its own process, see ``collector.receiver``; or a
 paho thread in this process) only timestamps each message and hands it over. One
 writer thread takes batches (by size or time, whichever first), commits them
 through :class:`~collector.store.Store`, and only then publishes ``ack`` ranges.
-A failed commit is retried with backoff (nothing is acked meanwhile); a message
-that breaks processing is quarantined as ``internal_error``, never fatal.
+
+Faults stay single:
+
+- A batch the database cannot take *for a transient reason* (connection lost,
+  lock timeout, database down) is retried with backoff; nothing is acked
+  meanwhile, and on stop the retrying ends (the broker keeps what was not acked).
+- A batch it *refuses* (a data or integrity error: a value no column can hold) is
+  split: message by message, then element by element; what is still refused is
+  quarantined on its own, with its key, and acknowledged, so one unit's bad
+  element never holds its own backlog, other units or other elements.
+- The queue is bounded and the broker gets its PUBACK only after the commit
+  (:mod:`collector.receiver`), so a slow database leaves the backlog in the broker.
 """
 
 from __future__ import annotations
@@ -19,14 +29,24 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from collector.config import Settings
 from collector.metrics import Metrics
-from collector.receiver import ReceiverProcess, build_client, connect
-from collector.store import BatchResult, Received, Store
+from collector.receiver import (
+    Generation,
+    ReceiverProcess,
+    Token,
+    build_client,
+    check_client_settings,
+    connect,
+    end_network_thread,
+    puback,
+    token_of,
+)
+from collector.store import BatchResult, Reason, Received, Store
 from device import protocol as p
-from device.mqtt_loop import stop_loop
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +55,30 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors of the database *link* (retry the batch), not of a message (isolate it)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout)
+
+
+def client_settings(s: Settings) -> dict[str, Any]:
+    """What the MQTT client needs, as plain data (it crosses into the receiver process)."""
+    return {
+        **s.model_dump(),
+        "mqtt_host": s.mqtt_host,
+        "mqtt_port": s.mqtt_port,
+        "mqtt_tls": s.mqtt_tls,
+    }
+
+
+#: Quick deaths of the receiver child in a row after which ingest gives up (a setting
+#: that can never work); the process then exits non-zero and its supervisor decides.
+RECEIVER_MAX_QUICK_DEATHS = 5
+#: A receiver that lived at least this long did not die "quickly".
+RECEIVER_QUICK_S = 30.0
 
 
 class Ingest:
@@ -52,13 +96,15 @@ class Ingest:
         *,
         clock: Clock = utcnow,
         on_commit: Callable[[BatchResult], None] | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.clock = clock
         self.on_commit = on_commit
-        self._queue: queue.Queue[Received] = queue.Queue()
+        self.on_fatal = on_fatal
+        self._queue: queue.Queue[Received] = queue.Queue(maxsize=settings.ingest_queue_max)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._client: Any = None
@@ -69,20 +115,24 @@ class Ingest:
         self.messages_committed = 0
         self._commit_retry_delay = 0.5
         self._progress = threading.Condition()
+        self._generation = Generation()
+        self._abandoned = False
+        self.failing_since: float | None = None
+        """Monotonic time of the first failed commit of the batch now being retried."""
+        self.fatal: str | None = None
+        """Why ingest gave up (a receiver that dies at once, again and again)."""
+        self._deaths: list[float] = []
+        self._receiver_started = 0.0
 
     # ------------------------------------------------------------ lifecycle
 
     def _client_settings(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            **s.model_dump(),
-            "mqtt_host": s.mqtt_host,
-            "mqtt_port": s.mqtt_port,
-            "mqtt_tls": s.mqtt_tls,
-        }
+        return client_settings(self.settings)
 
     def start(self) -> None:
+        check_client_settings(self._client_settings())  # a bad CA path fails here, named
         self._stop.clear()
+        self._abandoned = False
         self._writer = threading.Thread(target=self._write_loop, name="gnahat-writer", daemon=True)
         self._writer.start()
         if self.settings.ingest_receiver == "process":
@@ -93,9 +143,14 @@ class Ingest:
                 on_event=self._on_event,
             )
             self._receiver.start()
+            self._receiver_started = time.monotonic()
             return
         client = build_client(
-            self._client_settings(), self._subscriptions(), self._mqtt_on_message, self._on_event
+            self._client_settings(),
+            self._subscriptions(),
+            self._mqtt_on_message,
+            self._on_event,
+            self._generation,
         )
         self._client = client
         connect(client, self._client_settings())
@@ -114,7 +169,7 @@ class Ingest:
             self._writer = None
         if client is not None:
             client.disconnect()
-            stop_loop(client)
+            end_network_thread(client)
             self._client = None
         if self._receiver is not None:
             self._receiver.stop()
@@ -127,7 +182,7 @@ class Ingest:
         self._stop.set()
         if client is not None:
             client.on_message = None
-            stop_loop(client)
+            end_network_thread(client)
             client.socket() and client.socket().close()
         if self._receiver is not None:
             self._receiver.kill()
@@ -177,9 +232,13 @@ class Ingest:
             self.metrics.mqtt_connected.set(1 if value else 0)
         elif kind == "subscribed":
             self.subscribed.set()
+        elif kind == "dropped_qos0":
+            self.metrics.qos0_dropped.inc(value)
+        elif kind == "stale_acks":
+            pass  # PUBACKs for a connection that is gone: the broker re-delivers those
         elif kind == "died" and not self._stop.is_set():
             # The child is gone (killed, out of memory): start another. What it had
-            # taken but not handed over is re-sent by the units (never acked).
+            # taken but not handed over is re-sent by the broker (never PUBACKed).
             threading.Thread(target=self._restart_receiver, daemon=True).start()
 
     def _restart_receiver(self) -> None:
@@ -187,6 +246,25 @@ class Ingest:
         if old is not None:
             old.kill()
         if self._stop.is_set():
+            return
+        now = time.monotonic()
+        lived = now - self._receiver_started
+        self._deaths = [*self._deaths, now] if lived < RECEIVER_QUICK_S else [now]
+        quick = len(self._deaths)
+        if quick >= RECEIVER_MAX_QUICK_DEATHS:
+            self.fatal = (
+                f"the MQTT receiver process died {quick} times in a row within "
+                f"{RECEIVER_QUICK_S:.0f} s of starting; check the broker settings "
+                f"(GNAHAT_MQTT_URL, credentials, GNAHAT_MQTT_CA_FILE) and the log above"
+            )
+            log.critical("giving up: %s", self.fatal)
+            self.metrics.mqtt_connected.set(0)
+            if self.on_fatal is not None:
+                self.on_fatal(self.fatal)
+            return
+        delay = min(2 ** (quick - 1), 30) * random.uniform(0.8, 1.2)
+        log.error("the MQTT receiver process died; starting another in %.1f s", delay)
+        if self._stop.wait(delay):
             return
         self.metrics.receiver_restarts.inc()
         receiver = ReceiverProcess(
@@ -196,14 +274,25 @@ class Ingest:
             on_event=self._on_event,
         )
         receiver.start()
+        self._receiver_started = time.monotonic()
         self._receiver = receiver
 
     def _mqtt_on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self._queue.put(Received(msg.topic, bytes(msg.payload), self.clock()))
+        item = Received(
+            msg.topic, bytes(msg.payload), self.clock(), token_of(msg, self._generation)
+        )
+        if item.token is None:  # QoS 0 (health) is best effort: never block the network loop
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self.metrics.qos0_dropped.inc()
+            return
+        self._queue.put(item)  # QoS 1: bounded by the in-flight window the broker keeps
 
-    def _on_messages(self, items: list[tuple[str, bytes, float]]) -> None:
-        for topic, payload, ts in items:
-            self._queue.put(Received(topic, payload, datetime.fromtimestamp(ts, UTC)))
+    def _on_messages(self, items: list[tuple[str, bytes, float, Token]]) -> None:
+        for topic, payload, ts, token in items:
+            # Blocks while the queue is full: the pipe and then the broker hold the rest.
+            self._queue.put(Received(topic, payload, datetime.fromtimestamp(ts, UTC), token))
 
     # ------------------------------------------------------------ the writer
 
@@ -229,6 +318,9 @@ class Ingest:
 
     def _write_loop(self) -> None:
         while True:
+            if self._abandoned:
+                self._drop_queued()
+                return
             batch = self._take_batch()
             if not batch:
                 if self._stop.is_set():
@@ -241,6 +333,15 @@ class Ingest:
                 for _ in batch:
                     self._queue.task_done()
 
+    def _drop_queued(self) -> None:
+        """Stopping while the database is down: nothing more is committed or acked."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._queue.task_done()
+
     def _commit(self, batch: list[Received]) -> None:
         delay = self._commit_retry_delay
         while True:
@@ -248,14 +349,25 @@ class Ingest:
             try:
                 result = self._process(batch)
                 break
-            except (OperationalError, DBAPIError) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 self.metrics.db_errors.inc()
-                log.error("commit failed, retrying in %.1fs: %s", delay, exc)
-                if self._stop.wait(delay) and self._client is None and self._receiver is None:
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                if self._stop.is_set():
+                    # Stopping: no retry storm. Nothing of this batch was acked, so the
+                    # broker (no PUBACK) and the units (no ack) still hold all of it.
+                    log.error("commit failed while stopping; leaving the rest to the broker")
+                    self._abandoned = True
                     return
+                log.error("commit failed, retrying in %.1fs: %s", delay, exc)
+                if self._stop.wait(delay):
+                    continue  # one last try, then give up (above)
                 delay = min(max(delay, 0.05) * 2, 30) * random.uniform(0.8, 1.2)
+        self.failing_since = None
         self.metrics.record(result, time.perf_counter() - started, len(batch))
-        self._publish_acks(result)
+        self._publish_acks(result, [m.token for m in batch])
         if self.on_commit is not None:
             self.on_commit(result)
         with self._progress:
@@ -266,32 +378,64 @@ class Ingest:
     def _process(self, batch: list[Received]) -> BatchResult:
         try:
             return self.store.process(batch)
-        except (OperationalError, DBAPIError):
-            raise
-        except Exception:
-            log.exception("batch failed to process; retrying message by message")
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch of %d refused (%s); isolating message by message", len(batch), exc)
         total = BatchResult()
         for msg in batch:
-            try:
-                one = self.store.process([msg])
-            except (OperationalError, DBAPIError):
-                raise
-            except Exception as exc:
-                log.exception("message on %s broke processing; quarantined", msg.topic)
-                one = self.store.quarantine_raw(msg, "internal_error", repr(exc))
-            _merge(total, one)
+            _merge(total, self._process_one(msg))
         return total
 
-    def _publish_acks(self, result: BatchResult) -> None:
+    def _process_one(self, msg: Received) -> BatchResult:
+        """One message alone; if refused, each of its elements alone; what fails, quarantined."""
+        try:
+            return self.store.process([msg])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            error: Exception = exc
+        parts = self.store.split_message(msg)
+        total = BatchResult()
+        for part, key in parts:
+            if len(parts) > 1:
+                try:
+                    _merge(total, self.store.process([part]))
+                    continue
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    error = exc
+            refused = isinstance(error, DBAPIError | StatementError)
+            reason = Reason.REFUSED_BY_DATABASE if refused else Reason.INTERNAL_ERROR
+            if refused:
+                log.error("the database refused a message on %s (%s): quarantined", part.topic, key)
+            else:
+                log.exception("a message on %s broke processing: quarantined", part.topic)
+            self.metrics.isolated.labels(reason).inc()
+            _merge(total, self.store.quarantine_raw(part, reason, _describe(error), key=key))
+        return total
+
+    def _publish_acks(self, result: BatchResult, tokens: list[Token]) -> None:
         acks = result.ack_messages()
         if self._receiver is not None:
-            self._receiver.publish_acks(acks)
+            if not self._receiver.publish_acks(acks, tokens):
+                self.metrics.acks_dropped.inc(len(acks))  # the units re-send; dedup absorbs
+                return
         elif self._client is not None:
             for topic, payload in acks:
                 self._client.publish(topic, payload, qos=1)
+            puback(self._client, self._generation, tokens)
         else:
+            self.metrics.acks_dropped.inc(len(acks))
             return
         self.metrics.acks.inc(len(acks))
+
+
+def _describe(exc: BaseException) -> str:
+    """The error's own first line (a database message names the column and the value)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:2000]
 
 
 def _merge(total: BatchResult, one: BatchResult) -> None:

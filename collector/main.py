@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -19,6 +21,11 @@ from collector.metrics import Metrics
 from collector.store import Store
 
 
+def _shut_down(why: str) -> None:
+    """Ingest gave up for good: let the server stop (and ``serve`` exit non-zero)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(
     settings: Settings, *, ingest: bool = False, forward_clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
@@ -33,7 +40,7 @@ def create_app(
             burst_max_presses=settings.burst_max_presses,
             burst_window_s=settings.burst_window_s,
         )
-        state.ingest = Ingest(settings, store, metrics)
+        state.ingest = Ingest(settings, store, metrics, on_fatal=_shut_down)
     forwarder = None
     if settings.forward_url and settings.forward_enabled:
         from collector.forward import Forwarder, utcnow

@@ -46,6 +46,22 @@ class Metrics:
             "Batches that failed to commit and were retried",
             registry=r,
         )
+        self.isolated = Counter(
+            "gnahat_ingest_isolated_total",
+            "Messages or elements the database (or a defect) refused, quarantined on their own",
+            ["reason"],
+            registry=r,
+        )
+        self.acks_dropped = Counter(
+            "gnahat_acks_dropped_total",
+            "Ack messages not handed to the broker (receiver gone); the units re-send",
+            registry=r,
+        )
+        self.qos0_dropped = Counter(
+            "gnahat_qos0_dropped_total",
+            "QoS 0 messages (health) dropped while the writer was not taking any",
+            registry=r,
+        )
         self.receiver_restarts = Counter(
             "gnahat_receiver_restarts_total",
             "MQTT receiver processes restarted after dying",

@@ -6,6 +6,15 @@ chunks over a pipe; the parent sends back the ack messages to publish after its
 commit. Nothing about the guarantees changes: an ack still leaves only after the
 commit, and whatever the child received but the parent never committed is
 re-sent by the units.
+
+Backpressure: the client acknowledges a QoS 1 message to the broker (PUBACK) only
+when the parent says it is committed (paho's ``manual_ack``). The broker sends at
+most its in-flight window of unacknowledged messages (MQTT 5 ``Receive Maximum``,
+which the collector sets, or the broker's ``max_inflight_messages`` for 3.1.1), so
+while the database is slow or down the backlog stays in the broker, not in our
+memory. A PUBACK names a packet id of one connection: each message carries the
+generation of the connection it came on, and a PUBACK for an older connection is
+not sent (the broker re-delivers that message, and deduplication absorbs it).
 """
 
 from __future__ import annotations
@@ -14,21 +23,78 @@ import atexit
 import contextlib
 import logging
 import multiprocessing
+import os
 import ssl
 import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from device.mqtt_loop import stop_loop
-
 log = logging.getLogger(__name__)
+
+#: (connection generation, packet id) of a QoS 1 message; ``None`` for QoS 0.
+Token = tuple[int, int] | None
+#: A received message as the child ships it: topic, payload, receipt time, token.
+Item = tuple[str, bytes, float, Token]
+
+#: QoS 0 messages (health) held while the parent does not take them; beyond this the
+#: newest are dropped (and counted): QoS 0 is best effort by definition.
+MAX_QOS0_BUFFERED = 10_000
+
+
+class SettingsError(ValueError):
+    """A setting that can never work (a missing CA file): fail at once, name it."""
+
+
+def check_client_settings(settings: dict[str, Any]) -> None:
+    """Refuse what would make every connection attempt fail, before starting anything."""
+    if settings.get("mqtt_tls"):
+        ca = settings.get("mqtt_ca_file")
+        if ca:
+            if not os.path.isfile(ca):
+                raise SettingsError(f"GNAHAT_MQTT_CA_FILE: {ca} does not exist or is no file")
+            try:
+                ssl.create_default_context(cafile=ca)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise SettingsError(
+                    f"GNAHAT_MQTT_CA_FILE: {ca} holds no usable certificate: {exc}"
+                ) from None
+    if settings.get("mqtt_password") and not settings.get("mqtt_username"):
+        raise SettingsError("GNAHAT_MQTT_PASSWORD is set but GNAHAT_MQTT_USERNAME is not")
+
+
+def end_network_thread(client: Any) -> None:
+    """Stop paho's ``loop_start`` thread and wait for it.
+
+    paho's ``loop_stop`` can raise ``AttributeError`` when the thread clears itself
+    between its two reads of it (right after a disconnect); that thread is ending anyway.
+    """
+    thread = getattr(client, "_thread", None)
+    with contextlib.suppress(AttributeError):
+        client.loop_stop()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(10)
+
+
+class Generation:
+    """The generation of the client's current connection (bumped at each CONNACK)."""
+
+    def __init__(self) -> None:
+        self.generation = 0
 
 
 def build_client(
-    settings: dict[str, Any], subscriptions: list[str], on_message: Any, events: Any
+    settings: dict[str, Any],
+    subscriptions: list[str],
+    on_message: Any,
+    events: Any,
+    conn: Generation | None = None,
 ) -> Any:
-    """A paho client configured as the collector's (used by both receiver kinds)."""
+    """A paho client configured as the collector's (used by both receiver kinds).
+
+    ``manual_ack``: a QoS 1 message is acknowledged to the broker by the caller, after
+    its commit (see the module docstring).
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -38,6 +104,7 @@ def build_client(
         client_id=settings["mqtt_client_id"],
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
         clean_session=None if v5 else False,
+        manual_ack=True,
     )
     if settings.get("mqtt_username"):
         client.username_pw_set(settings["mqtt_username"], settings.get("mqtt_password"))
@@ -46,11 +113,13 @@ def build_client(
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(100)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
+    state = conn if conn is not None else Generation()
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             log.error("broker refused the collector: %s", reason)
             return
+        state.generation += 1
         log.info("connected to broker (session present: %s)", flags.session_present)
         events("connected", True)
         c.subscribe([(t, 1) for t in subscriptions])
@@ -72,6 +141,24 @@ def build_client(
     return client
 
 
+def token_of(msg: Any, conn: Generation) -> Token:
+    return (conn.generation, msg.mid) if msg.qos > 0 else None
+
+
+def puback(client: Any, conn: Generation, tokens: list[Token]) -> int:
+    """Acknowledge committed messages to the broker; returns how many were stale."""
+    stale = 0
+    for token in tokens:
+        if token is None:
+            continue
+        generation, mid = token
+        if generation == conn.generation:
+            client.ack(mid, 1)
+        else:
+            stale += 1  # that connection is gone: the broker re-delivers, dedup absorbs it
+    return stale
+
+
 def connect(client: Any, settings: dict[str, Any]) -> None:
     kwargs: dict[str, Any] = {}
     if settings["mqtt_protocol"] == "5":
@@ -80,6 +167,7 @@ def connect(client: Any, settings: dict[str, Any]) -> None:
 
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = settings["mqtt_session_expiry_s"]
+        props.ReceiveMaximum = settings["mqtt_receive_maximum"]
         kwargs = {"clean_start": False, "properties": props}
     client.connect_async(settings["mqtt_host"], settings["mqtt_port"], keepalive=30, **kwargs)
 
@@ -94,51 +182,88 @@ def _child(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    buf: list[tuple[str, bytes, float]] = []
-    lock = threading.Lock()
+    buf: list[Item] = []
+    have = threading.Condition()
     send_lock = threading.Lock()
     taking = threading.Event()
     taking.set()
+    done = threading.Event()
+    pause = threading.Event()
+    dropped = [0]
+    mqtt_conn = Generation()
 
     def send(item: Any) -> None:
         with send_lock:
             conn.send(item)
 
     def on_message(c: Any, userdata: Any, msg: Any) -> None:
-        if taking.is_set():
-            with lock:
-                buf.append((msg.topic, bytes(msg.payload), time.time()))
+        if not taking.is_set():
+            return  # not acknowledged: the broker sends it again to the next session
+        with have:
+            if msg.qos == 0 and len(buf) >= MAX_QOS0_BUFFERED:
+                dropped[0] += 1
+                return
+            buf.append((msg.topic, bytes(msg.payload), time.time(), token_of(msg, mqtt_conn)))
+            have.notify()
+
+    def sender() -> None:
+        # Only this thread ships messages (so "paused" follows the last of them), and it
+        # sleeps until there is something to ship: an idle receiver does not wake up.
+        while True:
+            with have:
+                have.wait_for(lambda: bool(buf) or pause.is_set() or done.is_set())
+                if done.is_set():
+                    return
+                chunk, buf[:] = list(buf), []
+                lost, dropped[0] = dropped[0], 0
+                pausing = pause.is_set()
+                pause.clear()
+            try:
+                if chunk:
+                    send(("msgs", chunk))
+                if lost:
+                    send(("event", "dropped_qos0", lost))
+                if pausing:
+                    send(("paused",))
+            except (OSError, BrokenPipeError):
+                return
 
     client = build_client(
-        settings, subscriptions, on_message, lambda kind, value: send(("event", kind, value))
+        settings,
+        subscriptions,
+        on_message,
+        lambda kind, value: send(("event", kind, value)),
+        mqtt_conn,
     )
     connect(client, settings)
     client.loop_start()
+    ship = threading.Thread(target=sender, name="gnahat-receiver-send", daemon=True)
+    ship.start()
     try:
         while True:
-            if conn.poll(0.005):
-                cmd = conn.recv()
-                if cmd[0] == "ack":
-                    for topic, payload in cmd[1]:
-                        client.publish(topic, payload, qos=1)
-                elif cmd[0] == "pause":
-                    taking.clear()
-                    with lock:
-                        rest, buf[:] = list(buf), []
-                    send(("msgs", rest))
-                    send(("paused",))
-                elif cmd[0] == "stop":
-                    break
-            with lock:
-                chunk, buf[:] = list(buf), []
-            if chunk:
-                send(("msgs", chunk))
+            cmd = conn.recv()  # blocks: commands come only from the parent
+            if cmd[0] == "ack":
+                for topic, payload in cmd[1]:
+                    client.publish(topic, payload, qos=1)
+                stale = puback(client, mqtt_conn, cmd[2])
+                if stale:
+                    send(("event", "stale_acks", stale))
+            elif cmd[0] == "pause":
+                taking.clear()
+                with have:
+                    pause.set()
+                    have.notify()
+            elif cmd[0] == "stop":
+                break
     except (EOFError, OSError, BrokenPipeError):
         pass  # the parent is gone: stop
     finally:
+        done.set()
+        with have:
+            have.notify_all()
         with contextlib.suppress(Exception):
             client.disconnect()
-        stop_loop(client)
+        end_network_thread(client)
 
 
 class ReceiverProcess:
@@ -200,17 +325,24 @@ class ReceiverProcess:
                 return
             if item[0] == "msgs":
                 if item[1]:
-                    self.on_messages(item[1])
+                    self.on_messages(item[1])  # blocks while ingest's queue is full
             elif item[0] == "event":
                 self.on_event(item[1], item[2])
             elif item[0] == "paused":
                 self._paused.set()
 
-    def publish_acks(self, acks: list[tuple[str, bytes]]) -> None:
-        if self._conn is None or not acks:
-            return
-        with self._send_lock, contextlib.suppress(OSError, BrokenPipeError):
-            self._conn.send(("ack", acks))
+    def publish_acks(self, acks: list[tuple[str, bytes]], tokens: list[Token]) -> bool:
+        """Hand acks (to units) and PUBACKs (to the broker) to the child; False if gone."""
+        if self._conn is None:
+            return False
+        if not acks and not tokens:
+            return True
+        with self._send_lock:
+            try:
+                self._conn.send(("ack", acks, tokens))
+            except (OSError, BrokenPipeError):
+                return False
+        return True
 
     def pause(self, timeout: float = 10.0) -> None:
         """Stop taking messages; everything received so far is delivered first."""

@@ -80,6 +80,10 @@ class Reason:
     UNKNOWN_DEVICE = "unknown_device"
     RETIRED_DEVICE = "retired_device"
     UNASSIGNED_DEVICE = "unassigned_device"
+    INTERNAL_ERROR = "internal_error"
+    """Processing this message or element raised an unexpected error (a defect of ours)."""
+    REFUSED_BY_DATABASE = "refused_by_database"
+    """The database refused the row (a value the contract let through but a column cannot hold)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,8 @@ class Received:
     topic: str
     payload: bytes
     received_at: datetime
+    token: tuple[int, int] | None = None
+    """The broker delivery to acknowledge after the commit (``None``: QoS 0, or none)."""
 
 
 @dataclass
@@ -300,7 +306,11 @@ class Store:
                 result.duplicates += 1  # stored long ago, deleted by retention since
                 result.ack(event.key)
                 continue
-            row_or_reason = self.event_row(event, msg.received_at, snap)
+            try:
+                row_or_reason = self.event_row(event, msg.received_at, snap)
+            except Exception as exc:  # one element's defect stays with that element
+                log.exception("event %s broke processing; quarantined", event.key)
+                row_or_reason = (Reason.INTERNAL_ERROR, repr(exc))
             if isinstance(row_or_reason, tuple):
                 reason, detail = row_or_reason
                 raw = p.encode_event(event) if decoded.is_batch else msg.payload
@@ -323,14 +333,11 @@ class Store:
         flags = Flag(0)
         device_at = event.at_datetime
         correction: int | None = None
+        corrected = _corrected_time(event, received_at)
         if event.clock_synced:
             pressed_at = device_at
-        elif (
-            event.sent_mono_ms is not None
-            and event.sent_boot == event.boot
-            and event.sent_mono_ms >= event.mono_ms
-        ):
-            pressed_at = received_at - timedelta(milliseconds=event.sent_mono_ms - event.mono_ms)
+        elif corrected is not None:
+            pressed_at = corrected
             correction = round((pressed_at - device_at).total_seconds() * 1000)
             flags |= Flag.CLOCK_CORRECTED
         else:
@@ -684,14 +691,47 @@ class Store:
 
     # ------------------------------------------------------------ maintenance
 
-    def quarantine_raw(self, msg: Received, reason: str, detail: str) -> BatchResult:
-        """Quarantine a whole message as it came (the path of last resort)."""
+    def quarantine_raw(
+        self, msg: Received, reason: str, detail: str, *, key: p.EventKey | None = None
+    ) -> BatchResult:
+        """Quarantine a message (or one element of it) as it came: the path of last resort.
+
+        With ``key`` (an event of the publishing unit) it is acknowledged: it is kept.
+        """
         result = BatchResult()
         with self._lock, self.sessions() as session, session.begin():
             self._store_quarantine(
-                session, [_Q(msg.topic, msg.payload, reason, detail, None, msg.received_at)], result
+                session, [_Q(msg.topic, msg.payload, reason, detail, key, msg.received_at)], result
             )
         return result
+
+    @staticmethod
+    def split_message(msg: Received) -> list[tuple[Received, p.EventKey | None]]:
+        """A message's elements as messages of their own, each with its key if it names one.
+
+        An ``event`` batch gives one single-event message per element (its own bytes);
+        anything else stays whole.
+        """
+        try:
+            device, kind = p.parse_topic(msg.topic)
+            if kind is not p.TopicKind.EVENT:
+                return [(msg, None)]
+            decoded = p.decode_payload(msg.payload, topic_device=device)
+        except (p.ProtocolError, ValueError):
+            return [(msg, None)]
+        items: list[tuple[bytes, p.EventKey]] = [(p.encode_event(e), e.key) for e in decoded.events]
+        items += [(e.raw, e.key) for e in decoded.errors if e.key is not None]
+        if not decoded.is_batch:
+            key = items[0][1] if items else None
+            return [(msg, key if key and key[0] == device else None)]
+        out: list[tuple[Received, p.EventKey | None]] = []
+        for raw, key in items:
+            part = Received(msg.topic, raw, msg.received_at, msg.token)
+            out.append((part, key if key[0] == device else None))
+        keyless = [e for e in decoded.errors if e.key is None]
+        for e in keyless:
+            out.append((Received(msg.topic, e.raw, msg.received_at, msg.token), None))
+        return out
 
     def replay_quarantine(
         self, *, ids: Sequence[int] | None = None, reason: str | None = None
@@ -759,6 +799,20 @@ class Store:
             session.execute(wipe)
             self.recompute_aggregates(session, keys)
             return len(keys)
+
+
+def _corrected_time(event: p.Event, received_at: datetime) -> datetime | None:
+    """Receipt time less the time the event waited on the unit (same boot), if it exists."""
+    if (
+        event.sent_mono_ms is None
+        or event.sent_boot != event.boot
+        or event.sent_mono_ms < event.mono_ms
+    ):
+        return None
+    try:
+        return received_at - timedelta(milliseconds=event.sent_mono_ms - event.mono_ms)
+    except OverflowError:  # a wait longer than the calendar: no evidence at all
+        return None
 
 
 def _purged_before(session: Session) -> date | None:

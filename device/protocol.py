@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 PROTOCOL_VERSION: Final = 1
@@ -31,6 +32,15 @@ MAX_PAYLOAD_BYTES: Final = MAX_BATCH_EVENTS * (MAX_EVENT_BYTES + 1) + 2
 SCALES: Final = frozenset({3, 4, 5})
 #: Largest sequence number (JSON-safe integer).
 MAX_SEQ: Final = 2**53 - 1
+#: Largest monotonic clock reading in ms (JSON-safe; about 285 000 years of uptime).
+MAX_MONO_MS: Final = 2**53 - 1
+#: Longest ``at`` timestamp string (ISO 8601 with offset and microseconds is 32).
+MAX_TIMESTAMP_CHARS: Final = 40
+#: Integers anywhere in a payload (also in unknown fields) fit a signed 64-bit column.
+MAX_ABS_INT: Final = 2**63 - 1
+#: Largest whole MQTT packet the broker should accept: the largest ``event`` payload
+#: plus the fixed header, topic and properties (generously rounded up).
+MAX_PACKET_BYTES: Final = MAX_PAYLOAD_BYTES + 1024
 
 DEVICE_ID_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -285,15 +295,19 @@ def _require(obj: Mapping[str, Any], name: str) -> Any:
     return obj[name]
 
 
-def _int(obj: Mapping[str, Any], name: str, *, minimum: int | None = None) -> int:
+def _int(
+    obj: Mapping[str, Any], name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     value = _require(obj, name)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProtocolError(
             ErrorCode.WRONG_TYPE, f"must be an integer, got {type(value).__name__}", field=name
         )
+    code = ErrorCode.BAD_SEQ if name == "seq" else ErrorCode.BAD_VALUE
     if minimum is not None and value < minimum:
-        code = ErrorCode.BAD_SEQ if name == "seq" else ErrorCode.BAD_VALUE
         raise ProtocolError(code, f"must be >= {minimum}, got {value}", field=name)
+    if maximum is not None and value > maximum:
+        raise ProtocolError(code, f"must be <= {maximum}, got {value}", field=name)
     return value
 
 
@@ -335,7 +349,17 @@ def _badge(obj: Mapping[str, Any], *, nullable: bool) -> str | None:
 
 
 def parse_timestamp(value: str, *, field_name: str = "at") -> datetime:
-    """Parse ISO 8601 with a UTC offset; a naive time is refused."""
+    """Parse ISO 8601 with a UTC offset; a naive, over-long or unrepresentable time is refused.
+
+    The instant must exist in UTC as well (``0001-01-01T00:00+04:00`` does not), so that
+    every later step can convert it without overflow.
+    """
+    if len(value) > MAX_TIMESTAMP_CHARS:
+        raise ProtocolError(
+            ErrorCode.BAD_TIMESTAMP,
+            f"timestamp is {len(value)} characters, limit {MAX_TIMESTAMP_CHARS}",
+            field=field_name,
+        )
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -346,6 +370,14 @@ def parse_timestamp(value: str, *, field_name: str = "at") -> datetime:
         raise ProtocolError(
             ErrorCode.BAD_TIMESTAMP, f"{value!r} has no UTC offset", field=field_name
         )
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ProtocolError(
+            ErrorCode.BAD_TIMESTAMP,
+            f"{value!r} lies outside the representable range",
+            field=field_name,
+        ) from None
     return parsed
 
 
@@ -355,6 +387,7 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
         raise ProtocolError(
             ErrorCode.NOT_OBJECT, f"an event is a JSON object, got {type(obj).__name__}"
         )
+    _check_values(obj)
     version = _int(obj, "v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -384,10 +417,10 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
     parse_timestamp(at)
     clock_synced = _bool(obj, "clock_synced")
     boot = _str(obj, "boot", pattern=TOKEN_RE)
-    mono_ms = _int(obj, "mono_ms", minimum=0)
+    mono_ms = _int(obj, "mono_ms", minimum=0, maximum=MAX_MONO_MS)
     sent_mono_ms: int | None = None
     if obj.get("sent_mono_ms") is not None:
-        sent_mono_ms = _int(obj, "sent_mono_ms", minimum=0)
+        sent_mono_ms = _int(obj, "sent_mono_ms", minimum=0, maximum=MAX_MONO_MS)
     sent_boot: str | None = None
     if obj.get("sent_boot") is not None:
         sent_boot = _str(obj, "sent_boot", pattern=TOKEN_RE)
@@ -427,7 +460,47 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
     )
 
 
-def _load_json(payload: bytes, *, limit: int) -> Any:
+#: Characters no payload string may hold: NUL (no text column stores it) and lone
+#: UTF-16 surrogates (``"\\ud800"`` decodes, but is no character and cannot be encoded).
+_BAD_CHARS: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_values(value: Any, where: str = "") -> None:
+    """Refuse what JSON text can carry but no database column can hold.
+
+    Non-finite numbers (``1e400`` reads as infinity), integers beyond 64 bits, NUL and
+    lone surrogates, in values and keys alike, at any depth.
+    """
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _BAD_CHARS.search(item):
+                raise ProtocolError(
+                    ErrorCode.BAD_VALUE,
+                    "text holds a NUL or a lone surrogate",
+                    field=path or None,
+                )
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -MAX_ABS_INT <= item <= MAX_ABS_INT:
+                raise ProtocolError(
+                    ErrorCode.BAD_VALUE, "integer beyond 64 bits", field=path or None
+                )
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ProtocolError(ErrorCode.BAD_VALUE, "number is not finite", field=path or None)
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                sub = f"{path}.{k}" if path else str(k)
+                stack.append((k, sub))
+                stack.append((v, sub))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+
+
+def _load_json(payload: bytes, *, limit: int, check: bool = True) -> Any:
     if len(payload) > limit:
         raise ProtocolError(ErrorCode.OVERSIZE, f"payload is {len(payload)} bytes, limit {limit}")
     try:
@@ -435,13 +508,16 @@ def _load_json(payload: bytes, *, limit: int) -> Any:
     except UnicodeDecodeError as exc:
         raise ProtocolError(ErrorCode.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        return json.loads(text)
+        obj = json.loads(text)  # NaN/Infinity read as floats, refused by the check
     except json.JSONDecodeError as exc:
         raise ProtocolError(
             ErrorCode.NOT_JSON, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise ProtocolError(ErrorCode.NOT_JSON, "JSON nested too deeply") from None
+    if check:
+        _check_values(obj)
+    return obj
 
 
 def decode_event(payload: bytes, *, topic_device: str | None = None) -> Event:
@@ -468,6 +544,14 @@ class DecodedPayload:
     is_batch: bool
 
 
+def _element_bytes(item: Any) -> bytes:
+    """One batch element re-encoded on its own (ASCII escapes where UTF-8 cannot hold it)."""
+    try:
+        return _dumps(item)
+    except UnicodeEncodeError:  # a lone surrogate: keep it escaped, refused by the check
+        return json.dumps(item, separators=(",", ":")).encode("ascii")
+
+
 def _best_effort_key(obj: Any) -> EventKey | None:
     if not isinstance(obj, dict):
         return None
@@ -492,7 +576,7 @@ def decode_payload(payload: bytes, *, topic_device: str | None = None) -> Decode
     each element is validated on its own: good events are returned in order and
     each bad one comes back as an :class:`ItemError` with its raw bytes.
     """
-    obj = _load_json(payload, limit=MAX_PAYLOAD_BYTES)
+    obj = _load_json(payload, limit=MAX_PAYLOAD_BYTES, check=False)  # checked per element
     is_batch = isinstance(obj, list)
     if is_batch:
         if not obj:
@@ -511,7 +595,7 @@ def decode_payload(payload: bytes, *, topic_device: str | None = None) -> Decode
     events: list[Event] = []
     errors: list[ItemError] = []
     for index, item in enumerate(items):
-        raw = _dumps(item) if is_batch else payload
+        raw = _element_bytes(item) if is_batch else payload
         try:
             if len(raw) > MAX_EVENT_BYTES:
                 raise ProtocolError(

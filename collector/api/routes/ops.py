@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -22,12 +24,22 @@ def healthz(session: SessionDep, state: StateDep) -> JSONResponse:
         body["database"] = "ok"
     except Exception as exc:
         body.update(status="error", database=f"error: {exc.__class__.__name__}")
-    if state.ingest is not None:
-        up = state.ingest.connected.is_set()
+    ing = state.ingest
+    if ing is not None:
+        up = ing.connected.is_set()
         body["mqtt"] = "connected" if up else "disconnected"
-        body["ingest_queue"] = state.ingest.queue_depth
+        body["ingest_queue"] = ing.queue_depth
         if not up:
             body["status"] = "degraded"
+        if ing.failing_since is not None:
+            # Messages are waiting and none can be committed: "ok" would be a lie.
+            body["status"] = "error"
+            body["ingest"] = (
+                f"commits failing for {time.monotonic() - ing.failing_since:.0f} s; "
+                "the broker holds the backlog"
+            )
+        if ing.fatal:
+            body.update(status="error", ingest=ing.fatal)
     code = 200 if body["status"] == "ok" else 503
     return JSONResponse(body, status_code=code)
 

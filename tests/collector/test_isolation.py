@@ -1,0 +1,186 @@
+"""One bad message, one bad element, a refusing database: the fault stays with its source.
+
+Real Mosquitto, real SQLite and PostgreSQL. A database refusal is made real with a
+trigger that refuses one seq (what a value the contract lets through but a column
+cannot hold does), not with a mock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.config import Settings
+from collector.ingest import Ingest
+from collector.models import DeviceState, Event, Quarantine
+from collector.store import Store
+from device import protocol as p
+from simulator.broker import MosquittoBroker
+from tests.collector.helpers import DEV, event
+from tests.mqtt_helpers import Recorder, publisher
+
+OTHER = "am-sh-gyumri1-d02"
+REFUSED_SEQ = 666
+
+
+def topic(device: str = DEV, kind: str = "event") -> str:
+    return f"gnahat/v1/dev/{device}/{kind}"
+
+
+def refuse_seq_in_database(sessions: sessionmaker[Session], database_url: str) -> None:
+    """Make the database itself refuse one row, as it refuses a value no column can hold."""
+    with sessions() as s, s.begin():
+        if database_url.startswith("sqlite"):
+            s.execute(
+                text(
+                    "CREATE TRIGGER refuse_one BEFORE INSERT ON events "
+                    f"WHEN NEW.seq = {REFUSED_SEQ} BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
+        else:
+            s.execute(
+                text(f"ALTER TABLE events ADD CONSTRAINT refuse_one CHECK (seq <> {REFUSED_SEQ})")
+            )
+
+
+def acked(msgs: list[tuple[str, bytes]]) -> set[tuple[str, str, int]]:
+    out = set()
+    for t, payload in msgs:
+        device, _ = p.parse_topic(t)
+        a = p.decode_ack(payload)
+        out |= {(device, a.stream, s) for s in a.seqs()}
+    return out
+
+
+@pytest.mark.parametrize("receiver", ["process", "thread"])
+def test_a_row_the_database_refuses_is_quarantined_alone_and_the_rest_flows(
+    receiver: str,
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
+) -> None:
+    refuse_seq_in_database(sessions, database_url)
+    settings = Settings(
+        database_url=database_url,
+        mqtt_url=broker.url,
+        mqtt_client_id="collector-isolation",
+        ingest_batch_ms=200,  # the poison and the good messages share one batch
+        ingest_receiver=receiver,
+    )
+    ing = make_ingest(settings, Store(sessions))
+    ing.start()
+    assert ing.wait_until_subscribed()
+    acks = Recorder(broker, ["gnahat/v1/dev/+/ack"], client_id="rec-iso")
+    pub = publisher(broker)
+    # One unit's backlog of 5 with the refused element in the middle; another unit's
+    # events in the same batch; then more from both after the poison.
+    batch = [event(i) for i in (1, 2)] + [event(REFUSED_SEQ)] + [event(i) for i in (3, 4)]
+    pub.publish(topic(), p.encode_batch(batch), qos=1)
+    for i in (1, 2, 3):
+        pub.publish(topic(OTHER), p.encode_event(event(i, device=OTHER)), qos=1)
+    assert ing.wait_for_messages(4)
+    pub.publish(topic(), p.encode_event(event(5)), qos=1)
+    pub.publish(topic(OTHER), p.encode_event(event(4, device=OTHER)), qos=1)
+    assert ing.wait_for_messages(6)
+
+    with sessions() as s:
+        keys = {tuple(r) for r in s.execute(select(Event.device, Event.stream, Event.seq))}
+        q = s.scalars(select(Quarantine)).all()
+    assert keys == {(DEV, "s1", i) for i in range(1, 6)} | {(OTHER, "s1", i) for i in range(1, 5)}
+    assert [(e.reason, e.device, e.seq) for e in q] == [("refused_by_database", DEV, REFUSED_SEQ)]
+    assert "refused" in q[0].detail.lower() or "check" in q[0].detail.lower()
+    assert p.decode_event(q[0].raw).seq == REFUSED_SEQ  # its own bytes, re-processable
+    want = keys | {(DEV, "s1", REFUSED_SEQ)}
+    assert acks.wait_for(lambda m: acked(m) >= want), acked(acks.messages)
+    value = ing.metrics.registry.get_sample_value
+    assert value("gnahat_ingest_isolated_total", {"reason": "refused_by_database"}) == 1
+    assert value("gnahat_ingest_db_errors_total") in (None, 0)
+    acks.close()
+    pub.loop_stop()
+
+
+# Values the contract now refuses at decode; each once stopped all ingest on PostgreSQL.
+def _ev(seq: int, **changes: object) -> dict[str, object]:
+    return {**event(seq).to_dict(), **changes}
+
+
+POISON_EVENTS: list[tuple[str, dict[str, object], str]] = [
+    (
+        "at with 13 fractional digits and more",
+        _ev(101, at="2026-11-24T10:00:00.1234567890123456+04:00"),
+        "bad_timestamp",
+    ),
+    ("mono_ms beyond 2^63", _ev(102, mono_ms=2**63), "bad_value"),
+    ("NaN in an unknown field", _ev(103, note=float("nan")), "bad_value"),
+    ("Infinity in an unknown field", _ev(104, note=float("inf")), "bad_value"),
+    ("NUL in an unknown field", _ev(105, note="a\x00b"), "bad_value"),
+    ("year 1 with an offset", _ev(106, at="0001-01-01T00:00:00+04:00"), "bad_timestamp"),
+    ("year 9999 with an offset", _ev(107, at="9999-12-31T23:59:59-04:00"), "bad_timestamp"),
+    ("huge send delay", _ev(108, sent_mono_ms=2**53 - 1, mono_ms=0), "stored"),
+]
+
+
+def test_values_the_database_cannot_hold_are_refused_per_element_and_acked(
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        mqtt_url=broker.url,
+        mqtt_client_id="collector-poison-values",
+        ingest_batch_ms=100,
+    )
+    ing = make_ingest(settings, Store(sessions))
+    ing.start()
+    assert ing.wait_until_subscribed()
+    acks = Recorder(broker, ["gnahat/v1/dev/+/ack"], client_id="rec-poison")
+    pub = publisher(broker)
+    # A status the broker retains, and health figures, that PostgreSQL once refused.
+    pub.publish(topic(kind="status"), b'{"v":1,"state":"online","firmware":"1.0\\u0000"}', qos=1)
+    health = {
+        "v": 1,
+        "device": DEV,
+        "at": "2026-11-24T10:00:00+04:00",
+        "queue_depth": 0,
+        "uptime_s": 5,
+        "firmware": "1.0",
+        "clock_synced": True,
+    }
+    pub.publish(
+        topic(kind="health"), json.dumps({**health, "cpu_temp_c": float("nan")}).encode(), qos=1
+    )
+    # One backlog: good, every poison, good.
+    items = [_ev(1)] + [obj for _, obj, _ in POISON_EVENTS] + [_ev(2)]
+    pub.publish(topic(), json.dumps(items).encode(), qos=1)
+    pub.publish(topic(OTHER), p.encode_event(event(1, device=OTHER)), qos=1)
+    assert ing.wait_for_messages(4)
+
+    with sessions() as s:
+        seqs = set(s.scalars(select(Event.seq).where(Event.device == DEV)))
+        q = {
+            e.seq: e.reason
+            for e in s.scalars(select(Quarantine).where(Quarantine.seq.is_not(None)))
+        }
+        keyless = {
+            (e.topic, e.reason)
+            for e in s.scalars(select(Quarantine).where(Quarantine.seq.is_(None)))
+        }
+        other = s.scalars(select(Event).where(Event.device == OTHER)).one()
+        state = s.get(DeviceState, DEV)
+    stored = {obj["seq"] for _, obj, r in POISON_EVENTS if r == "stored"}
+    assert seqs == {1, 2} | stored
+    assert q == {obj["seq"]: r for _, obj, r in POISON_EVENTS if r != "stored"}
+    assert keyless == {(topic(kind="status"), "bad_value"), (topic(kind="health"), "bad_value")}
+    assert other.seq == 1
+    assert state is not None and state.firmware is None
+    every = {(DEV, "s1", int(obj["seq"])) for obj in items} | {(OTHER, "s1", 1)}  # type: ignore[call-overload]
+    assert acks.wait_for(lambda m: acked(m) >= every), every - acked(acks.messages)
+    acks.close()
+    pub.loop_stop()
