@@ -121,6 +121,8 @@ class Ingest:
         """Monotonic time of the first failed commit of the batch now being retried."""
         self.fatal: str | None = None
         """Why ingest gave up (a receiver that dies at once, again and again)."""
+        self.taken = 0
+        """Messages taken from the broker so far (committed or waiting)."""
         self._deaths: list[float] = []
         self._receiver_started = 0.0
 
@@ -286,13 +288,26 @@ class Ingest:
                 self._queue.put_nowait(item)
             except queue.Full:
                 self.metrics.qos0_dropped.inc()
-            return
-        self._queue.put(item)  # QoS 1: bounded by the in-flight window the broker keeps
+                return
+        else:
+            self._queue.put(item)  # QoS 1: bounded by the in-flight window the broker keeps
+        self._took(1)
 
     def _on_messages(self, items: list[tuple[str, bytes, float, Token]]) -> None:
         for topic, payload, ts, token in items:
             # Blocks while the queue is full: the pipe and then the broker hold the rest.
             self._queue.put(Received(topic, payload, datetime.fromtimestamp(ts, UTC), token))
+            self._took(1)
+
+    def _took(self, n: int) -> None:
+        with self._progress:
+            self.taken += n
+            self._progress.notify_all()
+
+    def wait_taken(self, count: int, timeout: float = 30.0) -> bool:
+        """Block until ``count`` messages in all have been taken from the broker."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.taken >= count, timeout)
 
     # ------------------------------------------------------------ the writer
 

@@ -4,6 +4,10 @@ Runs on its own thread; press handling never waits on it. Events go out as
 single objects or, when the unit is behind, as arrays of up to ``batch_max``.
 Events unacked after ``ack_timeout_s`` (or at a reconnect) are sent again with a
 fresh ``sent_mono_ms``; the collector deduplicates by ``(device, stream, seq)``.
+While no ack arrives at all (a collector down, a database stalled), each round of
+re-sends doubles the wait, up to :data:`MAX_RESEND_FACTOR` times ``ack_timeout_s``,
+so a fleet does not multiply a backlog that is already waiting in the broker; the
+first ack brings the wait back to ``ack_timeout_s``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from device.mqtt_loop import stop_loop
 from device.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+#: Longest wait before re-sending, as a multiple of ``ack_timeout_s`` (30 s → 8 min).
+MAX_RESEND_FACTOR = 16
 
 
 def stamp(payload: bytes, sent_mono_ms: int, boot: str) -> bytes:
@@ -80,6 +87,8 @@ class Link:
         self.published = 0
         self.resent = 0
         self.acked = 0
+        self.resend_wait_ms = int(self.mqtt.ack_timeout_s * 1000)
+        """Current wait before unacked events are sent again (doubles while no ack comes)."""
         self._ack_cond = threading.Condition()
 
     # ------------------------------------------------------------ lifecycle
@@ -201,7 +210,7 @@ class Link:
         waits = [1.0, max(0.0, (self._next_health - now) / 1000)]
         if self._inflight:
             oldest = min(self._inflight.values())
-            waits.append(max(0.0, (oldest + self.mqtt.ack_timeout_s * 1000 - now) / 1000))
+            waits.append(max(0.0, (oldest + self.resend_wait_ms - now) / 1000))
         return max(0.01, min(waits))
 
     def _step(self) -> None:
@@ -213,10 +222,12 @@ class Link:
         if now >= self._next_health:
             self._next_health = now + int(self.mqtt.health_interval_s * 1000)
             client.publish(p.health_topic(self.device), self.health_payload(), qos=0)
-        timeout_ms = self.mqtt.ack_timeout_s * 1000
+        timeout_ms = self.resend_wait_ms
         expired = sorted(s for s, t in self._inflight.items() if now - t >= timeout_ms)
         if expired:
             self.resent += len(expired)
+            ceiling = int(self.mqtt.ack_timeout_s * 1000 * MAX_RESEND_FACTOR)
+            self.resend_wait_ms = min(self.resend_wait_ms * 2, ceiling)
             self._publish(client, self.outbox.get(expired[: self.mqtt.inflight_max]))
         room = self.mqtt.inflight_max - len(self._inflight)
         while room > 0 and self.connected.is_set():
@@ -279,6 +290,7 @@ class Link:
             else:
                 for seq in [s for s in self._inflight if lo <= s <= hi]:
                     del self._inflight[seq]
+        self.resend_wait_ms = int(self.mqtt.ack_timeout_s * 1000)  # the collector answers
         with self._ack_cond:
             self.acked += removed
             self.last_ack_mono = self.clock.mono_ms()
@@ -286,21 +298,45 @@ class Link:
 
     # ------------------------------------------------------------ health
 
+    def oldest_unacked_s(self) -> tuple[float | None, bool]:
+        """Age of the oldest unacked event, and whether it is only a lower bound.
+
+        Same boot: the monotonic clock says it exactly. An earlier boot (its monotonic
+        stamp means nothing now): the wall clock, when both that press and now were
+        synced; else at least this boot's uptime.
+        """
+        now = self.clock.mono_ms()
+        try:
+            found = self.outbox.oldest_event()
+        except (p.ProtocolError, ValueError):  # unreadable row: its age is unknown
+            return (now - self._started_mono) / 1000, True
+        if found is None:
+            return None, False
+        created_mono, event = found
+        if event.boot == self.boot:
+            return max(0.0, (now - created_mono) / 1000), False
+        if event.clock_synced and self.clock.synced():
+            age = (self.clock.now() - event.at_datetime).total_seconds()
+            return max(age, (now - self._started_mono) / 1000), False
+        return (now - self._started_mono) / 1000, True
+
     def health_payload(self) -> bytes:
         now = self.clock.mono_ms()
-        oldest = self.outbox.oldest()
+        age, lower_bound = self.oldest_unacked_s()
         try:
             disk = shutil.disk_usage(self.outbox.path.parent).free / 2**20
         except OSError:
             disk = None
         extra = dict(self.health_extra())
+        if lower_bound:
+            extra["oldest_unacked_lower_bound"] = True
         suppressed = int(extra.pop("suppressed_presses", 0))
         return p.encode_health(
             p.Health(
                 device=self.device,
                 at=self.clock.now().isoformat(),
                 queue_depth=self.outbox.depth,
-                oldest_unacked_s=None if oldest is None else (now - oldest[1]) / 1000,
+                oldest_unacked_s=age,
                 uptime_s=(now - self._started_mono) / 1000,
                 firmware=self.config.firmware,
                 clock_synced=self.clock.synced(),

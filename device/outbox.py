@@ -167,9 +167,24 @@ class Outbox:
             return None if row is None else str(row[0])
 
     def oldest(self) -> tuple[int, int] | None:
-        """``(seq, created_mono_ms)`` of the oldest unacked event."""
+        """``(seq, created_mono_ms)`` of the oldest unacked event.
+
+        ``created_mono_ms`` is a reading of the monotonic clock of the boot that wrote the
+        row: compare it with the current clock only when :meth:`oldest_event` says that
+        boot is this one.
+        """
         with self._lock:
             row = self.conn.execute(
                 "SELECT seq, created_mono_ms FROM outbox ORDER BY seq LIMIT 1"
             ).fetchone()
             return (int(row[0]), int(row[1])) if row else None
+
+    def oldest_event(self) -> tuple[int, p.Event] | None:
+        """``(created_mono_ms, event)`` of the oldest unacked event (its boot and time)."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT created_mono_ms, payload FROM outbox ORDER BY seq LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), p.decode_event(bytes(row[1]))

@@ -269,8 +269,11 @@ def _dumps(obj: Any) -> bytes:
 
 
 def encode_event(event: Event) -> bytes:
-    """Encode one event as compact UTF-8 JSON; refuses an oversize event."""
-    data = _dumps(event.to_dict())
+    """Encode one event as compact UTF-8 JSON; refuses an oversize event, and values the
+    collector would refuse (so a unit never keeps an event nobody can store)."""
+    obj = event.to_dict()
+    _check_values(obj)
+    data = _dumps(obj)
     if len(data) > MAX_EVENT_BYTES:
         raise ProtocolError(
             ErrorCode.OVERSIZE, f"event is {len(data)} bytes, limit {MAX_EVENT_BYTES}"

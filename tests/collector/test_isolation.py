@@ -184,3 +184,54 @@ def test_values_the_database_cannot_hold_are_refused_per_element_and_acked(
     assert acks.wait_for(lambda m: acked(m) >= every), every - acked(acks.messages)
     acks.close()
     pub.loop_stop()
+
+
+@pytest.mark.parametrize("receiver", ["process", "thread"])
+def test_a_stalled_database_leaves_the_backlog_in_the_broker(
+    receiver: str,
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
+) -> None:
+    window = 40
+    settings = Settings(
+        database_url=database_url,
+        mqtt_url=broker.url,
+        mqtt_client_id="collector-backpressure",
+        ingest_batch_ms=5,
+        ingest_receiver=receiver,
+        mqtt_receive_maximum=window,
+    )
+    ing = make_ingest(settings, Store(sessions))
+    ing._commit_retry_delay = 0.05  # type: ignore[attr-defined]
+    ing.start()
+    assert ing.wait_until_subscribed()
+    pub = publisher(broker, client_id="pub-bp")
+    blocker = sessions()
+    # Stall the database for real: another session holds a lock ingest must wait for.
+    if database_url.startswith("sqlite"):
+        blocker.execute(text("BEGIN EXCLUSIVE"))
+    else:
+        blocker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+    total = 2000
+    infos = [
+        pub.publish(topic(), p.encode_event(event(i, at=event(1).at_datetime)), qos=1)
+        for i in range(1, total + 1)
+    ]
+    for info in infos:
+        info.wait_for_publish(30)  # the broker has every message
+    assert ing.wait_taken(window)
+    # The broker sends no more than the window until something is committed: whatever
+    # arrived so far, the collector holds at most `window` messages.
+    assert ing.messages_committed == 0
+    assert ing.taken <= window, ing.taken
+    assert ing.queue_depth <= window
+    blocker.rollback()
+    blocker.close()
+    assert ing.wait_for_messages(total, timeout=120)
+    assert ing.taken == total  # each delivered once: nothing lost, nothing re-sent
+    with sessions() as s:
+        n = s.scalar(select(text("count(*)")).select_from(Event))
+    assert n == total
+    pub.loop_stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -35,7 +36,12 @@ extras = st.dictionaries(
     st.text(alphabet="abcdefghijklmnop_", min_size=3, max_size=8).filter(
         lambda k: k not in p._KNOWN_FIELDS
     ),
-    st.one_of(st.integers(-1000, 1000), st.text(max_size=10), st.booleans(), st.none()),
+    st.one_of(
+        st.integers(-1000, 1000),
+        st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=10),
+        st.booleans(),
+        st.none(),
+    ),
     max_size=3,
 )
 
@@ -363,3 +369,71 @@ def test_protocol_imports_with_standard_library_only() -> None:
     )
     # -I: isolated (no user site, no env); -S: no site-packages at all.
     subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT)], check=True)
+
+
+_BASE = {
+    "v": 1,
+    "type": "rating",
+    "device": "am-sh-gyumri1-d03",
+    "stream": "s1",
+    "seq": 1,
+    "at": "2026-11-30T10:00:00+04:00",
+    "clock_synced": True,
+    "boot": "b1",
+    "mono_ms": 5,
+    "score": 3,
+    "scale": 5,
+    "staff": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"note": float("nan")}, p.ErrorCode.BAD_VALUE, "note"),
+        ({"note": float("-inf")}, p.ErrorCode.BAD_VALUE, "note"),
+        ({"note": {"deep": [1, "x\x00"]}}, p.ErrorCode.BAD_VALUE, "note.deep[1]"),
+        ({"note": "\ud800"}, p.ErrorCode.BAD_VALUE, "note"),
+        ({"note": 2**64}, p.ErrorCode.BAD_VALUE, "note"),
+        ({"mono_ms": 2**53}, p.ErrorCode.BAD_VALUE, "mono_ms"),
+        ({"sent_mono_ms": 2**53}, p.ErrorCode.BAD_VALUE, "sent_mono_ms"),
+        ({"at": "2026-11-30T10:00:00." + "1" * 20 + "+04:00"}, p.ErrorCode.BAD_TIMESTAMP, "at"),
+        ({"at": "0001-01-01T00:00:00+04:00"}, p.ErrorCode.BAD_TIMESTAMP, "at"),
+        ({"at": "9999-12-31T23:59:59-04:00"}, p.ErrorCode.BAD_TIMESTAMP, "at"),
+    ],
+)
+def test_values_no_database_column_holds_are_refused(
+    change: dict[str, object], code: p.ErrorCode, field: str
+) -> None:
+    payload = json.dumps({**_BASE, **change}).encode()
+    with pytest.raises(p.ProtocolError) as err:
+        p.decode_event(payload)
+    assert err.value.code is code and err.value.field == field
+    # In a batch only that element is refused, with its key to acknowledge it.
+    batch = json.dumps([{**_BASE, "seq": 1}, {**_BASE, "seq": 2, **change}]).encode()
+    decoded = p.decode_payload(batch)
+    assert [e.seq for e in decoded.events] == [1]
+    assert decoded.errors[0].key == ("am-sh-gyumri1-d03", "s1", 2)
+
+
+def test_the_unit_cannot_encode_what_the_collector_refuses() -> None:
+    event = p.decode_event(json.dumps(_BASE).encode())
+    with pytest.raises(p.ProtocolError):
+        p.encode_event(dataclasses.replace(event, extra={"note": float("nan")}))
+
+
+def test_health_and_status_refuse_non_finite_figures_and_nul() -> None:
+    health = {
+        "v": 1,
+        "device": "am-sh-gyumri1-d03",
+        "at": "2026-11-30T10:00:00+04:00",
+        "queue_depth": 0,
+        "uptime_s": 1.0,
+        "firmware": "1.0",
+        "clock_synced": True,
+    }
+    for bad in ({"uptime_s": float("nan")}, {"cpu_temp_c": 1e400}, {"firmware": "1\x00"}):
+        with pytest.raises(p.ProtocolError):
+            p.decode_health(json.dumps({**health, **bad}).encode())
+    with pytest.raises(p.ProtocolError):
+        p.decode_status(b'{"v":1,"state":"online","firmware":"1.0\\u0000"}')
