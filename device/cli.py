@@ -218,6 +218,11 @@ def cmd_status(config_path: str, out: TextIO = sys.stdout) -> int:
             f"oldest      {'-' if oldest is None else oldest[0]}\n"
             f"last ack    {outbox.meta('last_ack_at') or 'never'}\n"
         )
+        if outbox.recovered_from is not None:
+            out.write(
+                f"WARNING     the outbox was unreadable and was moved to {outbox.recovered_from};\n"
+                "            a new stream started (events it held were not sent)\n"
+            )
     return 0
 
 

@@ -101,7 +101,7 @@ class Daemon:
             self.outbox,
             self.clock,
             boot=self.unit.boot,
-            health_extra=self.unit.health,
+            health_extra=self.health,
             on_command=self.unit.on_command,
         )
         link_ref.append(self.link)
@@ -120,16 +120,22 @@ class Daemon:
                 pin_factory=self.pin_factory,
             )
             self.arm_button.when_armed = self.unit.arm
+        # Optional peripherals open on their own threads: one that is unplugged (now or
+        # later) is reported in health and reopened, and the buttons work regardless.
         if cfg.badge_reader is not None:
-            port = self.serial_factory(cfg.badge_reader.port, cfg.badge_reader.baudrate)
+            badge = cfg.badge_reader
             self.badge_reader = BadgeReader(
-                port, hold_ms=cfg.badge_hold_ms, mono_ms=self.clock.mono_ms
+                hold_ms=cfg.badge_hold_ms,
+                mono_ms=self.clock.mono_ms,
+                opener=lambda: self.serial_factory(badge.port, badge.baudrate),
             )
             self.badge_reader.when_badge = self.unit.badge
             self.badge_reader.start()
         if cfg.queue_serial is not None:
-            port = self.serial_factory(cfg.queue_serial.port, cfg.queue_serial.baudrate)
-            self.queue_serial = QueueSerial(port)
+            qcfg = cfg.queue_serial
+            self.queue_serial = QueueSerial(
+                opener=lambda: self.serial_factory(qcfg.port, qcfg.baudrate)
+            )
             self.queue_serial.when_armed = lambda _ticket: (
                 self.unit.arm("queue") if self.unit else None
             )
@@ -143,6 +149,26 @@ class Daemon:
         log.info(
             "unit %s up: stream %s, %d queued", cfg.device_id, self.outbox.stream, self.outbox.depth
         )
+
+    def peripherals(self) -> dict[str, str]:
+        """State of each optional peripheral: ``ok``, or why it is not."""
+        out: dict[str, str] = {}
+        for part in (self.badge_reader, self.queue_serial):
+            if part is not None:
+                out[part.name] = (
+                    part.state if part.last_error is None else (f"{part.state}: {part.last_error}")
+                )
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """What the heartbeat adds: the unit's figures, peripherals, outbox recovery."""
+        extra = self.unit.health() if self.unit is not None else {}
+        parts = self.peripherals()
+        if parts:
+            extra["peripherals"] = parts
+        if self.outbox.recovered_from is not None:
+            extra["outbox_recovered"] = self.outbox.recovered_from
+        return extra
 
     def run(self) -> None:
         """Main loop: timers and watchdog until :meth:`request_stop`."""

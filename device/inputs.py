@@ -9,6 +9,7 @@ buttons must never count twice. Serial devices come through pyserial (any URL:
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -162,12 +163,28 @@ class Rdm6300Parser:
 
 
 class SerialListener(abc.ABC):
-    """Reads a serial port on its own thread and hands every chunk to ``handle_bytes``."""
+    """Reads a serial port on its own thread and hands every chunk to ``handle_bytes``.
+
+    Give it an open ``port``, or an ``opener`` that opens one: then a port that is
+    missing at start (an unplugged reader) or that fails while running is opened
+    again and again, with back-off, on this thread — never taking the unit down.
+    ``state`` says ``ok``, ``unplugged`` or ``closed``; ``last_error`` why.
+    """
 
     name = "serial"
+    #: Longest wait between attempts to open a missing port, seconds.
+    REOPEN_MAX_S = 30.0
 
-    def __init__(self, port: Any) -> None:
+    def __init__(self, port: Any = None, *, opener: Callable[[], Any] | None = None) -> None:
+        if port is None and opener is None:
+            raise ValueError("give a port or an opener")
         self.port = port
+        self.opener = opener
+        self.state = "ok" if port is not None else "unplugged"
+        self.last_error: str | None = None
+        self.reopened = 0
+        self.changed = threading.Condition()
+        """Notified whenever ``state`` changes (tests and status pages wait on it)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -181,14 +198,56 @@ class SerialListener(abc.ABC):
         if chunk:
             self.handle_bytes(chunk)
 
+    def try_open(self) -> bool:
+        """One attempt to open the port; True when it is open."""
+        if self.port is not None:
+            return True
+        if self.opener is None:
+            return False
+        try:
+            self.port = self.opener()
+        except Exception as exc:  # serial.SerialException, OSError, ...
+            self._set("unplugged", str(exc) or type(exc).__name__)
+            return False
+        if self.last_error is not None:
+            self.reopened += 1
+            log.warning("%s is back", self.name)
+        self._set("ok", None)
+        return True
+
+    def _set(self, state: str, error: str | None) -> None:
+        with self.changed:
+            self.state, self.last_error = state, error
+            self.changed.notify_all()
+
+    def wait_state(self, state: str, timeout: float = 10.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: self.state == state, timeout)
+
+    def _lost(self, exc: Exception) -> None:
+        log.warning("%s failed (%s); reopening", self.name, exc)
+        port, self.port = self.port, None
+        self._set("unplugged", str(exc) or type(exc).__name__)
+        with contextlib.suppress(Exception):
+            port.close()
+
     def start(self) -> None:
         def loop() -> None:
+            wait = 1.0
             while not self._stop.is_set():
+                if not self.try_open():
+                    self._stop.wait(wait)
+                    wait = min(wait * 2, self.REOPEN_MAX_S)
+                    continue
+                wait = 1.0
                 try:
                     self.poll()
-                except Exception:
-                    log.exception("%s failed; retrying", self.name)
-                    self._stop.wait(1.0)
+                except Exception as exc:
+                    if self.opener is None:
+                        log.exception("%s failed; retrying", self.name)
+                        self._stop.wait(1.0)
+                    else:
+                        self._lost(exc)
 
         self._thread = threading.Thread(target=loop, name=self.name, daemon=True)
         self._thread.start()
@@ -197,7 +256,10 @@ class SerialListener(abc.ABC):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2)
-        self.port.close()
+        self._set("closed", self.last_error)
+        if self.port is not None:
+            with contextlib.suppress(Exception):
+                self.port.close()
 
 
 class BadgeReader(SerialListener):
@@ -209,8 +271,15 @@ class BadgeReader(SerialListener):
 
     name = "badge-reader"
 
-    def __init__(self, port: Any, *, hold_ms: int, mono_ms: Callable[[], int]) -> None:
-        super().__init__(port)
+    def __init__(
+        self,
+        port: Any = None,
+        *,
+        hold_ms: int,
+        mono_ms: Callable[[], int],
+        opener: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(port, opener=opener)
         self.hold_ms = hold_ms
         self._mono_ms = mono_ms
         self.parser = Rdm6300Parser()
@@ -235,8 +304,8 @@ class QueueSerial(SerialListener):
 
     name = "queue-serial"
 
-    def __init__(self, port: Any) -> None:
-        super().__init__(port)
+    def __init__(self, port: Any = None, *, opener: Callable[[], Any] | None = None) -> None:
+        super().__init__(port, opener=opener)
         self.when_armed: Callable[[str], None] | None = None
         self._buf = bytearray()
         self.ignored = 0

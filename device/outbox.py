@@ -4,19 +4,29 @@ SQLite in WAL mode with ``synchronous=FULL``: once :meth:`Outbox.append` returns
 the event survives power loss and ``kill -9``; only then does the visitor get
 light and sound. The ``stream`` id is minted when the file is first created and
 ``seq`` is persisted, so it is never reused, even after every event is acked.
+
+A file that SQLite cannot read (a worn SD card, a half-written sector) is moved
+aside, not retried for ever: a new outbox with a *new stream* starts, so nothing
+that file held can be counted twice, and :attr:`Outbox.recovered_from` names the
+moved file (health and ``gnahat-device status`` show it; a technician may recover
+what it still holds with ``sqlite3 .recover``).
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from device import protocol as p
 from device.errors import OutboxFull
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,6 +47,8 @@ class Outbox:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self.stream = ""
+        self.recovered_from: str | None = None
+        """Where an unreadable outbox file was moved at open, if one was."""
         self._last_seq = 0
         self._depth = 0
 
@@ -46,7 +58,32 @@ class Outbox:
         if self._conn is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._open()
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            log.error("outbox %s is unreadable (%s); moved to %s", self.path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(f"{self.path}{suffix}")
+                if src.exists():
+                    src.rename(f"{aside}{suffix}")
+            self._open()
+            self.recovered_from = str(aside)
+            with self._lock:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('recovered_from', ?)", (str(aside),)
+                )
+            return self
+
+    def _open(self) -> Outbox:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            return self._init(conn)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _init(self, conn: sqlite3.Connection) -> Outbox:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
@@ -61,6 +98,11 @@ class Outbox:
         max_row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
         self._last_seq = max(meta_seq, max_row)
         self._depth = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check}")
+        row = conn.execute("SELECT value FROM meta WHERE key='recovered_from'").fetchone()
+        self.recovered_from = None if row is None else str(row[0])
         self._conn = conn
         return self
 
