@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-secret-change-me"
+DEV_PSEUDONYM_KEY = "dev-only-pseudonym-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -83,7 +84,13 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(8080, description="Port of the HTTP API.")
     secret_key: str = Field(
-        DEV_SECRET, description="Secret for sessions, CSRF tokens and employee pseudonyms."
+        DEV_SECRET,
+        description="Secret for sessions and CSRF tokens; rotate it after a leak.",
+    )
+    pseudonym_key: str = Field(
+        DEV_PSEUDONYM_KEY,
+        description="Key of the employee pseudonyms sent to the M&E IS. Never rotate it: "
+        "new pseudonyms would split every employee's history upstream.",
     )
     retention_days: int = Field(
         0,
@@ -140,6 +147,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set GNAHAT_SECRET_KEY: the development secret is refused in production"
             )
+        if self.environment == "production" and self.pseudonym_key == DEV_PSEUDONYM_KEY:
+            raise ValueError(
+                "set GNAHAT_PSEUDONYM_KEY: the development key is refused in production"
+            )
+        if self.environment == "production" and self.pseudonym_key == self.secret_key:
+            raise ValueError("GNAHAT_PSEUDONYM_KEY must differ from GNAHAT_SECRET_KEY")
         return self
 
     @property

@@ -249,11 +249,13 @@ class Forwarder:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.check_lease = False
+        """Renew the lease before each push (set by :meth:`run_once`, the serving path)."""
 
     # ------------------------------------------------------------ planning
 
     def _pseudonym(self, code: str) -> str:
-        digest = hmac.new(self.settings.secret_key.encode(), code.encode(), hashlib.sha256)
+        digest = hmac.new(self.settings.pseudonym_key.encode(), code.encode(), hashlib.sha256)
         return "E" + digest.hexdigest()[:12].upper()
 
     def cells(
@@ -404,6 +406,11 @@ class Forwarder:
         for batch_id, version, send_key, payload, batch_key, attempts in due:
             if self._stop.is_set():
                 break
+            if self.check_lease and not self.hold_lease():
+                # Renewed before every push: a long round (a slow M&E IS) must not outlive
+                # the lease, or a second server would push the same batches meanwhile.
+                log.warning("forwarding lease lost during a round; stopping this round")
+                break
             outcome = self.adapter.send(self.http, payload, send_key)  # no transaction open
             outcomes[outcome.kind] += 1
             self._record(batch_id, version, batch_key, attempts + 1, outcome)
@@ -456,6 +463,7 @@ class Forwarder:
         """One round: plan, then push what is due — if this process holds the lease."""
         if not self.hold_lease():
             return RunReport(lease=False)
+        self.check_lease = True
         report = RunReport(planned=self.plan())
         report.outcomes.update(self.send_due())
         self.update_gauges()

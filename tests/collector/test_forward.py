@@ -258,14 +258,21 @@ def test_employees_stay_out_unless_configured_and_then_pseudonymous(env: Env) ->
     env.fake.reset()
     with env.sessions() as s, s.begin():
         s.query(ForwardBatch).delete()
-    fwd = env.forwarder(forward_employee_level=True, secret_key="k" * 32)
+    fwd = env.forwarder(forward_employee_level=True, pseudonym_key="k" * 32)
     fwd.plan()  # same day, now per employee: new content, a new version
     fwd.send_due()
     body = str(env.fake.requests[-1]["body"])
     assert "SH-GYUMRI1-E03" not in body
     combos = {aoc for (_de, _pe, _ou, _coc, aoc) in env.fake.values}
     assert len(combos) == 1 and next(iter(combos)).startswith("E")
-    assert fwd._pseudonym("SH-GYUMRI1-E03") in combos  # stable for one secret
+    assert fwd._pseudonym("SH-GYUMRI1-E03") in combos  # stable for one key
+    # Rotating the session secret (after a leak) must not re-identify anyone upstream.
+    rotated = env.forwarder(
+        forward_employee_level=True, pseudonym_key="k" * 32, secret_key="r" * 32
+    )
+    assert rotated._pseudonym("SH-GYUMRI1-E03") == fwd._pseudonym("SH-GYUMRI1-E03")
+    other_key = env.forwarder(forward_employee_level=True, pseudonym_key="q" * 32)
+    assert other_key._pseudonym("SH-GYUMRI1-E03") != fwd._pseudonym("SH-GYUMRI1-E03")
 
 
 def test_dry_run_checks_the_mapping_and_changes_nothing(env: Env) -> None:
@@ -433,3 +440,18 @@ def test_one_forwarder_at_a_time_and_a_takeover(env: Env) -> None:
     assert not first.run_once().lease  # and the first, back, waits its turn
     second.release_lease()  # a clean stop hands over at once
     assert first.run_once().lease
+
+
+def test_a_long_round_renews_the_lease_and_stops_when_it_is_lost(env: Env) -> None:
+    press(env, range(1, 3))
+    first = env.forwarder(forward_interval_s=60)
+    second = env.forwarder(forward_interval_s=60)
+    assert first.hold_lease()
+    first.check_lease = True
+    assert first.plan() == 1
+    # The round was slow: the lease ran out and the second took it meanwhile.
+    env.advance(seconds=181)
+    assert second.hold_lease()
+    assert first.send_due() == {}  # the first pushes nothing more
+    assert env.fake.requests == []
+    assert second.run_once().outcomes == {"sent": 1}
