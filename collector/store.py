@@ -383,6 +383,10 @@ class Store:
     def _store_events(
         self, session: Session, rows: list[dict[str, Any]], result: BatchResult
     ) -> None:
+        # Ids are drawn under the lock and the lock is held to the commit, so ids grow in
+        # commit order across processes: the analyst feed pages by id and a batch that
+        # commits late can never hold ids below one already served.
+        self._lock_aggregates(session)
         fast = _Driver(session.connection(), Event.__table__)
         cols = EVENT_COLUMNS
         inserted: dict[p.EventKey, int] = {}
@@ -405,7 +409,6 @@ class Store:
         if ratings:
             for r in ratings:
                 r["id"] = inserted[(r["device"], r["stream"], r["seq"])]
-            self._lock_aggregates(session)
             flagged = self._flag_bursts(session, ratings)
             self._add_to_aggregates(session, ratings, flagged)
 
@@ -685,9 +688,7 @@ class Store:
         fast = _Driver(session.connection(), table)
         for cols, rows in groups.items():
             columns = ("device", "online", *(c for c in cols if c != "online"))
-            fast.upsert_many(
-                columns, rows, "device", ", ".join(f"{c} = excluded.{c}" for c in cols)
-            )
+            fast.upsert_many(columns, rows, "device", ", ".join(_newer(c, cols) for c in cols))
 
     # ------------------------------------------------------------ maintenance
 
@@ -799,6 +800,27 @@ class Store:
             session.execute(wipe)
             self.recompute_aggregates(session, keys)
             return len(keys)
+
+
+def _newer(col: str, cols: Sequence[str]) -> str:
+    """``col = excluded.col`` only where what came is newer than what is kept.
+
+    Several ingest workers commit in any order: a status, health report or last-seen
+    time committed later but received earlier must not overwrite a newer one.
+    """
+    if col == "last_seen":
+        stamp = "last_seen"
+    elif col in ("health", "health_at") or (col == "firmware" and "health_at" in cols):
+        stamp = "health_at"
+    else:
+        stamp = "status_at"
+    if stamp not in cols:
+        return f"{col} = excluded.{col}"
+    kept = f"device_state.{stamp}"
+    return (
+        f"{col} = CASE WHEN {kept} IS NULL OR excluded.{stamp} >= {kept} "
+        f"THEN excluded.{col} ELSE device_state.{col} END"
+    )
 
 
 def _corrected_time(event: p.Event, received_at: datetime) -> datetime | None:

@@ -20,6 +20,8 @@ from collector.models import AuditLog
 from collector.store import Store
 from tests.collector.helpers import DEV, T0, event, msg
 
+OTHER = "am-sh-gyumri1-d02"
+
 
 @pytest.fixture
 def client(database_url: str, sessions: sessionmaker[Session]) -> Iterator[TestClient]:
@@ -125,3 +127,51 @@ def test_quarantine_listing(
     tech = auth(token(sessions, Role.TECHNICIAN))
     items = client.get("/api/v1/quarantine", headers=tech).json()
     assert [(i["reason"], i["raw"]) for i in items] == [("not_json", "garbage")]
+
+
+def test_feed_never_skips_an_event_a_second_worker_commits_late(
+    database_url: str, client: TestClient, sessions: sessionmaker[Session]
+) -> None:
+    """Two ingest workers, two units: the one that drew lower ids commits after the other.
+
+    Worker A holds an uncommitted batch (a staff login: no rating, so no aggregate
+    work); worker B commits a rating batch meanwhile. Paging the feed in between must
+    not move the cursor past A's events.
+    """
+    import threading
+
+    from device import protocol as p
+    from tests.collector.helpers import replace
+
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time by construction")
+    tok = token(sessions, Role.ANALYST)
+    a, b = Store(sessions), Store(sessions)
+    login = replace(
+        event(1, stream="sa"), type=p.EventType.STAFF_LOGIN, staff="B-1", score=None, scale=None
+    )
+    held = sessions()
+    tx = held.begin()
+    a._process(held, [msg(login)])  # A drew its ids; not committed yet
+    worker_b = threading.Thread(
+        target=b.process, args=([msg(event(i, device=OTHER), device=OTHER) for i in (1, 2)],)
+    )
+    worker_b.start()
+    worker_b.join(2.0)
+    seen: list[int] = []
+    cursor = "0"
+    r = client.get("/api/v1/feeds/events", params={"after": cursor}, headers=auth(tok))
+    seen += [json.loads(x)["id"] for x in r.text.splitlines()]
+    cursor = r.headers["X-Next-Cursor"]
+    tx.commit()
+    held.close()
+    worker_b.join(30)
+    assert not worker_b.is_alive()
+    r = client.get("/api/v1/feeds/events", params={"after": cursor}, headers=auth(tok))
+    seen += [json.loads(x)["id"] for x in r.text.splitlines()]
+    with sessions() as s:
+        from collector.models import Event
+
+        all_ids = sorted(s.scalars(select(Event.id)))
+    assert len(all_ids) == 3
+    assert sorted(seen) == all_ids  # every event served, none skipped

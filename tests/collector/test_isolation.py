@@ -235,3 +235,29 @@ def test_a_stalled_database_leaves_the_backlog_in_the_broker(
         n = s.scalar(select(text("count(*)")).select_from(Event))
     assert n == total
     pub.loop_stop()
+
+
+def test_a_late_commit_of_an_older_message_never_moves_unit_state_back(
+    sessions: sessionmaker[Session],
+) -> None:
+    from datetime import timedelta
+
+    from tests.collector.helpers import T0, msg
+
+    store = Store(sessions)
+    online = p.encode_status(p.Presence.ONLINE, firmware="2.0")
+    offline = p.encode_status(p.Presence.OFFLINE)
+    store.process([msg(online, kind="status", at=T0 + timedelta(minutes=10))])
+    # Another worker commits, after it, what it received earlier.
+    store.process([msg(offline, kind="status", at=T0 + timedelta(minutes=5))])
+    with sessions() as s:
+        state = s.get(DeviceState, DEV)
+        assert state is not None
+        assert state.online and state.firmware == "2.0"
+        assert state.last_seen == T0 + timedelta(minutes=10)
+        assert state.status_at == T0 + timedelta(minutes=10)
+    store.process([msg(offline, kind="status", at=T0 + timedelta(minutes=11))])
+    with sessions() as s:
+        state = s.get(DeviceState, DEV)
+        assert state is not None and not state.online
+        assert state.last_seen == T0 + timedelta(minutes=11)
