@@ -269,8 +269,7 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with _sessions(settings)() as s, s.begin():
-        report = apply_retention(s, cutoff, now=now, dry_run=args.dry_run)
+    report = apply_retention(_sessions(settings), cutoff, now=now, dry_run=args.dry_run)
     print(("would delete: " if args.dry_run else "") + str(report))
     return 0
 

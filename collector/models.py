@@ -237,6 +237,21 @@ class StreamState(Base):
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class PurgedRange(Base):
+    """Seqs ``seq_from..seq_to`` of a stream were stored and then deleted by retention,
+    beyond the gapless prefix ``StreamState.purged_through``: a copy arriving again is a
+    duplicate, and they are no gap. Seqs that never came are in no range: they stay gaps,
+    and are stored if they ever arrive."""
+
+    __tablename__ = "purged_ranges"
+    __table_args__ = (Index("ix_purged_ranges_stream", "device", "stream"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[str] = mapped_column(String(64))
+    seq_from: Mapped[int] = mapped_column(BigInteger)
+    seq_to: Mapped[int] = mapped_column(BigInteger)
+
+
 class DailyAggregate(Base):
     """Counts per score level for day × centre × employee × service (0 = none).
 

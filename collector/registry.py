@@ -567,7 +567,7 @@ class Snapshot:
             i: c for i, c in session.execute(select(Service.id, Service.code))
         }
         # Retention's watermarks (bumping the registry version reloads them).
-        from collector.models import StreamState
+        from collector.models import PurgedRange, StreamState
 
         self.purged: dict[tuple[str, str], int] = {
             (d, st): n
@@ -577,6 +577,17 @@ class Snapshot:
                 )
             )
         }
+        self.purged_ranges: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for d, st, lo, hi in session.execute(
+            select(PurgedRange.device, PurgedRange.stream, PurgedRange.seq_from, PurgedRange.seq_to)
+        ):
+            self.purged_ranges.setdefault((d, st), []).append((lo, hi))
+
+    def was_purged(self, device: str, stream: str, seq: int) -> bool:
+        """Stored once and deleted by retention since (so a copy now is a duplicate)."""
+        if seq <= self.purged.get((device, stream), 0):
+            return True
+        return any(lo <= seq <= hi for lo, hi in self.purged_ranges.get((device, stream), ()))
 
     def tie(self, device: str, at: datetime) -> Tie | None:
         spans = self._assign.get(device)

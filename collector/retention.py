@@ -1,25 +1,30 @@
 """Retention of raw events: delete old ones, keep their aggregates and exact dedup.
 
 Employee attributions are personal data; after ``GNAHAT_RETENTION_DAYS`` the raw
-events of a day may go, while the daily aggregates (what managers, analysts and the
-M&E IS use) stay. Deletion is per ``(device, stream)`` and only ever a gapless prefix
-of seq numbers whose days are all older than the cutoff: ``purged_through`` then
-says "every seq up to here was stored", so a copy arriving years later is still
-acknowledged as a duplicate, and gap detection still sees no gap there. Resolved
-quarantine entries older than the cutoff go too; unresolved ones wait for an operator.
+events of a day go, while the daily aggregates (what managers, analysts and the
+M&E IS use) stay. Every event of a day before the cutoff is deleted, gaps or not:
+a gap never holds personal data back. What was deleted is remembered as seq ranges
+— the gapless prefix ``purged_through`` and ``purged_ranges`` beyond it — so a copy
+arriving years later is still acknowledged as a duplicate and gap detection still
+sees no gap there; a seq that never came is in no range, stays a gap (reported), and
+is stored if it ever arrives. Each stream is its own short transaction, so ingest
+never waits on a whole run. Resolved quarantine entries older than the cutoff go
+too; unresolved ones wait for an operator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from collector.models import AuditLog, Event, Meta, Quarantine, StreamState
+from collector.gaps import stream_gaps
+from collector.models import AuditLog, Event, Meta, PurgedRange, Quarantine, StreamState
 from collector.registry import bump_registry_version
+from device import protocol as p
 
 
 @dataclass
@@ -28,13 +33,19 @@ class RetentionReport:
     events_deleted: int = 0
     streams_purged: int = 0
     quarantine_deleted: int = 0
+    gaps: list[tuple[str, str, int, int]] = field(default_factory=list)
+    """Gaps (never-arrived seqs) among the deleted events: device, stream, from, to."""
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"raw events before {self.cutoff}: {self.events_deleted} deleted from "
             f"{self.streams_purged} stream(s); {self.quarantine_deleted} resolved quarantine "
             "entries deleted; daily aggregates kept"
         )
+        if self.gaps:
+            text += f"; {len(self.gaps)} gap(s) among them (never arrived; still reported):"
+            text += "".join(f"\n  {d} {s} {lo}..{hi}" for d, s, lo, hi in self.gaps)
+        return text
 
 
 def cutoff_for(days: int, now: datetime, timezone: str) -> date:
@@ -45,62 +56,94 @@ def cutoff_for(days: int, now: datetime, timezone: str) -> date:
 
 
 def apply_retention(
-    session: Session, cutoff: date, *, now: datetime, dry_run: bool = False, actor: str = "cli"
+    sessions: sessionmaker[Session],
+    cutoff: date,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    actor: str = "cli",
 ) -> RetentionReport:
     """Delete raw events of days before ``cutoff`` (see the module docstring)."""
     report = RetentionReport(cutoff)
-    for st in session.scalars(select(StreamState).order_by(StreamState.device)).all():
-        start = st.purged_through
-        last = start
-        rows = session.execute(
-            select(Event.seq, Event.day)
-            .where(Event.device == st.device, Event.stream == st.stream, Event.seq > start)
-            .order_by(Event.seq)
-            .execution_options(yield_per=5000)
-        )
-        for seq, day in rows:
-            if seq != last + 1 or day >= cutoff:
-                break  # a gap, or a day still kept: the prefix ends here
-            last = seq
-        rows.close()
-        if last == start:
-            continue
-        report.streams_purged += 1
-        report.events_deleted += last - start
-        if not dry_run:
-            session.execute(
-                delete(Event).where(
-                    Event.device == st.device,
-                    Event.stream == st.stream,
-                    Event.seq > start,
-                    Event.seq <= last,
-                )
+    with sessions() as s:
+        streams = s.execute(
+            select(StreamState.device, StreamState.stream).order_by(
+                StreamState.device, StreamState.stream
             )
-            st.purged_through = last
-    before = datetime.combine(cutoff, time(), tzinfo=UTC)
-    old_quarantine = select(Quarantine.id).where(
-        Quarantine.resolved_at.is_not(None), Quarantine.resolved_at < before
-    )
-    report.quarantine_deleted = len(session.scalars(old_quarantine).all())
-    if dry_run:
-        return report
-    session.execute(delete(Quarantine).where(Quarantine.id.in_(old_quarantine)))
-    row = session.get(Meta, "purged_before")
-    if row is None:
-        session.add(Meta(key="purged_before", value=cutoff.isoformat()))
-    elif not row.value or date.fromisoformat(row.value) < cutoff:
-        row.value = cutoff.isoformat()
-    bump_registry_version(session)  # ingest reloads its snapshot, with the watermarks
-    session.add(
-        AuditLog(
-            at=now,
-            actor=actor,
-            action="retention.apply",
-            detail={
-                "cutoff": cutoff.isoformat(),
-                "events": report.events_deleted,
-                "quarantine": report.quarantine_deleted,
-            },
+        ).all()
+    for device, stream in streams:
+        with sessions() as s, s.begin():
+            _purge_stream(s, device, stream, cutoff, report, dry_run=dry_run)
+    with sessions() as s, s.begin():
+        before = datetime.combine(cutoff, time(), tzinfo=UTC)
+        old_quarantine = select(Quarantine.id).where(
+            Quarantine.resolved_at.is_not(None), Quarantine.resolved_at < before
+        )
+        report.quarantine_deleted = len(s.scalars(old_quarantine).all())
+        if dry_run:
+            return report
+        s.execute(delete(Quarantine).where(Quarantine.id.in_(old_quarantine)))
+        row = s.get(Meta, "purged_before")
+        if row is None:
+            s.add(Meta(key="purged_before", value=cutoff.isoformat()))
+        elif not row.value or date.fromisoformat(row.value) < cutoff:
+            row.value = cutoff.isoformat()
+        bump_registry_version(s)  # ingest reloads its snapshot, with the watermarks
+        s.add(
+            AuditLog(
+                at=now,
+                actor=actor,
+                action="retention.apply",
+                detail={
+                    "cutoff": cutoff.isoformat(),
+                    "events": report.events_deleted,
+                    "quarantine": report.quarantine_deleted,
+                    "gaps": [list(g) for g in report.gaps],
+                },
+            )
+        )
+    return report
+
+
+def _purge_stream(
+    s: Session, device: str, stream: str, cutoff: date, report: RetentionReport, *, dry_run: bool
+) -> None:
+    old = list(
+        s.scalars(
+            select(Event.seq)
+            .where(Event.device == device, Event.stream == stream, Event.day < cutoff)
+            .order_by(Event.seq)
         )
     )
-    return report
+    if not old:
+        return
+    st = s.get(StreamState, (device, stream), with_for_update=not dry_run)
+    assert st is not None
+    report.streams_purged += 1
+    report.events_deleted += len(old)
+    ranges = p.ranges_from_seqs(old)
+    # Gaps among what goes: holes between the deleted seqs that no stored or purged seq
+    # covers. They stay gaps; say so, since the raw neighbours that framed them go.
+    holes = {(lo, hi) for lo, hi in stream_gaps(s, device).get(stream, [])}
+    first, last = ranges[0][0], ranges[-1][1]
+    report.gaps += [(device, stream, lo, hi) for lo, hi in sorted(holes) if first < lo <= last]
+    if dry_run:
+        return
+    s.execute(
+        delete(Event).where(Event.device == device, Event.stream == stream, Event.day < cutoff)
+    )
+    through = st.purged_through
+    for lo, hi in ranges:
+        if lo <= through + 1:
+            through = max(through, hi)  # extends the gapless prefix
+        else:
+            s.add(PurgedRange(device=device, stream=stream, seq_from=lo, seq_to=hi))
+    st.purged_through = through
+    # Ranges now inside the prefix are redundant.
+    s.execute(
+        delete(PurgedRange).where(
+            PurgedRange.device == device,
+            PurgedRange.stream == stream,
+            PurgedRange.seq_to <= through,
+        )
+    )

@@ -302,7 +302,7 @@ class Store:
                 _Q(msg.topic, item.raw, item.error.code, str(item.error), item.key, msg.received_at)
             )
         for event in decoded.events:
-            if event.seq <= snap.purged.get((event.device, event.stream), 0):
+            if snap.was_purged(event.device, event.stream, event.seq):
                 result.duplicates += 1  # stored long ago, deleted by retention since
                 result.ack(event.key)
                 continue

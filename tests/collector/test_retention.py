@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.gaps import stream_gaps
-from collector.models import DailyAggregate, Event, Quarantine, StreamState
+from collector.models import DailyAggregate, Event, PurgedRange, Quarantine, StreamState
 from collector.retention import apply_retention, cutoff_for
 from collector.store import Store
 from tests.collector.helpers import DEV, T0, event, msg
@@ -44,35 +44,39 @@ def filled(store: Store, sessions: sessionmaker[Session]) -> Store:
     return store
 
 
-def test_old_prefix_goes_aggregates_stay(filled: Store, sessions: sessionmaker[Session]) -> None:
+def test_old_events_go_across_gaps_aggregates_stay(
+    filled: Store, sessions: sessionmaker[Session]
+) -> None:
     before = cells(sessions)
-    with sessions() as s, s.begin():
-        dry = apply_retention(s, CUTOFF, now=T0 + timedelta(days=400), dry_run=True)
-    assert (dry.events_deleted, dry.quarantine_deleted) == (10, 1)
+    dry = apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400), dry_run=True)
+    assert (dry.events_deleted, dry.quarantine_deleted) == (11, 1)
     assert len(seqs(sessions)) == 16  # a dry run changes nothing
-    with sessions() as s, s.begin():
-        report = apply_retention(s, CUTOFF, now=T0 + timedelta(days=400))
-    assert (report.events_deleted, report.streams_purged, report.quarantine_deleted) == (10, 1, 1)
-    assert seqs(sessions) == [11, 12, 13, 14, 15, 17]  # 17 stays: there is a gap before it
+    report = apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400))
+    assert (report.events_deleted, report.streams_purged, report.quarantine_deleted) == (11, 1, 1)
+    # 17 is old too: a gap before it (16 never came) no longer holds it back.
+    assert seqs(sessions) == [11, 12, 13, 14, 15]
+    assert report.gaps == [(DEV, "s1", 16, 16)] and "16..16" in str(report)
     assert cells(sessions) == before
     with sessions() as s:
         assert s.scalar(select(StreamState.purged_through)) == 10
-        assert stream_gaps(s, DEV) == {"s1": [(16, 16)]}  # 1..10 are not a gap
+        assert [(r.seq_from, r.seq_to) for r in s.scalars(select(PurgedRange))] == [(17, 17)]
+        assert stream_gaps(s, DEV) == {"s1": [(16, 16)]}  # 1..10 and 17 are not a gap
         assert s.scalar(select(func.count()).select_from(Quarantine)) == 1  # unresolved kept
-    with sessions() as s, s.begin():
-        assert apply_retention(s, CUTOFF, now=T0 + timedelta(days=400)).events_deleted == 0
+    assert apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400)).events_deleted == 0
 
 
 def test_a_deleted_event_sent_again_is_a_duplicate(
     filled: Store, sessions: sessionmaker[Session]
 ) -> None:
-    with sessions() as s, s.begin():
-        apply_retention(s, CUTOFF, now=T0 + timedelta(days=400))
+    apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400))
     before = cells(sessions)
-    result = filled.process([msg(event(5)), msg(event(16))])  # a re-send, and the missing one
-    assert (result.stored, result.duplicates) == (1, 1)
-    assert result.acks == {(DEV, "s1"): {5, 16}}
-    assert seqs(sessions) == [11, 12, 13, 14, 15, 16, 17]
+    # Re-sends of deleted ones (in the prefix and beyond the gap), and the missing one.
+    result = filled.process([msg(event(5)), msg(event(17)), msg(event(16))])
+    assert (result.stored, result.duplicates) == (1, 2)
+    assert result.acks == {(DEV, "s1"): {5, 16, 17}}
+    assert seqs(sessions) == [11, 12, 13, 14, 15, 16]
+    with sessions() as s:
+        assert stream_gaps(s, DEV) == {"s1": []}
 
     def day_total(rows: list[tuple[object, ...]]) -> int:
         return sum(int(str(c[-1])) for c in rows if c[0] == date(2026, 11, 24))
@@ -83,8 +87,7 @@ def test_a_deleted_event_sent_again_is_a_duplicate(
 def test_rebuilding_aggregates_leaves_purged_days_alone(
     filled: Store, sessions: sessionmaker[Session]
 ) -> None:
-    with sessions() as s, s.begin():
-        apply_retention(s, CUTOFF, now=T0 + timedelta(days=400))
+    apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400))
     before = cells(sessions)
     filled.rebuild_all_aggregates()
     assert cells(sessions) == before
@@ -108,3 +111,16 @@ def test_cutoff_and_the_command(
     assert capsys.readouterr().out.startswith("would delete: raw events before")
     assert main(["retention", "apply", "--days", "1"]) == 0
     assert "daily aggregates kept" in capsys.readouterr().out
+
+
+def test_the_late_missing_event_goes_at_the_next_run_and_its_gap_closes(
+    filled: Store, sessions: sessionmaker[Session]
+) -> None:
+    apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400))
+    filled.process([msg(event(16, at=T0))])  # an old day too
+    report = apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400))
+    assert report.events_deleted == 1 and report.gaps == []
+    assert seqs(sessions) == [11, 12, 13, 14, 15]
+    with sessions() as s:
+        assert stream_gaps(s, DEV) == {"s1": []}
+    assert filled.process([msg(event(16, at=T0))]).duplicates == 1
