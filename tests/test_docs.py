@@ -136,3 +136,16 @@ def test_shipped_systemd_units_run_real_commands() -> None:
                 parsers[prog].parse_args(argv[1:])  # exits (fails the test) on a bad command
                 checked += 1
     assert checked >= 4
+
+
+def test_every_quarantine_reason_is_listed_in_the_protocol() -> None:
+    """Every reason the code can write into quarantine is in docs/protocol.md's tables."""
+    from collector.store import Reason
+    from device.protocol import ErrorCode
+
+    text = doc("docs", "protocol.md")
+    listed = set(re.findall(r"^\| `([a-z_0-9]+)` \|", text, re.M))
+    code = {c.value for c in ErrorCode} | {
+        v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str)
+    }
+    assert code <= listed, f"undocumented: {sorted(code - listed)}"
