@@ -151,6 +151,11 @@ def render_conf(layout: BrokerLayout, folder: Path, ca_file: Path, crl_file: Pat
         f"max_queued_messages {layout.max_queued_messages}",
         "max_queued_bytes 0",
         "persistent_client_expiration 14d",
+        "# The largest packet the protocol allows (device/protocol.py MAX_PACKET_BYTES):",
+        "# anything larger is refused here, before it costs the collector a byte.",
+        f"max_packet_size {p.MAX_PACKET_BYTES}",
+        "# A press is committed and acked within milliseconds: no Nagle delay on top.",
+        "set_tcp_nodelay true",
         "log_dest stderr",
         "log_type error",
         "log_type warning",
@@ -168,6 +173,9 @@ def render_conf(layout: BrokerLayout, folder: Path, ca_file: Path, crl_file: Pat
         f"certfile {layout.server_cert}",
         f"keyfile {layout.server_key}",
         "tls_version tlsv1.2",
+        "# The client id is the authenticated username: no credential can take another",
+        "# unit's or the collector's client id (and persistent session).",
+        "use_username_as_clientid true",
         "",
         "# Units with client certificates from the fleet CA only; CN = device id = username.",
         f"listener {layout.mtls_port} {layout.host}",
@@ -177,6 +185,7 @@ def render_conf(layout: BrokerLayout, folder: Path, ca_file: Path, crl_file: Pat
         f"crlfile {crl_file}",
         "require_certificate true",
         "use_identity_as_username true",
+        "use_username_as_clientid true",
         "tls_version tlsv1.2",
     ]
     if layout.dev_port:
@@ -184,6 +193,7 @@ def render_conf(layout: BrokerLayout, folder: Path, ca_file: Path, crl_file: Pat
             "",
             "# Development only: plain MQTT on loopback.",
             f"listener {layout.dev_port} 127.0.0.1",
+            "use_username_as_clientid true",
         ]
     return "\n".join(lines) + "\n"
 

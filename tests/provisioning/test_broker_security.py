@@ -456,3 +456,77 @@ def test_a_connected_unit_that_is_revoked_can_no_longer_deliver(env: Env) -> Non
     assert seen == [p.event_topic(control_unit.device)]
     for c in (revoked, other, watcher):
         c.disconnect()
+
+
+def _client(env: Env, client_id: str, username: str, password: str) -> tuple[mqtt.Client, Any]:
+    """A connected client with a chosen client id; its disconnect is recorded."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    c.username_pw_set(username, password)
+    c.tls_set(ca_certs=str(env.prov.ca.cert_path), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    up, down = threading.Event(), threading.Event()
+    c.on_connect = lambda *a: up.set()
+    c.on_disconnect = lambda *a: down.set()
+    c.reconnect_delay_set(60, 120)  # a knocked-off client stays off for the test
+    c.connect("127.0.0.1", env.layout.tls_port, keepalive=10)
+    c.loop_start()
+    assert up.wait(10)
+    return c, down
+
+
+def test_a_unit_credential_cannot_take_another_client_id(env: Env) -> None:
+    """The generated config ties the client id to the username: stolen credentials of one
+    unit can knock off neither another unit nor the collector's persistent session."""
+    a = env.prov.add_unit(CENTRE, 48)
+    b = env.prov.add_unit(CENTRE, 49)
+    collector_pw = (env.prov.state / "collector.password").read_text()
+    b_client, b_down = _client(env, b.device, b.device, unit_password(env, b.device))
+    col, col_down = _client(env, "gnahat-collector", "gnahat-collector", collector_pw)
+    got = threading.Event()
+    col.on_message = lambda *a: got.set()
+    subbed = threading.Event()
+    col.on_subscribe = lambda *a: subbed.set()
+    col.subscribe("gnahat/v1/dev/+/event", qos=1)
+    assert subbed.wait(10)
+    thief_pw = unit_password(env, a.device)
+    for victim in (b.device, "gnahat-collector", b.device, "gnahat-collector"):
+        thief, _ = _client(env, victim, a.device, thief_pw)
+        # The thief's publish as itself reaches the collector: it is connected, as `a`.
+        thief.publish(p.event_topic(a.device), b"{}", qos=1).wait_for_publish(5)
+        assert got.wait(10)
+        got.clear()
+        thief.disconnect()
+        thief.loop_stop()
+    assert not b_down.is_set() and not col_down.is_set()  # nobody was knocked off
+    for c in (b_client, col):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_the_broker_refuses_a_packet_larger_than_the_protocol_allows(env: Env) -> None:
+    a = env.prov.add_unit(CENTRE, 50)
+    collector_pw = (env.prov.state / "collector.password").read_text()
+    col, _ = _client(env, "gnahat-collector", "gnahat-collector", collector_pw)
+    seen: list[int] = []
+    got = threading.Event()
+
+    def on_msg(c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+        seen.append(len(m.payload))
+        got.set()
+
+    col.on_message = on_msg
+    subbed = threading.Event()
+    col.on_subscribe = lambda *a: subbed.set()
+    col.subscribe("gnahat/v1/dev/+/event", qos=1)
+    assert subbed.wait(10)
+    unit, dropped = _client(env, a.device, a.device, unit_password(env, a.device))
+    unit.publish(p.event_topic(a.device), b"x" * (10 * 2**20), qos=1)
+    assert dropped.wait(20)  # the broker cut the connection on the oversize packet
+    unit.loop_stop()
+    # The largest payload the contract allows still goes through.
+    unit2, _ = _client(env, a.device, a.device, unit_password(env, a.device))
+    unit2.publish(p.event_topic(a.device), b"y" * p.MAX_PAYLOAD_BYTES, qos=1).wait_for_publish(10)
+    assert got.wait(10)
+    assert seen == [p.MAX_PAYLOAD_BYTES]  # the 10 MB one never reached the collector
+    for c in (unit2, col):
+        c.disconnect()
+        c.loop_stop()
