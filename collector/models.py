@@ -69,11 +69,15 @@ class Flag(enum.IntFlag):
     BURST = 1
     """Part of an implausible burst: kept, left out of scores."""
     CLOCK_UNTRUSTED = 2
-    """Unit clock unsynced and not correctable: ``pressed_at`` is the unit's own."""
+    """Unit clock unsynced and no exact correction: ``pressed_at`` is an estimate within
+    ``pressed_lo .. pressed_hi`` (collector.dating)."""
     CLOCK_CORRECTED = 4
     """``pressed_at`` derived from receive time and monotonic clocks."""
     UNKNOWN_BADGE = 8
     """The ``staff`` badge is not in the registry at press time."""
+    DAY_UNCERTAIN = 16
+    """An estimated press whose bounds do not lie in one business day (or have no lower
+    bound): counted on the estimate's day, and said so."""
 
 
 EXCLUDED_FROM_SCORES = Flag.BURST
@@ -181,6 +185,10 @@ class Event(Base):
     pressed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     clock_correction_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    pressed_lo: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """Earliest possible press time of an estimated press (``CLOCK_UNTRUSTED``)."""
+    pressed_hi: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    """Latest possible press time of an estimated press."""
     day: Mapped[date] = mapped_column(Date)
     centre_id: Mapped[int | None] = mapped_column(ForeignKey("centres.id"), nullable=True)
     employee_id: Mapped[int | None] = mapped_column(ForeignKey("employees.id"), nullable=True)

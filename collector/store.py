@@ -7,6 +7,7 @@ stored, recognised as a duplicate, or quarantined with its raw bytes and reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -34,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.dating import Dating, date_events, db_finder
 from collector.models import (
     EXCLUDED_FROM_SCORES,
     DailyAggregate,
@@ -64,6 +66,8 @@ EVENT_COLUMNS = (
     "pressed_at",
     "received_at",
     "clock_correction_ms",
+    "pressed_lo",
+    "pressed_hi",
     "day",
     "centre_id",
     "employee_id",
@@ -123,6 +127,31 @@ class _Q:
     detail: str
     key: p.EventKey | None
     at: datetime
+
+
+@dataclass
+class _Pending:
+    """A valid event of this batch, waiting to be dated and tied."""
+
+    msg: Received
+    event: p.Event
+    raw: bytes
+
+
+def _existing_keys(session: Session, keys: list[p.EventKey]) -> set[p.EventKey]:
+    """Which of ``keys`` are stored already (dedup before any registry verdict)."""
+    found: set[p.EventKey] = set()
+    for start in range(0, len(keys), 300):
+        chunk = keys[start : start + 300]
+        found.update(
+            (d, s, q)
+            for d, s, q in session.execute(
+                select(Event.device, Event.stream, Event.seq).where(
+                    tuple_(Event.device, Event.stream, Event.seq).in_(chunk)
+                )
+            )
+        )
+    return found
 
 
 class _Driver:
@@ -223,6 +252,7 @@ class Store:
         rows: dict[p.EventKey, dict[str, Any]] = {}
         quarantine: list[_Q] = []
         states: dict[str, dict[str, Any]] = {}
+        pending: list[_Pending] = []
 
         for msg in messages:
             try:
@@ -235,7 +265,7 @@ class Store:
             st = states.setdefault(device, {})
             st["last_seen"] = msg.received_at
             if kind is p.TopicKind.EVENT:
-                self._events(msg, device, snap, rows, quarantine, result)
+                self._events(msg, device, pending, quarantine, result)
             elif kind is p.TopicKind.STATUS:
                 try:
                     presence, info = p.decode_status(msg.payload)
@@ -271,6 +301,8 @@ class Store:
                     )
                 )
 
+        if pending:
+            self._tie_events(session, snap, pending, rows, quarantine, result)
         if rows:
             self._store_events(session, list(rows.values()), result)
         if quarantine:
@@ -283,8 +315,7 @@ class Store:
         self,
         msg: Received,
         device: str,
-        snap: Snapshot,
-        rows: dict[p.EventKey, dict[str, Any]],
+        pending: list[_Pending],
         quarantine: list[_Q],
         result: BatchResult,
     ) -> None:
@@ -302,48 +333,91 @@ class Store:
                 _Q(msg.topic, item.raw, item.error.code, str(item.error), item.key, msg.received_at)
             )
         for event in decoded.events:
-            if snap.was_purged(event.device, event.stream, event.seq):
+            raw = p.encode_event(event) if decoded.is_batch else msg.payload
+            pending.append(_Pending(msg, event, raw))
+
+    def _tie_events(
+        self,
+        session: Session,
+        snap: Snapshot,
+        pending: list[_Pending],
+        rows: dict[p.EventKey, dict[str, Any]],
+        quarantine: list[_Q],
+        result: BatchResult,
+    ) -> None:
+        """Date every event of the batch, tie it to centre and employee, or quarantine it.
+
+        A refusal (unknown, retired, unassigned device) is checked against what is already
+        stored first: a re-send of a stored event is a duplicate, never a quarantine entry.
+        """
+        fresh = []
+        for x in pending:
+            if snap.was_purged(x.event.device, x.event.stream, x.event.seq):
                 result.duplicates += 1  # stored long ago, deleted by retention since
-                result.ack(event.key)
-                continue
+                result.ack(x.event.key)
+            else:
+                fresh.append(x)
+        pending = fresh
+        try:
+            dating = date_events(
+                [(x.event, x.msg.received_at) for x in pending], db_finder(session), self.tz
+            )
+        except Exception as exc:  # a defect: date each alone, so it stays with its event
+            log.exception("dating a batch failed (%s); dating event by event", exc)
+            dating = {}
+            for x in pending:
+                with contextlib.suppress(Exception):
+                    dating.update(
+                        date_events([(x.event, x.msg.received_at)], db_finder(session), self.tz)
+                    )
+        refused: list[tuple[_Pending, str, str]] = []
+        for x in pending:
+            event = x.event
             try:
-                row_or_reason = self.event_row(event, msg.received_at, snap)
+                when = dating.get(event.key)
+                if when is None:
+                    raise ValueError("no press time could be derived")
+                row_or_reason = self.event_row(event, x.msg.received_at, snap, when)
             except Exception as exc:  # one element's defect stays with that element
                 log.exception("event %s broke processing; quarantined", event.key)
                 row_or_reason = (Reason.INTERNAL_ERROR, repr(exc))
             if isinstance(row_or_reason, tuple):
-                reason, detail = row_or_reason
-                raw = p.encode_event(event) if decoded.is_batch else msg.payload
-                quarantine.append(_Q(msg.topic, raw, reason, detail, event.key, msg.received_at))
+                refused.append((x, *row_or_reason))
             elif event.key in rows:
                 result.duplicates += 1
                 result.ack(event.key)
             else:
                 rows[event.key] = row_or_reason
+        if not refused:
+            return
+        stored = _existing_keys(session, [x.event.key for x, _, _ in refused])
+        for x, reason, detail in refused:
+            if x.event.key in stored:
+                result.duplicates += 1  # already counted: its re-send is no problem
+                result.ack(x.event.key)
+            else:
+                quarantine.append(
+                    _Q(x.msg.topic, x.raw, reason, detail, x.event.key, x.msg.received_at)
+                )
 
     def event_row(
-        self, event: p.Event, received_at: datetime, snap: Snapshot
+        self, event: p.Event, received_at: datetime, snap: Snapshot, when: Dating | None = None
     ) -> dict[str, Any] | tuple[str, str]:
-        """The ``events`` row for a valid event, or ``(reason, detail)`` to quarantine it."""
+        """The ``events`` row for a valid event, or ``(reason, detail)`` to quarantine it.
+
+        ``when``: its press time by :func:`collector.dating.date_events` (alone, without
+        neighbours, if not given).
+        """
         dev = snap.devices.get(event.device)
         if dev is None:
             return Reason.UNKNOWN_DEVICE, f"device {event.device!r} is not in the registry"
         if dev.retired_at is not None and received_at >= dev.retired_at:
             return Reason.RETIRED_DEVICE, f"device {event.device!r} was retired {dev.retired_at}"
-        flags = Flag(0)
-        device_at = event.at_datetime
-        correction: int | None = None
-        corrected = _corrected_time(event, received_at)
-        if event.clock_synced:
-            pressed_at = device_at
-        elif corrected is not None:
-            pressed_at = corrected
-            correction = round((pressed_at - device_at).total_seconds() * 1000)
-            flags |= Flag.CLOCK_CORRECTED
-        else:
-            pressed_at = device_at
-            flags |= Flag.CLOCK_UNTRUSTED
-        pressed_at = pressed_at.astimezone(UTC)
+        if when is None:
+            when = date_events([(event, received_at)], lambda *_: None, self.tz)[event.key]
+        flags = when.flags
+        pressed_at = when.pressed_at.astimezone(UTC)
+        correction = when.correction_ms
         tie = snap.tie(event.device, pressed_at)
         if tie is None:
             return (
@@ -370,6 +444,8 @@ class Store:
             "pressed_at": pressed_at,
             "received_at": received_at,
             "clock_correction_ms": correction,
+            "pressed_lo": when.lo,
+            "pressed_hi": when.hi,
             "day": pressed_at.astimezone(self.tz).date(),
             "centre_id": tie.centre_id,
             "employee_id": employee,
@@ -772,7 +848,12 @@ class Store:
                 entry.reason = decoded.errors[0].error.code.value
                 entry.detail = str(decoded.errors[0].error)
             return "kept"
-        row = self.event_row(decoded.events[0], entry.first_seen, snap)
+        event = decoded.events[0]
+        if snap.was_purged(*event.key) or _existing_keys(session, [event.key]):
+            return "duplicate"  # stored already (a re-send that was refused before)
+        # Dated by the same rule as at ingest, with the neighbours stored since.
+        when = date_events([(event, entry.first_seen)], db_finder(session), self.tz)[event.key]
+        row = self.event_row(event, entry.first_seen, snap, when)
         if isinstance(row, tuple):
             entry.reason, entry.detail = row
             return "kept"
@@ -821,20 +902,6 @@ def _newer(col: str, cols: Sequence[str]) -> str:
         f"{col} = CASE WHEN {kept} IS NULL OR excluded.{stamp} >= {kept} "
         f"THEN excluded.{col} ELSE device_state.{col} END"
     )
-
-
-def _corrected_time(event: p.Event, received_at: datetime) -> datetime | None:
-    """Receipt time less the time the event waited on the unit (same boot), if it exists."""
-    if (
-        event.sent_mono_ms is None
-        or event.sent_boot != event.boot
-        or event.sent_mono_ms < event.mono_ms
-    ):
-        return None
-    try:
-        return received_at - timedelta(milliseconds=event.sent_mono_ms - event.mono_ms)
-    except OverflowError:  # a wait longer than the calendar: no evidence at all
-        return None
 
 
 def _purged_before(session: Session) -> date | None:

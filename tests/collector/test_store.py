@@ -60,13 +60,16 @@ def test_unsynced_clock_is_corrected_within_one_boot(
         sent_mono_ms=61_000,
         sent_boot="b1",
     )
-    other_boot = event(2, clock_synced=False, mono_ms=1000, sent_mono_ms=61_000, sent_boot="b2")
-    store.process([msg(e, at=received), msg(other_boot, at=received)])
+    # Sent by the next boot: no receipt correction, but boot b1 has a trusted press
+    # (seq 1): the monotonic clock gives its distance to it exactly.
+    same_boot = event(2, clock_synced=False, mono_ms=31_000, sent_mono_ms=5, sent_boot="b2")
+    store.process([msg(e, at=received), msg(same_boot, at=received)])
     with sessions() as s:
         a, b = s.scalars(select(Event).order_by(Event.seq)).all()
         assert a.pressed_at == received - timedelta(seconds=60)
         assert a.flags & Flag.CLOCK_CORRECTED
-        assert b.flags & Flag.CLOCK_UNTRUSTED
+        assert b.pressed_at == received - timedelta(seconds=30)
+        assert b.flags & Flag.CLOCK_CORRECTED and not b.flags & Flag.CLOCK_UNTRUSTED
 
 
 def test_burst_is_flagged_kept_and_left_out(store: Store, sessions: sessionmaker[Session]) -> None:

@@ -1,0 +1,174 @@
+"""When was a button pressed? Date every event by the best evidence, never refuse it.
+
+The rule, in order (docs/protocol.md, "Dating a press"):
+
+1. The unit's clock was synchronised at the press: its ``at``.
+2. Else the event was sent in the boot that pressed it: the collector's receipt time
+   less the time it waited on the unit (``sent_mono_ms − mono_ms``).
+3. Else another event of the same stream and the *same boot* has a trusted time
+   (rule 1 or 2): the monotonic clock gives the exact distance to it.
+4. Else bound the press by its trusted neighbours in the stream — seq order is press
+   order, so it lies after the latest earlier trusted press and before the earliest
+   later one (or before its own receipt) — and estimate inside the bounds: the unit's
+   own clock if it falls between two bounds, else the upper bound less the monotonic
+   distance to the last press of its boot in hand (so presses keep their spacing and
+   a backlog never looks like a burst). The event keeps both bounds and is flagged
+   ``CLOCK_UNTRUSTED`` (an estimate); ``DAY_UNCERTAIN`` when the bounds do not lie in
+   one business day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from collector.models import Event, Flag
+from device import protocol as p
+
+
+@dataclass(frozen=True, slots=True)
+class Dating:
+    pressed_at: datetime
+    flags: Flag
+    correction_ms: int | None = None
+    lo: datetime | None = None
+    hi: datetime | None = None
+
+
+class Anchor(NamedTuple):
+    """A press of the stream whose time is trusted."""
+
+    seq: int
+    boot: str
+    mono_ms: int
+    pressed_at: datetime
+
+
+#: ``(device, stream, seq, later, boot)`` → the nearest trusted press before (``later``
+#: False) or after ``seq``, of that boot only when ``boot`` is given.
+Finder = Callable[[str, str, int, bool, str | None], Anchor | None]
+
+TRUSTED = int(Flag.CLOCK_UNTRUSTED)
+
+
+def db_finder(session: Session) -> Finder:
+    """Neighbours already stored (one indexed look-up each; untrusted presses are rare)."""
+
+    def find(device: str, stream: str, seq: int, later: bool, boot: str | None) -> Anchor | None:
+        q = select(Event.seq, Event.boot, Event.mono_ms, Event.pressed_at).where(
+            Event.device == device,
+            Event.stream == stream,
+            Event.seq > seq if later else Event.seq < seq,
+            Event.flags.op("&")(TRUSTED) == 0,
+        )
+        if boot is not None:
+            q = q.where(Event.boot == boot)
+        q = q.order_by(Event.seq.asc() if later else Event.seq.desc()).limit(1)
+        row = session.execute(q).first()
+        return None if row is None else Anchor(row[0], row[1], row[2], row[3])
+
+    return find
+
+
+def corrected_time(event: p.Event, received_at: datetime) -> datetime | None:
+    """Receipt time less the time the event waited on the unit (same boot), if it exists."""
+    if (
+        event.sent_mono_ms is None
+        or event.sent_boot != event.boot
+        or event.sent_mono_ms < event.mono_ms
+    ):
+        return None
+    try:
+        return received_at - timedelta(milliseconds=event.sent_mono_ms - event.mono_ms)
+    except OverflowError:  # a wait longer than the calendar: no evidence at all
+        return None
+
+
+def _shift(anchor: Anchor, mono_ms: int) -> datetime | None:
+    try:
+        return anchor.pressed_at + timedelta(milliseconds=mono_ms - anchor.mono_ms)
+    except OverflowError:
+        return None
+
+
+def date_events(
+    items: Sequence[tuple[p.Event, datetime]], find: Finder, timezone: ZoneInfo
+) -> dict[p.EventKey, Dating]:
+    """A :class:`Dating` for every event of ``items`` (events with their receipt time)."""
+    out: dict[p.EventKey, Dating] = {}
+    trusted: dict[tuple[str, str], list[Anchor]] = {}
+    untrusted: list[tuple[p.Event, datetime]] = []
+    for event, received_at in items:
+        device_at = event.at_datetime.astimezone(UTC)
+        if event.clock_synced:
+            out[event.key] = Dating(device_at, Flag(0))
+        else:
+            corrected = corrected_time(event, received_at)
+            if corrected is None:
+                untrusted.append((event, received_at))
+                continue
+            corrected = corrected.astimezone(UTC)
+            correction = round((corrected - device_at).total_seconds() * 1000)
+            out[event.key] = Dating(corrected, Flag.CLOCK_CORRECTED, correction)
+        trusted.setdefault((event.device, event.stream), []).append(
+            Anchor(event.seq, event.boot, event.mono_ms, out[event.key].pressed_at)
+        )
+    if not untrusted:
+        return out
+
+    def nearest(device: str, stream: str, seq: int, later: bool, boot: str | None) -> Anchor | None:
+        here = [
+            a
+            for a in trusted.get((device, stream), ())
+            if (a.seq > seq if later else a.seq < seq) and (boot is None or a.boot == boot)
+        ]
+        best = min(here, key=lambda a: abs(a.seq - seq)) if here else None
+        stored = find(device, stream, seq, later, boot)
+        if best is None or (stored is not None and abs(stored.seq - seq) < abs(best.seq - seq)):
+            return stored
+        return best
+
+    # The last press in hand of each untrusted (stream, boot): estimates keep spacing.
+    last_mono: dict[tuple[str, str, str], int] = {}
+    for event, _ in untrusted:
+        k = (event.device, event.stream, event.boot)
+        last_mono[k] = max(last_mono.get(k, event.mono_ms), event.mono_ms)
+
+    for event, received_at in untrusted:
+        device_at = event.at_datetime.astimezone(UTC)
+        rule3 = None
+        for later in (False, True):
+            anchor = nearest(event.device, event.stream, event.seq, later, event.boot)
+            if anchor is not None:
+                rule3 = _shift(anchor, event.mono_ms)
+                if rule3 is not None:
+                    break
+        if rule3 is not None:
+            correction = round((rule3 - device_at).total_seconds() * 1000)
+            out[event.key] = Dating(rule3, Flag.CLOCK_CORRECTED, correction)
+            continue
+        before = nearest(event.device, event.stream, event.seq, False, None)
+        after = nearest(event.device, event.stream, event.seq, True, None)
+        hi = min(after.pressed_at, received_at) if after is not None else received_at
+        lo = before.pressed_at if before is not None and before.pressed_at <= hi else None
+        if lo is not None and lo <= device_at <= hi:
+            estimate = device_at  # an unsynced clock (a kept RTC) that fits the evidence
+        else:
+            gap = last_mono[(event.device, event.stream, event.boot)] - event.mono_ms
+            try:
+                estimate = hi - timedelta(milliseconds=gap)
+            except OverflowError:
+                estimate = hi
+            if lo is not None and estimate < lo:
+                estimate = lo
+        flags = Flag.CLOCK_UNTRUSTED
+        if lo is None or lo.astimezone(timezone).date() != hi.astimezone(timezone).date():
+            flags |= Flag.DAY_UNCERTAIN
+        out[event.key] = Dating(estimate, flags, None, lo, hi)
+    return out

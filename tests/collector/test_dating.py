@@ -1,0 +1,117 @@
+"""Every press dated by the best evidence, never refused for its time (real databases)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.models import Event, Flag, Quarantine
+from collector.registry import import_registry
+from collector.store import Store
+from tests.collector.helpers import DEV, T0, event, msg
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rows(sessions: sessionmaker[Session]) -> list[Event]:
+    with sessions() as s:
+        return list(s.scalars(select(Event).order_by(Event.seq)))
+
+
+def test_a_backlog_from_a_clockless_boot_lands_on_its_day_with_bounds(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """No RTC: boot b1 ran at 1970 and lost power with presses 2..4 unsent; boot b2
+    sends them. Press 1 (synced, earlier) and press 5 (after the reboot, corrected)
+    frame them."""
+    store.process([msg(event(1, at=T0, boot="b0"), at=T0 + timedelta(seconds=1))])
+    backlog = [
+        event(
+            seq,
+            at=EPOCH + timedelta(minutes=seq),
+            clock_synced=False,
+            boot="b1",
+            mono_ms=seq * 60_000,
+            sent_mono_ms=500,
+            sent_boot="b2",
+        )
+        for seq in (2, 3, 4)
+    ]
+    received = T0 + timedelta(hours=3)
+    after = event(
+        5,
+        at=EPOCH + timedelta(seconds=9),
+        clock_synced=False,
+        boot="b2",
+        mono_ms=9_000,
+        sent_mono_ms=10_000,
+        sent_boot="b2",
+    )
+    result = store.process([msg([*backlog, after], at=received)])
+    assert result.stored == 4 and not result.quarantined
+    assert result.acks == {(DEV, "s1"): {2, 3, 4, 5}}
+    r = {e.seq: e for e in rows(sessions)}
+    assert r[5].pressed_at == received - timedelta(seconds=1)  # same-boot correction
+    for seq in (2, 3, 4):
+        e = r[seq]
+        assert e.flags & Flag.CLOCK_UNTRUSTED and not e.flags & Flag.DAY_UNCERTAIN
+        assert e.pressed_lo == T0 + timedelta(minutes=1) and e.pressed_hi == r[5].pressed_at
+        assert e.pressed_lo <= e.pressed_at <= e.pressed_hi
+        assert e.day == date(2026, 11, 24)  # the day of the visit, never 1970
+    # Their spacing is kept (a minute apart): no fake burst.
+    assert r[3].pressed_at - r[2].pressed_at == timedelta(minutes=1)
+
+
+def test_no_lower_bound_says_the_day_is_uncertain(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    received = T0 + timedelta(hours=2)
+    lone = event(
+        1,
+        at=EPOCH,
+        clock_synced=False,
+        boot="b0",
+        sent_mono_ms=5,
+        sent_boot="b9",
+    )
+    store.process([msg(lone, at=received)])
+    (e,) = rows(sessions)
+    assert e.pressed_at == received and e.pressed_hi == received and e.pressed_lo is None
+    assert e.flags & Flag.CLOCK_UNTRUSTED and e.flags & Flag.DAY_UNCERTAIN
+
+
+def test_an_unsynced_clock_inside_its_bounds_is_believed(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    store.process([msg(event(1, at=T0, boot="b0"), at=T0)])
+    rtc = event(
+        2,
+        at=T0 + timedelta(minutes=30),
+        clock_synced=False,
+        boot="b1",
+        sent_mono_ms=1,
+        sent_boot="b2",
+    )
+    store.process([msg(rtc, at=T0 + timedelta(hours=1))])
+    e = rows(sessions)[1]
+    assert e.pressed_at == T0 + timedelta(minutes=30) + timedelta(minutes=2)
+    assert e.flags & Flag.CLOCK_UNTRUSTED
+
+
+def test_re_sends_of_stored_events_are_duplicates_before_any_registry_check(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    store.process([msg(event(i)) for i in (1, 2)])
+    # The unit is retired, then its un-acked copies come again: duplicates, acked.
+    with sessions() as s, s.begin():
+        import_registry(
+            s, {"devices": f"device,kind,scale,retired_at\n{DEV},buttons,4,2026-11-01\n"}
+        )
+    result = store.process([msg(event(i)) for i in (1, 2, 3)])
+    assert result.duplicates == 2 and result.stored == 0
+    assert result.quarantined == {"retired_device": 1}
+    assert result.acks == {(DEV, "s1"): {1, 2, 3}}
+    with sessions() as s:
+        assert [q.seq for q in s.scalars(select(Quarantine))] == [3]
