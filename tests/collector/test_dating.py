@@ -115,3 +115,40 @@ def test_re_sends_of_stored_events_are_duplicates_before_any_registry_check(
     assert result.acks == {(DEV, "s1"): {1, 2, 3}}
     with sessions() as s:
         assert [q.seq for q in s.scalars(select(Quarantine))] == [3]
+
+
+def test_replay_repairs_what_an_older_collector_quarantined_for_its_1970_clock(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    import hashlib
+
+    from device import protocol as p
+
+    store.process([msg(event(1, at=T0, boot="b0"), at=T0)])
+    store.process(
+        [msg(event(3, at=T0 + timedelta(hours=2), boot="b0"), at=T0 + timedelta(hours=2))]
+    )
+    lost = event(2, at=EPOCH, clock_synced=False, boot="b1", sent_mono_ms=3, sent_boot="b2")
+    raw = p.encode_event(lost)
+    topic = p.event_topic(DEV)
+    with sessions() as s, s.begin():  # as the old rule left it: refused for 1970
+        s.add(
+            Quarantine(
+                digest=hashlib.sha256(topic.encode() + b"\0" + raw).hexdigest(),
+                topic=topic,
+                raw=raw,
+                reason="unassigned_device",
+                detail="device has no assignment at 1970-01-01T00:02:00+00:00",
+                device=DEV,
+                stream="s1",
+                seq=2,
+                first_seen=T0 + timedelta(hours=3),
+                last_seen=T0 + timedelta(hours=3),
+                count=1,
+            )
+        )
+    assert store.replay_quarantine(reason="unassigned_device") == {"stored": 1}
+    before, e, after = rows(sessions)
+    assert e.seq == 2 and e.day == date(2026, 11, 24)
+    assert before.pressed_at <= e.pressed_at <= after.pressed_at
+    assert store.replay_quarantine() == {}  # resolved
