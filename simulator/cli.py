@@ -52,7 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a fault scenario file and print the accounting")
     run.add_argument("scenario", help="a TOML file, or the name of a shipped one (smoke, ...)")
     run.add_argument("--database-url", help="collector database (default: SQLite in --work)")
-    run.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    run.add_argument(
+        "--work",
+        type=Path,
+        help="working folder, kept (default: a temporary one, kept only if the run fails)",
+    )
+    run.add_argument(
+        "--port-base",
+        type=int,
+        help="broker on this port, collector HTTP +1, unit proxy +2, fake M&E IS +3",
+    )
     sub.add_parser("scenarios", help="list the shipped scenarios and fault actions")
     me = sub.add_parser("me-is", help="run a fake M&E IS (DHIS2 dataValueSets) until Ctrl-C")
     me.add_argument("--port", type=int, default=8090)
@@ -166,17 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tail":
         return cmd_tail(args)
     if args.command == "run":
+        import shutil
         import tempfile
 
         from simulator.scenarios import load_scenario, run_scenario
 
         sc = load_scenario(args.scenario)
         print(f"scenario {sc.name}: {sc.description}")
-        if args.work:
-            report = run_scenario(sc, workdir=args.work, database_url=args.database_url)
+        work = args.work or Path(tempfile.mkdtemp(prefix=f"gnahat-scenario-{sc.name}-"))
+        report = run_scenario(
+            sc, workdir=work, database_url=args.database_url, port_base=args.port_base
+        )
+        if report.ok and not args.work:
+            shutil.rmtree(work, ignore_errors=True)
         else:
-            with tempfile.TemporaryDirectory(prefix="gnahat-scenario-") as d:
-                report = run_scenario(sc, workdir=Path(d), database_url=args.database_url)
+            print(f"logs: {work / 'collector.log'}, {work / 'broker.log'}")
         return 0 if report.ok else 1
     if args.command == "me-is":
         import threading

@@ -255,16 +255,35 @@ class Demo:
         self.say("")
 
     def report(self) -> dict[str, int]:
+        from collector.models import DailyAggregate
+
         totals: dict[str, int] = self.fleet.totals()
         totals["stored"] = self.stored_ratings()
+        with self.sessions() as s:
+            n, excluded = s.execute(
+                select(
+                    func.coalesce(func.sum(DailyAggregate.n), 0),
+                    func.coalesce(func.sum(DailyAggregate.excluded), 0),
+                )
+            ).one()
+        totals["counted"], totals["excluded"] = int(n), int(excluded)
+        totals["forwarded"] = self.forwarded()
         return totals
+
+    def forwarded(self) -> int:
+        """Sum of the rating counts the fake M&E IS holds."""
+        if self.me_is is None:
+            return 0
+        with self.me_is.fake.lock:
+            return sum(int(v) for v in self.me_is.fake.values.values())
 
     def progress(self) -> None:
         t = self.report()
         self.say(
             f"[{self.clock.now():%a %H:%M}] presses {t['presses']}  acknowledged "
-            f"{t['acknowledged']}  stored {t['stored']}  queued on units {t['queued']}  "
-            f"pushes to M&E IS {self.pushes()}"
+            f"{t['acknowledged']}  stored {t['stored']}  counted {t['counted']}  "
+            f"(bursts left out {t['excluded']})  queued on units {t['queued']}  "
+            f"pushes to M&E IS {self.pushes()} holding {t['forwarded']}"
         )
 
     def pushes(self) -> int:
@@ -313,7 +332,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
     if totals:
         demo.say(
             f"accounting: acknowledged {totals['acknowledged']}, stored {totals['stored']}, "
-            f"still queued on units {totals['queued']}"
+            f"counted in scores {totals['counted']}, left out as bursts {totals['excluded']}, "
+            f"held by the M&E IS {totals['forwarded']}, still queued on units {totals['queued']}"
         )
         if totals["acknowledged"] != totals["stored"]:
             demo.say("MISMATCH: acknowledged presses differ from stored events")

@@ -57,7 +57,20 @@ class TcpProxy:
         """Keep connections up but forward nothing (packets silently dropped)."""
         self._black.set()
 
+    def uncut(self) -> None:
+        """Heal a cut only (another fault running at the same time stays)."""
+        self._cut.clear()
+
+    def unblackhole(self) -> None:
+        """Heal a blackhole only."""
+        self._black.clear()
+
+    def undelay(self) -> None:
+        """Heal added latency only."""
+        self.delay_ms = 0
+
     def restore(self) -> None:
+        """Heal everything (the end of a run)."""
         self._cut.clear()
         self._black.clear()
         self.delay_ms = 0

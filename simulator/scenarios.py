@@ -26,13 +26,16 @@ import threading
 import tomllib
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
 from device.mqtt_loop import stop_loop
+
+#: A clockless unit's wall clock after each boot (no real-time clock, no network time).
+CLOCKLESS_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ACTIONS = {
     "broker_restart": "stop the broker (it saves its queue) and start it again",
@@ -43,7 +46,7 @@ ACTIONS = {
     "network_delay": "add `ms` of latency to unit traffic for `seconds`",
     "network_blackhole": "keep unit connections open but forward nothing for `seconds`",
     "clock_skew": "restart a unit with its clock `seconds` off and reported unsynced",
-    "outbox_full": "a unit's outbox refuses new presses (full disk) for the next `count` presses",
+    "outbox_full": "a unit's outbox is full (disk) for exactly its next `count` presses",
     "duplicate_redelivery": "publish again the last `count` events of a unit, as a broker might",
     "me_is_down": "the M&E IS stops answering (connection refused) for `seconds`",
     "me_is_errors": "the M&E IS answers the next `count` pushes with HTTP 503",
@@ -71,6 +74,15 @@ class Scenario:
     ack_timeout_s: float = 3.0
     unsynced_units: list[int] = field(default_factory=list)
     skewed_units: dict[str, float] = field(default_factory=dict)
+    clockless_units: list[int] = field(default_factory=list)
+    """Units with no real-time clock: their wall clock starts at 1970 at every boot."""
+    time_factor: float = 600.0
+    """How much faster than real time the synced units' wall clocks run: the presses of
+    a run spread over hours of visits (human rates), so scores are not bursts."""
+    mashing_units: list[int] = field(default_factory=list)
+    """Units whose visitors mash the buttons (wall clock at real speed: bursts)."""
+    visit_s: float = 30.0
+    """Shortest time between two visitors at one desk, in the desk's own time."""
     faults: list[Fault] = field(default_factory=list)
     description: str = ""
 
@@ -112,7 +124,12 @@ class Report:
     quarantined: int = 0
     queued: int = 0
     gaps: int = 0
+    counted: int = 0
+    excluded: int = 0
+    wrong_day: int = 0
     me_is_values: int = 0
+    me_is_compared: int = 0
+    """Sum of the counts the M&E IS holds that were compared with the collector's."""
     me_is_mismatches: int = 0
     faults: list[str] = field(default_factory=list)
 
@@ -126,6 +143,9 @@ class Report:
             and self.queued == 0
             and self.acknowledged == self.stored
             and self.me_is_mismatches == 0
+            and self.wrong_day == 0
+            and self.counted > 0  # a proof over zeros proves nothing
+            and self.me_is_compared > 0
         )
 
     def lines(self) -> list[str]:
@@ -139,7 +159,11 @@ class Report:
             f"quarantined               {self.quarantined}",
             f"still queued on units     {self.queued}",
             f"gaps                      {self.gaps}",
+            f"counted in scores         {self.counted}",
+            f"excluded (bursts)         {self.excluded}",
+            f"on a wrong day            {self.wrong_day}",
             f"values at the M&E IS      {self.me_is_values} ({self.me_is_mismatches} differ)",
+            f"counts compared there     {self.me_is_compared}",
             f"result                    {'OK' if self.ok else 'FAILED'}",
         ]
 
@@ -148,8 +172,15 @@ class CollectorProcess:
     """``gnahat-collector serve`` in a child process, killable and restartable."""
 
     def __init__(
-        self, database_url: str, broker_url: str, port: int, me_is_url: str | None = None
+        self,
+        database_url: str,
+        broker_url: str,
+        port: int,
+        me_is_url: str | None = None,
+        *,
+        log_path: Path | None = None,
     ) -> None:
+        self.log_path = log_path
         self.env = {
             **os.environ,
             "GNAHAT_DATABASE_URL": database_url,
@@ -184,12 +215,21 @@ class CollectorProcess:
         ready = threading.Event()
         log: list[str] = []
 
+        sink = self.log_path.open("a", encoding="utf-8") if self.log_path else None
+
         def read() -> None:
             assert self.proc is not None and self.proc.stderr is not None
-            for line in self.proc.stderr:
-                log.append(line)
-                if "subscribed to" in line:
-                    ready.set()
+            try:
+                for line in self.proc.stderr:
+                    log.append(line)
+                    if sink is not None:
+                        sink.write(line)
+                        sink.flush()
+                    if "subscribed to" in line:
+                        ready.set()
+            finally:
+                if sink is not None:
+                    sink.close()
 
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(timeout):
@@ -244,6 +284,33 @@ def pick_devices(n: int) -> list[str]:
     return out
 
 
+#: A unit without a trusted clock is dated by receipt, in real time: its visitors are
+#: paced in real time, a little wider than the burst limit (8 presses in 20 s).
+REAL_VISIT_S = 2.6
+
+
+def _next_unit(units: list[Any], ready_at: list[float], rng: random.Random, sc: Scenario) -> int:
+    """A desk whose next visitor has arrived (human rates), waiting for one if needed."""
+    import time
+
+    now = time.monotonic()
+    ready = [k for k in range(len(units)) if ready_at[k] <= now]
+    if not ready:
+        soonest = min(ready_at)
+        threading.Event().wait(max(0.0, soonest - now))  # pacing, not synchronisation
+        now = time.monotonic()
+        ready = [k for k in range(len(units)) if ready_at[k] <= now]
+    k = rng.choice(ready)
+    if k in sc.mashing_units:
+        gap = 0.0
+    elif units[k].time_factor == 1.0:
+        gap = REAL_VISIT_S
+    else:
+        gap = sc.visit_s / units[k].time_factor
+    ready_at[k] = now + gap
+    return k
+
+
 def _progress(out: TextIO, done: int, total: int, note: str = "") -> None:
     width = 30
     filled = width * done // max(total, 1)
@@ -258,7 +325,13 @@ def run_scenario(
     database_url: str | None = None,
     out: TextIO = sys.stdout,
     progress: TextIO | None = sys.stderr,
+    port_base: int | None = None,
 ) -> Report:
+    """Run ``sc``; logs of the collector and the broker go to ``workdir``.
+
+    ``port_base``: the broker listens on it, the collector's HTTP on +1, the units'
+    proxy on +2 and the fake M&E IS on +3 (default: free ports).
+    """
     from collector.db import make_engine, migrate, session_factory
     from collector.demo_data import SHIPPED as REGISTRY
     from collector.gaps import stream_gaps
@@ -277,17 +350,44 @@ def run_scenario(
     sessions = session_factory(engine)
     with sessions() as s, s.begin():
         import_dir(s, REGISTRY, now=datetime(2026, 1, 1, tzinfo=UTC))
+    import time
+    from zoneinfo import ZoneInfo
+
+    from collector.models import Flag
+
     report = Report()
     rng = random.Random(sc.seed)
-    broker = MosquittoBroker(workdir / "broker")
+
+    def port(offset: int) -> int:
+        return port_base + offset if port_base else free_port()
+
+    broker = MosquittoBroker(workdir / "broker", port=port(0))
     broker.start()
-    me_is = FakeMeIsServer(FakeMeIs(username=ME_IS_USER, password=ME_IS_PASSWORD)).start()
-    collector = CollectorProcess(url, broker.url, free_port(), me_is.url)
-    proxy = TcpProxy(broker.host, broker.port).start()
+    me_is = FakeMeIsServer(
+        FakeMeIs(username=ME_IS_USER, password=ME_IS_PASSWORD), port=port(3)
+    ).start()
+    collector = CollectorProcess(
+        url, broker.url, port(1), me_is.url, log_path=workdir / "collector.log"
+    )
+    proxy = TcpProxy(broker.host, broker.port, listen_port=port(2)).start()
     units: list[UnitProcess] = []
     timers: list[threading.Timer] = []
     acknowledged: set[tuple[str, str, int]] = set()
+    truth: dict[tuple[str, str, int], datetime] = {}  # when each press really happened
     devices = pick_devices(sc.units)
+    epoch = time.time()
+    epoch_dt = datetime.fromtimestamp(epoch, UTC)
+    # The fast clocks start in the past so that the run's visits end about now: the
+    # collector forwards no day that lies ahead of its own clock.
+    fast_units = max(1, sc.units - len(sc.unsynced_units) - len(sc.clockless_units))
+    lead_s = sc.presses * sc.visit_s / fast_units * 1.5 + 6 * 3600  # faults take time too
+
+    def true_time(unit: UnitProcess) -> datetime:
+        now = datetime.now(UTC)
+        if unit.time_factor == 1.0:
+            return now
+        return epoch_dt + (now - epoch_dt) * unit.time_factor - timedelta(seconds=lead_s)
+
     try:
         collector.start()
         for i, device in enumerate(devices):
@@ -300,22 +400,29 @@ def run_scenario(
                 ack_timeout_s=sc.ack_timeout_s,
             )
             skew = sc.skewed_units.get(str(i), 0.0)
+            if i in sc.clockless_units:
+                skew = (CLOCKLESS_EPOCH - datetime.now(UTC)).total_seconds()
+            unsynced = i in sc.unsynced_units or bool(skew)
+            # Synced units' clocks run fast: their visitors come at human rates. A unit
+            # without a trusted clock is dated by the collector's receipt: real time.
+            fast = not unsynced and i not in sc.mashing_units
             units.append(
-                UnitProcess(cfg, unsynced=i in sc.unsynced_units or bool(skew), skew_s=skew).start()
+                UnitProcess(
+                    cfg,
+                    unsynced=unsynced,
+                    skew_s=-lead_s if fast else skew,
+                    time_factor=sc.time_factor if fast else 1.0,
+                    epoch=epoch,
+                ).start()
             )
         faults = list(sc.faults)
-        full_until: dict[int, int] = {}
+        ready_at = [0.0] * len(units)  # monotonic time from which a desk has a new visitor
         for n in range(sc.presses):
-            for k, until in list(full_until.items()):
-                if n >= until:
-                    units[k].cmd("limit 200000")
-                    del full_until[k]
             while faults and faults[0].after <= n:
                 fault = faults.pop(0)
                 if fault.action == "outbox_full":
-                    units[fault.unit].cmd("limit")
-                    full_until[fault.unit] = n + fault.count
-                    note = f"unit {fault.unit} outbox full for the next {fault.count} presses"
+                    units[fault.unit].cmd(f"fill {fault.count}")
+                    note = f"unit {fault.unit} outbox full for its next {fault.count} presses"
                 else:
                     note = _inject(
                         fault,
@@ -329,11 +436,12 @@ def run_scenario(
                 report.faults.append(f"at press {n}: {note}")
                 if progress:
                     progress.write(f"\n{report.faults[-1]}\n")
-            k = rng.randrange(len(units))
+            k = _next_unit(units, ready_at, rng, sc)
             unit = units[k]
             seq = unit.press(rng.choices([1, 2, 3, 4], weights=[14, 7, 17, 62])[0])
             if seq is not None:
                 acknowledged.add((devices[k], unit.stream, seq))
+                truth[(devices[k], unit.stream, seq)] = true_time(unit)
             else:
                 report.refused += 1
             if progress and (n % 50 == 0 or n == sc.presses - 1):
@@ -353,7 +461,9 @@ def run_scenario(
             me_is.start()
         if progress:
             progress.write("waiting for the M&E IS to hold what the collector holds\n")
-        report.me_is_values, report.me_is_mismatches = _reconcile_me_is(sessions, me_is)
+        report.me_is_values, report.me_is_mismatches, report.me_is_compared = _reconcile_me_is(
+            sessions, me_is
+        )
     finally:
         for t in timers:
             t.cancel()
@@ -363,14 +473,36 @@ def run_scenario(
         me_is.stop()
         proxy.close()
         broker.stop()
+        (workdir / "broker.log").write_text("\n".join(broker.log) + "\n", encoding="utf-8")
 
+    tz = ZoneInfo("Asia/Yerevan")
     with sessions() as s:
         rows = s.execute(
-            select(Event.device, Event.stream, Event.seq).where(
-                Event.device.in_(devices), Event.type == p.EventType.RATING.value
-            )
+            select(
+                Event.device,
+                Event.stream,
+                Event.seq,
+                Event.flags,
+                Event.day,
+                Event.pressed_lo,
+                Event.pressed_hi,
+            ).where(Event.device.in_(devices), Event.type == p.EventType.RATING.value)
         ).all()
-        stored = {(d, st, q) for d, st, q in rows}
+        stored = {(d, st, q) for d, st, q, *_ in rows}
+        for d, st, q, flags, day, lo, hi in rows:
+            if flags & Flag.BURST:
+                report.excluded += 1
+            else:
+                report.counted += 1
+            when = truth.get((d, st, q))
+            if when is None:
+                continue
+            if flags & Flag.DAY_UNCERTAIN:
+                # Counted on its estimate's day; its true time must lie in its bounds.
+                if not ((lo is None or lo <= when) and (hi is None or when <= hi)):
+                    report.wrong_day += 1
+            elif day != when.astimezone(tz).date():
+                report.wrong_day += 1
         report.duplicate_rows = len(rows) - len(stored)
         report.quarantined = s.scalar(select(func.count()).select_from(Quarantine)) or 0
         report.gaps = sum(len(g) for d in devices for g in stream_gaps(s, d).values())
@@ -414,9 +546,9 @@ def _expected_me_is(sessions: Any) -> dict[tuple[str, str, str, str], str]:
         fwd.http.close()
 
 
-def _reconcile_me_is(sessions: Any, me_is: Any, timeout: float = 120.0) -> tuple[int, int]:
+def _reconcile_me_is(sessions: Any, me_is: Any, timeout: float = 120.0) -> tuple[int, int, int]:
     """Wait (bounded) until the fake M&E IS holds exactly the collector's aggregates;
-    return (values there, values that differ or are missing)."""
+    return (values there, values that differ or are missing, sum of the counts compared)."""
     import time
 
     expected = _expected_me_is(sessions)
@@ -428,7 +560,8 @@ def _reconcile_me_is(sessions: Any, me_is: Any, timeout: float = 120.0) -> tuple
         differ = sum(1 for k, v in expected.items() if held.get(k) != v)
         differ += sum(1 for k in held if k not in expected)
         if differ == 0 or time.monotonic() > deadline:
-            return len(held), differ
+            compared = sum(int(v) for k, v in expected.items() if held.get(k) == v)
+            return len(held), differ, compared
         pause.wait(0.5)  # the forwarder pushes every second
 
 
@@ -462,8 +595,9 @@ def _inject(
         collector.start()
         return "collector killed and restarted"
 
-    def heal_after(seconds: float) -> None:
-        t = threading.Timer(seconds, proxy.restore)
+    def heal_after(seconds: float, heal: Any) -> None:
+        # Each fault heals itself only: an overlapping one keeps its own timer.
+        t = threading.Timer(seconds, heal)
         t.start()
         timers.append(t)
 
@@ -478,21 +612,21 @@ def _inject(
         return f"M&E IS answers the next {fault.count} pushes with 503"
     if action == "network_cut":
         proxy.cut()
-        heal_after(fault.seconds)
+        heal_after(fault.seconds, proxy.uncut)
         return f"network cut for {fault.seconds:g}s"
     if action == "network_blackhole":
         proxy.blackhole()
-        heal_after(fault.seconds)
+        heal_after(fault.seconds, proxy.unblackhole)
         return f"network blackhole for {fault.seconds:g}s"
     if action == "clock_skew":
         unit = units[fault.unit]
         unit.stop()
-        unit.skew_s, unit.unsynced = fault.seconds, True
+        unit.skew_s, unit.unsynced, unit.time_factor = fault.seconds, True, 1.0
         unit.start()
         return f"unit {fault.unit} restarted with its clock {fault.seconds:g}s off, unsynced"
     if action == "network_delay":
         proxy.delay_ms = fault.ms
-        heal_after(fault.seconds)
+        heal_after(fault.seconds, proxy.undelay)
         return f"network delay {fault.ms} ms for {fault.seconds:g}s"
     if action == "duplicate_redelivery":
         import sqlite3

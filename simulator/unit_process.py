@@ -11,6 +11,8 @@ fleet can SIGKILL it at any instant and start it again on the same outbox:
     drain SECONDS      → "drained" when every event is acked, else "pending DEPTH"
     status             → "status depth=D stream=S last_seq=Q"
     limit [N]          → "ok N": the outbox refuses presses beyond N events (full disk)
+    fill N             → "ok N": the outbox is full (as a full disk) for exactly the next N
+                         presses; they are refused with the fault pattern, then it has room
     quit               → "bye", clean stop
 
 ``python -m simulator.unit_process CONFIG.toml``
@@ -21,7 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from device.config import load_config
@@ -43,15 +45,23 @@ class LoopbackSerial:
 
 
 class SkewedClock:
-    """The system clock shifted by ``skew_s`` (a unit whose clock is wrong)."""
+    """The system clock shifted by ``skew_s`` (a unit whose clock is wrong), its wall time
+    optionally running ``factor`` times faster from ``epoch`` (a scenario's visitors
+    come at human rates while the run takes minutes). The monotonic clock is real."""
 
-    def __init__(self, inner: Any, skew_s: float) -> None:
+    def __init__(
+        self, inner: Any, skew_s: float, *, factor: float = 1.0, epoch: float | None = None
+    ) -> None:
         self.inner = inner
         self.skew = timedelta(seconds=skew_s)
+        self.factor = factor
+        self.epoch = datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
 
     def now(self) -> datetime:
-        result: datetime = self.inner.now() + self.skew
-        return result
+        real: datetime = self.inner.now()
+        if self.epoch is not None and self.factor != 1.0:
+            real = self.epoch + (real - self.epoch) * self.factor
+        return real + self.skew
 
     def mono_ms(self) -> int:
         result: int = self.inner.mono_ms()
@@ -62,7 +72,14 @@ class SkewedClock:
         return result
 
 
-def run(config_path: str, *, unsynced: bool = False, skew_s: float = 0.0) -> int:
+def run(
+    config_path: str,
+    *,
+    unsynced: bool = False,
+    skew_s: float = 0.0,
+    time_factor: float = 1.0,
+    epoch: float | None = None,
+) -> int:
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from device.clock import SystemClock
@@ -70,8 +87,8 @@ def run(config_path: str, *, unsynced: bool = False, skew_s: float = 0.0) -> int
     cfg = load_config(config_path)
     factory = MockFactory(pin_class=MockPWMPin)
     clock: Any = SystemClock(synced_check=lambda: not unsynced)
-    if skew_s:
-        clock = SkewedClock(clock, skew_s)
+    if skew_s or time_factor != 1.0:
+        clock = SkewedClock(clock, skew_s, factor=time_factor, epoch=epoch)
     serials: dict[str, LoopbackSerial] = {}
 
     def serial_factory(url: str, baud: int) -> Any:
@@ -94,12 +111,20 @@ def run(config_path: str, *, unsynced: bool = False, skew_s: float = 0.0) -> int
         out.write(text + "\n")
         out.flush()
 
+    fill_left = [0]
+
     def press(score: int) -> str:
+        if fill_left[0] > 0:
+            outbox.max_events = 0  # full: the real refusal path (OutboxFull), nothing dropped
         before = len(daemon.feedback.shown) if daemon.feedback else 0
         pin = factory.pin(cfg.pins.buttons[score - 1])
         pin.drive_low()
         pin.drive_high()
         shown = daemon.feedback.shown[before:] if daemon.feedback else []
+        if fill_left[0] > 0:
+            fill_left[0] -= 1
+            if fill_left[0] == 0:
+                outbox.max_events = cfg.outbox_max_events  # room again
         if any(pat is Pattern.THANKS for pat, _ in shown):
             return f"ok {outbox.last_seq}"
         return "no"
@@ -143,6 +168,9 @@ def run(config_path: str, *, unsynced: bool = False, skew_s: float = 0.0) -> int
                 # Simulates a full outbox: presses are refused (fault pattern), none dropped.
                 outbox.max_events = int(args[0]) if args else outbox.depth
                 reply(f"ok {outbox.max_events}")
+            elif cmd == "fill":
+                fill_left[0] = int(args[0])
+                reply(f"ok {fill_left[0]}")
             elif cmd == "quit":
                 break
             else:
@@ -158,10 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config")
     parser.add_argument("--unsynced", action="store_true", help="report the clock as unsynced")
     parser.add_argument("--skew-s", type=float, default=0.0, help="shift the wall clock")
+    parser.add_argument("--time-factor", type=float, default=1.0, help="wall clock speed")
+    parser.add_argument("--epoch", type=float, default=None, help="when the speed-up starts")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
-    return run(args.config, unsynced=args.unsynced, skew_s=args.skew_s)
+    return run(
+        args.config,
+        unsynced=args.unsynced,
+        skew_s=args.skew_s,
+        time_factor=args.time_factor,
+        epoch=args.epoch,
+    )
 
 
 if __name__ == "__main__":

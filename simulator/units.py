@@ -71,10 +71,14 @@ class UnitProcess:
         unsynced: bool = False,
         skew_s: float = 0.0,
         log_level: str = "WARNING",
+        time_factor: float = 1.0,
+        epoch: float | None = None,
     ):
         self.config = config
         self.unsynced = unsynced
         self.skew_s = skew_s
+        self.time_factor = time_factor
+        self.epoch = epoch
         self.log_level = log_level
         self.proc: subprocess.Popen[str] | None = None
         self.stream = ""
@@ -92,6 +96,8 @@ class UnitProcess:
             argv.append("--unsynced")
         if self.skew_s:
             argv += ["--skew-s", str(self.skew_s)]
+        if self.time_factor != 1.0 and self.epoch is not None:
+            argv += ["--time-factor", str(self.time_factor), "--epoch", repr(self.epoch)]
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
         self.proc = subprocess.Popen(

@@ -98,7 +98,9 @@ def test_demo_starts_stores_events_and_stops_cleanly(
         rest, _ = proc.communicate(timeout=90)
     lines.extend(rest.splitlines())
     assert proc.returncode == 0, "\n".join(lines[-30:])
-    assert any(line.startswith("accounting: acknowledged") for line in lines)
+    accounting = next(line for line in lines if line.startswith("accounting: acknowledged"))
+    counted = int(re.search(r"counted in scores (\d+)", accounting).group(1))  # type: ignore[union-attr]
+    assert counted > 0, accounting  # real scores, not a proof over zeros
     assert "stopped" in lines[-1]
     for pid in children:  # the broker and receiver it started are gone too
         assert _exits(pid, timeout=15), f"child {pid} still running after the demo stopped"
