@@ -43,8 +43,8 @@ class BrokerLayout:
     tls_port: int = 8883
     mtls_port: int = 8884
     dev_port: int | None = None  # plain MQTT on loopback only, for development
-    server_cert: str = "/etc/mosquitto/certs/server.pem"
-    server_key: str = "/etc/mosquitto/certs/server.key"
+    server_cert: str = ""  # unset: `broker config` needs --server-cert or --self-signed
+    server_key: str = ""
     persistence_dir: str = "/var/lib/mosquitto/"
     run_as_user: str | None = "mosquitto"
     max_queued_messages: int = 1_000_000

@@ -49,8 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--tls-port", type=int)
     bc.add_argument("--mtls-port", type=int)
     bc.add_argument("--dev-port", type=int, help="also plain MQTT on 127.0.0.1 (development)")
-    bc.add_argument("--server-cert")
-    bc.add_argument("--server-key")
+    bc.add_argument("--server-cert", help="the broker's TLS certificate (must exist)")
+    bc.add_argument("--server-key", help="its key")
+    bc.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="issue the server certificate from the fleet CA (at --server-cert, or into "
+        "the state folder's broker/)",
+    )
     bc.add_argument("--persistence-dir")
     bc.add_argument("--user", help="user the broker runs as (default mosquitto)")
     bc.add_argument("--reload", action="store_true", help="SIGHUP the running broker")
@@ -111,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 if value is not None:
                     setattr(layout, attr, value)
-            conf = prov.broker_config()
+            try:
+                conf = prov.broker_config(self_signed=args.self_signed)
+            except ProvisioningError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             print(
                 f"wrote {conf} (+ passwd, acl); collector password in "
                 f"{prov.state / 'collector.password'}"

@@ -94,15 +94,39 @@ class Provisioner:
 
     # ------------------------------------------------------------ broker
 
-    def broker_config(self, *, server_hosts: list[str] | None = None) -> Path:
-        """Write mosquitto.conf, passwd and acl; a server certificate on first use."""
+    def broker_config(
+        self, *, server_hosts: list[str] | None = None, self_signed: bool = False
+    ) -> Path:
+        """Write mosquitto.conf, passwd and acl.
+
+        The broker's server certificate must exist where the layout says, or
+        ``self_signed`` issues one from the fleet CA — at the given path, or into this
+        state's ``broker/`` folder when none was given. Nothing is written elsewhere.
+        """
         layout = self.settings.layout
+        if not layout.server_cert:
+            if not self_signed:
+                raise ProvisioningError(
+                    "no server certificate: give --server-cert and --server-key (an existing "
+                    "certificate for the broker's name), or --self-signed to issue one from "
+                    f"the fleet CA into {self.broker_dir}"
+                )
+            layout.server_cert = str(self.broker_dir / "server.pem")
+            layout.server_key = str(self.broker_dir / "server.key")
+        cert = Path(layout.server_cert)
+        if not cert.exists() and not self_signed:
+            raise ProvisioningError(
+                f"the server certificate {cert} does not exist; give an existing one, or "
+                "--self-signed to issue it there from the fleet CA"
+            )
+        if not layout.server_key:
+            raise ProvisioningError("--server-key is needed with --server-cert")
         created = self.accounts.ensure_collector()
         if created is not None:
             write_secret(self.state / "collector.password", created.encode())
         self.accounts.save()
-        cert = Path(layout.server_cert)
         if not cert.exists():
+            cert.parent.mkdir(parents=True, exist_ok=True)
             key_pem, cert_pem, _ = self.ca.issue(
                 self.settings.broker_host,
                 server=True,

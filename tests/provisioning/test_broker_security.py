@@ -64,7 +64,7 @@ def env(
     )
     state.mkdir()
     prov.ca.init()
-    conf = prov.broker_config(server_hosts=["127.0.0.1", "localhost"])
+    conf = prov.broker_config(server_hosts=["127.0.0.1", "localhost"], self_signed=True)
     (tmp_path / "persist").mkdir()
     broker = broker_factory(tmp_path / "broker", config_file=conf)
     broker.start()

@@ -33,6 +33,20 @@ def test_provision_a_centre_from_the_cli(tmp_path: Path) -> None:
 
     run("ca", "init")
     assert "already exists" in run("ca", "init", ok=False)
+    # No certificate given and none asked for: a clear error, nothing written anywhere.
+    refused = run("broker", "config", "--broker-host", "mqtt.example.am", ok=False)
+    assert "no server certificate" in refused and "--self-signed" in refused
+    assert not (state / "broker" / "mosquitto.conf").exists()
+    missing = run(
+        "broker",
+        "config",
+        "--server-cert",
+        str(tmp_path / "nope.pem"),
+        "--server-key",
+        str(tmp_path / "nope.key"),
+        ok=False,
+    )
+    assert "does not exist" in missing and not (tmp_path / "nope.pem").exists()
     run(
         "broker",
         "config",
@@ -50,6 +64,7 @@ def test_provision_a_centre_from_the_cli(tmp_path: Path) -> None:
         str(state / "s.key"),
         "--user",
         getpass.getuser(),
+        "--self-signed",
     )
     fleet = tmp_path / "fleet.csv"
     fleet.write_text(
