@@ -42,6 +42,7 @@ from collector.receiver import (
     check_client_settings,
     connect,
     end_network_thread,
+    is_retained_event,
     puback,
     token_of,
 )
@@ -223,7 +224,7 @@ class Ingest:
             p.subscription(p.TopicKind.HEALTH, share_group=group),
         ]
 
-    def _on_event(self, kind: str, value: bool) -> None:
+    def _on_event(self, kind: str, value: bool | int) -> None:
         if kind == "connected":
             if value:
                 self.connected.set()
@@ -236,6 +237,8 @@ class Ingest:
             self.subscribed.set()
         elif kind == "dropped_qos0":
             self.metrics.qos0_dropped.inc(value)
+        elif kind == "retained_ignored":
+            self.metrics.retained_ignored.inc(value)
         elif kind == "stale_acks":
             pass  # PUBACKs for a connection that is gone: the broker re-delivers those
         elif kind == "died" and not self._stop.is_set():
@@ -280,6 +283,11 @@ class Ingest:
         self._receiver = receiver
 
     def _mqtt_on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if is_retained_event(msg):
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+            self.metrics.retained_ignored.inc()
+            return
         item = Received(
             msg.topic, bytes(msg.payload), self.clock(), token_of(msg, self._generation)
         )

@@ -57,6 +57,11 @@ class Metrics:
             "Ack messages not handed to the broker (receiver gone); the units re-send",
             registry=r,
         )
+        self.retained_ignored = Counter(
+            "gnahat_retained_events_ignored_total",
+            "Retained copies on event topics (replays at subscribe), acknowledged and dropped",
+            registry=r,
+        )
         self.qos0_dropped = Counter(
             "gnahat_qos0_dropped_total",
             "QoS 0 messages (health) dropped while the writer was not taking any",

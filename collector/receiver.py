@@ -141,6 +141,17 @@ def build_client(
     return client
 
 
+def is_retained_event(msg: Any) -> bool:
+    """A retained copy on an ``event`` topic, sent because we (re)subscribed.
+
+    Never new work: a live publish reaches a subscribed collector with the retain flag
+    cleared (MQTT 3.1.1 §3.3.1.3, MQTT 5 §3.3.1.3), and a unit re-sends what is not
+    acked. Units never retain events; the copy is acknowledged, counted and dropped, so
+    it is not replayed into ingest at every new session.
+    """
+    return bool(msg.retain) and str(msg.topic).endswith("/event")
+
+
 def token_of(msg: Any, conn: Generation) -> Token:
     return (conn.generation, msg.mid) if msg.qos > 0 else None
 
@@ -199,6 +210,11 @@ def _child(
     def on_message(c: Any, userdata: Any, msg: Any) -> None:
         if not taking.is_set():
             return  # not acknowledged: the broker sends it again to the next session
+        if is_retained_event(msg):
+            if msg.qos > 0:
+                c.ack(msg.mid, msg.qos)
+            send(("event", "retained_ignored", 1))
+            return
         with have:
             if msg.qos == 0 and len(buf) >= MAX_QOS0_BUFFERED:
                 dropped[0] += 1

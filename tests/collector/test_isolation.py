@@ -261,3 +261,40 @@ def test_a_late_commit_of_an_older_message_never_moves_unit_state_back(
         state = s.get(DeviceState, DEV)
         assert state is not None and not state.online
         assert state.last_seen == T0 + timedelta(minutes=11)
+
+
+@pytest.mark.parametrize("receiver", ["process", "thread"])
+def test_a_retained_event_is_not_replayed_at_every_new_session(
+    receiver: str,
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
+) -> None:
+    settings = Settings(
+        database_url=database_url,
+        mqtt_url=broker.url,
+        mqtt_client_id="collector-retained",
+        ingest_batch_ms=5,
+        ingest_receiver=receiver,
+    )
+    first = make_ingest(settings, Store(sessions))
+    first.start()
+    assert first.wait_until_subscribed()
+    pub = publisher(broker, client_id="pub-retain")
+    pub.publish(topic(), p.encode_event(event(1)), qos=1, retain=True).wait_for_publish(5)
+    assert first.wait_for_messages(1)  # the live copy (retain flag cleared) is stored
+    first.stop()
+    for _ in range(2):  # every new subscription gets the retained copy again
+        again = make_ingest(settings, Store(sessions))
+        again.start()
+        assert again.wait_until_subscribed()
+        pub.publish(topic(), p.encode_event(event(2)), qos=1).wait_for_publish(5)
+        assert again.wait_for_messages(1)
+        value = again.metrics.registry.get_sample_value
+        assert value("gnahat_retained_events_ignored_total") == 1
+        assert value("gnahat_events_duplicate_total") in (None, 0, 1)  # event 2's re-runs
+        again.stop()
+    with sessions() as s:
+        assert sorted(s.scalars(select(Event.seq))) == [1, 2]
+    pub.loop_stop()
