@@ -124,6 +124,10 @@ class Ingest:
         """Why ingest gave up (a receiver that dies at once, again and again)."""
         self.taken = 0
         """Messages taken from the broker so far (committed or waiting)."""
+        self.commit_failed = threading.Event()
+        """Set when a commit fails for a transient reason (tests, health)."""
+        self.receiver_backoff_s = 1.0
+        """First wait before a dead receiver child is started again (doubles, to 30 s)."""
         self._deaths: list[float] = []
         self._receiver_started = 0.0
 
@@ -267,7 +271,7 @@ class Ingest:
             if self.on_fatal is not None:
                 self.on_fatal(self.fatal)
             return
-        delay = min(2 ** (quick - 1), 30) * random.uniform(0.8, 1.2)
+        delay = min(self.receiver_backoff_s * 2 ** (quick - 1), 30) * random.uniform(0.8, 1.2)
         log.error("the MQTT receiver process died; starting another in %.1f s", delay)
         if self._stop.wait(delay):
             return
@@ -378,6 +382,7 @@ class Ingest:
                 self.metrics.db_errors.inc()
                 if self.failing_since is None:
                     self.failing_since = time.monotonic()
+                self.commit_failed.set()
                 if self._stop.is_set():
                     # Stopping: no retry storm. Nothing of this batch was acked, so the
                     # broker (no PUBACK) and the units (no ack) still hold all of it.

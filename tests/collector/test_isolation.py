@@ -298,3 +298,101 @@ def test_a_retained_event_is_not_replayed_at_every_new_session(
     with sessions() as s:
         assert sorted(s.scalars(select(Event.seq))) == [1, 2]
     pub.loop_stop()
+
+
+def test_stopping_while_the_database_is_down_does_not_spin(
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
+) -> None:
+    """The database refuses every commit (a link error, as when it is down); on stop
+    the writer gives up at once instead of retrying as fast as it can."""
+    from sqlalchemy.exc import OperationalError
+
+    store = Store(sessions)
+    calls = {"n": 0}
+
+    def down(batch: list[object]) -> object:
+        calls["n"] += 1
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    store.process = down  # type: ignore[method-assign]
+    settings = Settings(
+        database_url=database_url, mqtt_url=broker.url, mqtt_client_id="collector-down"
+    )
+    ing = make_ingest(settings, store)
+    ing.start()
+    assert ing.wait_until_subscribed()
+    acks = Recorder(broker, ["gnahat/v1/dev/+/ack"], client_id="rec-down")
+    pub = publisher(broker, client_id="pub-down")
+    for i in range(1, 21):
+        pub.publish(topic(), p.encode_event(event(i)), qos=1)
+    assert ing.commit_failed.wait(10)
+    before = calls["n"]
+    ing.stop()
+    assert calls["n"] - before <= 2  # one last try at most, then the broker keeps it all
+    assert acks.messages == []  # nothing acknowledged: the units and the broker hold it
+    acks.close()
+    pub.loop_stop()
+
+
+def test_a_receiver_that_keeps_dying_is_given_up_on_with_a_reason(
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
+) -> None:
+    import os
+    import signal as sig
+    import threading
+
+    from collector.ingest import RECEIVER_MAX_QUICK_DEATHS
+    from collector.metrics import Metrics
+
+    settings = Settings(
+        database_url=database_url, mqtt_url=broker.url, mqtt_client_id="collector-dying"
+    )
+    gave_up = threading.Event()
+    ing = make_ingest(settings, Store(sessions), Metrics())
+    ing.on_fatal = lambda why: gave_up.set()
+    ing.receiver_backoff_s = 0.01
+    ing.start()
+    for death in range(1, RECEIVER_MAX_QUICK_DEATHS + 1):
+        assert ing.wait_until_subscribed(30)
+        assert ing._receiver is not None and ing._receiver.pid is not None
+        ing.subscribed.clear()
+        os.kill(ing._receiver.pid, sig.SIGKILL)
+        if death < RECEIVER_MAX_QUICK_DEATHS:
+            assert ing.wait_until_subscribed(30)  # started again, after a back-off
+    assert gave_up.wait(30)
+    assert ing.fatal is not None and "died 5 times" in ing.fatal
+    restarts = ing.metrics.registry.get_sample_value("gnahat_receiver_restarts_total")
+    assert restarts == RECEIVER_MAX_QUICK_DEATHS - 1
+
+
+def test_a_mistyped_ca_path_is_named_before_anything_starts(
+    tmp_path: object, database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "GNAHAT_DATABASE_URL": database_url,
+        "GNAHAT_MQTT_URL": "mqtts://127.0.0.1:1",
+        "GNAHAT_MQTT_CA_FILE": "/etc/gnahat/ca.pmm",
+    }
+    for command in ("ingest", "serve"):
+        r = subprocess.run(
+            [sys.executable, "-m", "collector.cli", command],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2, r.stderr
+        assert "GNAHAT_MQTT_CA_FILE: /etc/gnahat/ca.pmm does not exist" in r.stderr
