@@ -474,3 +474,4 @@ def _merge(total: BatchResult, one: BatchResult) -> None:
     total.duplicates += one.duplicates
     total.quarantined.update(one.quarantined)
     total.stored_keys.extend(one.stored_keys)
+    total.quarantine_bytes_cut += one.quarantine_bytes_cut

@@ -57,6 +57,11 @@ class Metrics:
             "Ack messages not handed to the broker (receiver gone); the units re-send",
             registry=r,
         )
+        self.quarantine_bytes_cut = Counter(
+            "gnahat_quarantine_bytes_cut_total",
+            "Payload bytes beyond the kept prefix of quarantined messages (not stored)",
+            registry=r,
+        )
         self.retained_ignored = Counter(
             "gnahat_retained_events_ignored_total",
             "Retained copies on event topics (replays at subscribe), acknowledged and dropped",
@@ -107,6 +112,8 @@ class Metrics:
         self.duplicates.inc(result.duplicates)
         for reason, n in result.quarantined.items():
             self.quarantined.labels(reason=reason).inc(n)
+        if result.quarantine_bytes_cut:
+            self.quarantine_bytes_cut.inc(result.quarantine_bytes_cut)
         self.batch_seconds.observe(seconds)
         self.batch_size.observe(size)
 

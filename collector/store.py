@@ -75,6 +75,10 @@ EVENT_COLUMNS = (
     "flags",
     "extra",
 )
+#: Most payload bytes one quarantine entry keeps (an event is at most 2 KiB; a whole
+#: unreadable batch keeps its head, its length and its SHA-256).
+QUARANTINE_RAW_MAX = 8 * 1024
+QUARANTINE_TOPIC_MAX = 512
 AGG_LOCK_KEY = 0x676E6168  # "gnah": serialises aggregate updates across processes (PostgreSQL)
 
 
@@ -107,6 +111,7 @@ class BatchResult:
     duplicates: int = 0
     quarantined: Counter[str] = field(default_factory=Counter)
     stored_keys: list[p.EventKey] = field(default_factory=list)
+    quarantine_bytes_cut: int = 0
 
     def ack(self, key: p.EventKey) -> None:
         self.acks.setdefault((key[0], key[1]), set()).add(key[2])
@@ -723,16 +728,33 @@ class Store:
                 session.execute(agg.insert(), values)
 
     def _store_quarantine(self, session: Session, items: list[_Q], result: BatchResult) -> None:
-        """Keep each refused message once (by topic and bytes), counting repeats."""
+        """Keep each refused message once (by topic and bytes), counting repeats.
+
+        At most :data:`QUARANTINE_RAW_MAX` bytes of a payload are kept (and of a topic,
+        :data:`QUARANTINE_TOPIC_MAX` characters); what is cut is said in the detail with
+        the full length and SHA-256, and counted: junk cannot grow the database faster
+        than that per message.
+        """
         rows = []
         for q in items:
+            raw, detail, topic = q.raw, q.detail[:2000], q.topic
+            if len(raw) > QUARANTINE_RAW_MAX:
+                full = hashlib.sha256(raw).hexdigest()
+                detail = (
+                    f"{detail[:1500]} [payload {len(raw)} bytes, sha256 {full}; "
+                    f"first {QUARANTINE_RAW_MAX} bytes kept]"
+                )
+                result.quarantine_bytes_cut += len(raw) - QUARANTINE_RAW_MAX
+                raw = raw[:QUARANTINE_RAW_MAX]
+            if len(topic) > QUARANTINE_TOPIC_MAX:
+                topic = topic[:QUARANTINE_TOPIC_MAX]
             rows.append(
                 {
                     "digest": hashlib.sha256(q.topic.encode() + b"\0" + q.raw).hexdigest(),
-                    "topic": q.topic,
-                    "raw": q.raw,
+                    "topic": topic,
+                    "raw": raw,
                     "reason": str(q.reason),
-                    "detail": q.detail[:2000],
+                    "detail": detail,
                     "device": q.key[0] if q.key else None,
                     "stream": q.key[1] if q.key else None,
                     "seq": q.key[2] if q.key else None,

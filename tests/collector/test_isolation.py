@@ -396,3 +396,44 @@ def test_a_mistyped_ca_path_is_named_before_anything_starts(
         )
         assert r.returncode == 2, r.stderr
         assert "GNAHAT_MQTT_CA_FILE: /etc/gnahat/ca.pmm does not exist" in r.stderr
+
+
+def test_a_flood_of_junk_from_one_unit_keeps_the_database_bounded_and_others_flowing(
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    make_ingest: Callable[..., Ingest],
+) -> None:
+    import os
+
+    from collector.store import QUARANTINE_RAW_MAX
+
+    settings = Settings(
+        database_url=database_url, mqtt_url=broker.url, mqtt_client_id="collector-flood"
+    )
+    ing = make_ingest(settings, Store(sessions))
+    ing.start()
+    assert ing.wait_until_subscribed()
+    pub = publisher(broker, client_id="pub-flood")
+    junk_n, size = 60, 400_000  # under the broker's packet limit, far over an event
+    infos = []
+    for i in range(junk_n):
+        infos.append(pub.publish(topic(), os.urandom(size), qos=1))  # not even UTF-8
+        if i % 2 == 0:
+            infos.append(
+                pub.publish(topic(OTHER), p.encode_event(event(i // 2 + 1, device=OTHER)), qos=1)
+            )
+    for info in infos:
+        info.wait_for_publish(30)
+    assert ing.wait_for_messages(len(infos), timeout=120)
+    with sessions() as s:
+        others = s.scalars(select(Event.seq).where(Event.device == OTHER)).all()
+        q = s.scalars(select(Quarantine)).all()
+    assert sorted(others) == list(range(1, junk_n // 2 + 1))  # the other unit flowed on
+    assert len(q) == junk_n
+    assert all(len(e.raw) <= QUARANTINE_RAW_MAX and f"payload {size} bytes" in e.detail for e in q)
+    stored_bytes = sum(len(e.raw) for e in q)
+    assert stored_bytes <= junk_n * QUARANTINE_RAW_MAX  # not junk_n * size
+    cut = ing.metrics.registry.get_sample_value("gnahat_quarantine_bytes_cut_total")
+    assert cut == junk_n * (size - QUARANTINE_RAW_MAX)
+    pub.loop_stop()
