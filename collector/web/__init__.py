@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from collector import scores
 from collector.api.deps import SessionDep, StateDep
 from collector.auth import Role, scoped_centres
-from collector.models import AuditLog, Centre, DayNote, Service, User
+from collector.models import AuditLog, Centre, DayNote, Event, Flag, Service, User
 from collector.users import LoginRefused, RateLimited, login
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
@@ -68,6 +68,8 @@ TEXT: dict[str, dict[str, str]] = {
         "language": "English",
         "skip": "Անցնել բովանդակությանը",
         "unattributed": "Առանց աշխատակցի",
+        "uncertain_day": "{n} գնահատական թվագրված է մոտավորապես․ սարքի ժամացույցը "
+        "ճշգրտված չէր, և օրը կարող է տարբերվել",
     },
     "en": {
         "app": "Gnahat",
@@ -105,6 +107,8 @@ TEXT: dict[str, dict[str, str]] = {
         "language": "Հայերեն",
         "skip": "Skip to content",
         "unattributed": "No staff member",
+        "uncertain_day": "{n} ratings dated by estimate: the unit's clock was not set, "
+        "so their day may be off",
     },
 }
 
@@ -251,6 +255,20 @@ def dashboard(
         .order_by(DayNote.day, DayNote.id)
     ):
         notes.setdefault(note.day, []).append(note)
+    # Presses dated by estimate whose bounds span days: said on the day they count on.
+    uncertain = dict(
+        session.execute(
+            select(Event.day, func.count())
+            .where(
+                Event.centre_id == chosen.id,
+                Event.day >= first,
+                Event.day <= last,
+                Event.type == "rating",
+                Event.flags.op("&")(int(Flag.DAY_UNCERTAIN)) != 0,
+            )
+            .group_by(Event.day)
+        ).all()
+    )
     staff = None
     if user.role in (Role.ADMIN.value, Role.MANAGER.value):
         staff = scores.employee_scores(session, chosen.id, first, last)
@@ -277,6 +295,7 @@ def dashboard(
         services=services,
         days=days,
         notes=notes,
+        uncertain=uncertain,
         staff=staff,
         can_note=user.role in (Role.ADMIN.value, Role.MANAGER.value),
         saved=bool(saved),

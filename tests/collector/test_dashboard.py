@@ -208,3 +208,28 @@ def test_user_cli(
     assert main(["user", "list"]) == 0
     assert "lilit\tmanager\tdisabled\tSH-GYUMRI1" in capsys.readouterr().out
     assert PASSWORD not in capsys.readouterr().out
+
+
+def test_a_day_with_presses_dated_by_estimate_says_so(client: TestClient, store: Store) -> None:
+    """A clockless unit's press with no lower bound counts on its estimate's day, and
+    the day's row says how many such presses it holds, in both languages."""
+    from datetime import UTC, datetime
+
+    device = "am-sh-gyumri1-d01"
+    lone = event(
+        100,
+        device=device,
+        stream="clockless",
+        at=datetime(1970, 1, 1, tzinfo=UTC),
+        clock_synced=False,
+        boot="b1",
+        sent_mono_ms=1,
+        sent_boot="b2",
+    )
+    store.process([msg(lone, device=device, at=T0 + timedelta(hours=2))])
+    assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/dashboard").text
+    row = re.search(r"2026-11-24</th>.*?</tr>", page, re.S)
+    assert row and "1 գնահատական թվագրված է մոտավորապես" in row.group(0)
+    en = client.get("/dashboard?lang=en").text
+    assert "1 ratings dated by estimate" in en
