@@ -79,9 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--name", default="", help="display name")
     up = usr_sub.add_parser("passwd", help="set a new password (stdin or asked)")
     up.add_argument("username")
-    ud = usr_sub.add_parser("disable", help="stop a user logging in")
+    ud = usr_sub.add_parser("disable", help="stop a user logging in (ends their sessions)")
     ud.add_argument("username")
+    ur = usr_sub.add_parser("role", help="change a user's role and centres (ends their sessions)")
+    ur.add_argument("username")
+    ur.add_argument("--role", required=True, choices=["admin", "manager", "analyst"])
+    ur.add_argument("--centre", action="append", dest="centres", help="a manager's centre")
     usr_sub.add_parser("list", help="users, roles and centres")
+    usr_sub.add_parser("sessions", help="live dashboard sessions (id prefix, user, times)")
+    ue = usr_sub.add_parser("end-sessions", help="end sessions: all of a user's, or one by id")
+    ue.add_argument("target", help="a username, or a session id prefix from `user sessions`")
 
     fwd = sub.add_parser("forward", help="forwarding of daily aggregates to the M&E IS")
     fwd_sub = fwd.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -290,9 +297,10 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
+    from collector import websessions
     from collector.auth import Role
     from collector.models import User
-    from collector.users import UserError, create_user, disable_user, set_password
+    from collector.users import UserError, create_user, disable_user, set_password, set_role
 
     now = datetime.now(UTC)
     try:
@@ -314,6 +322,26 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
             elif args.action == "disable":
                 disable_user(s, args.username, now=now)
                 print(f"{args.username} can no longer log in")
+            elif args.action == "role":
+                set_role(s, args.username, Role(args.role), centres=args.centres, now=now)
+                print(f"{args.username} is now {args.role}; their sessions ended")
+            elif args.action == "sessions":
+                for row, name in websessions.live(s, now=now):
+                    print(
+                        f"{row.id[:12]}\t{name}\t{row.address}\t"
+                        f"since {row.created_at:%Y-%m-%d %H:%M}\t"
+                        f"last {row.last_seen_at:%Y-%m-%d %H:%M}\t"
+                        f"until {row.expires_at:%Y-%m-%d %H:%M}"
+                    )
+            elif args.action == "end-sessions":
+                user = s.scalars(select(User).where(User.username == args.target)).first()
+                if user is not None:
+                    n = websessions.end_all(s, user.id, why="ended by admin", now=now)
+                else:
+                    n = websessions.end_by_prefix(s, args.target, now=now)
+                    if not n:
+                        raise UserError(f"no user or single live session {args.target!r}")
+                print(f"{n} session(s) ended")
             else:
                 for u in s.scalars(select(User).order_by(User.username)):
                     state = "disabled" if u.disabled_at else "active"

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         DEV_SECRET,
         description="Secret for sessions and CSRF tokens; rotate it after a leak.",
     )
+    session_lifetime_s: int = Field(
+        8 * 3600, ge=60, description="A dashboard login ends this long after it began."
+    )
+    session_idle_s: int = Field(
+        1800, ge=60, description="A dashboard login ends after this long without a request."
+    )
     pseudonym_key: str = Field(
         DEV_PSEUDONYM_KEY,
         description="Key of the employee pseudonyms sent to the M&E IS. Never rotate it: "

@@ -79,7 +79,7 @@ def create_app(
         SessionMiddleware,
         secret_key=settings.secret_key,
         session_cookie="gnahat_session",
-        max_age=8 * 3600,
+        max_age=settings.session_lifetime_s,
         same_site="strict",
         https_only=settings.environment == "production",
     )

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from collector.auth import Role, centre_scope
 from collector.models import AuditLog, LoginFailure, User
+from collector.websessions import end_all
 
 WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5
@@ -86,6 +87,32 @@ def set_password(session: Session, username: str, password: str, *, now: datetim
     _check_password(password)
     user.password_hash = _hasher.hash(password)
     session.add(AuditLog(at=now, actor="cli", action="user.passwd", detail={"username": username}))
+    end_all(session, user.id, why="password changed", now=now)
+
+
+def set_role(
+    session: Session,
+    username: str,
+    role: Role,
+    *,
+    now: datetime,
+    centres: list[str] | None = None,
+) -> None:
+    """Change a user's role (and a manager's centres); their sessions end at once."""
+    user = session.scalars(select(User).where(User.username == username)).first()
+    if user is None:
+        raise UserError(f"no user {username!r}")
+    user.role = Role(role).value
+    user.centres = centre_scope(session, Role(role), centres, UserError)
+    session.add(
+        AuditLog(
+            at=now,
+            actor="cli",
+            action="user.role",
+            detail={"username": username, "role": user.role, "centres": user.centres},
+        )
+    )
+    end_all(session, user.id, why="role changed", now=now)
 
 
 def disable_user(session: Session, username: str, *, now: datetime) -> None:
@@ -94,6 +121,7 @@ def disable_user(session: Session, username: str, *, now: datetime) -> None:
         raise UserError(f"no user {username!r}")
     user.disabled_at = now
     session.add(AuditLog(at=now, actor="cli", action="user.disable", detail={"username": username}))
+    end_all(session, user.id, why="user disabled", now=now)
 
 
 def login(session: Session, username: str, password: str, *, address: str, now: datetime) -> User:

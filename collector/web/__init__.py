@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from collector import scores
+from collector import scores, websessions
 from collector.api.deps import SessionDep, StateDep
 from collector.auth import Role, scoped_centres
 from collector.models import AuditLog, Centre, DayNote, Event, Flag, Service, User
@@ -121,6 +121,11 @@ def _lang(request: Request, asked: str | None) -> str:
 
 
 def _csrf(request: Request) -> str:
+    """The form token: the server-side session's once logged in; before that, a token in
+    the (signed) cookie that the login form must echo."""
+    live = getattr(request.state, "web_session", None)
+    if live is not None:
+        return str(live.csrf)
     token = request.session.get("csrf")
     if not token:
         token = secrets.token_urlsafe(32)
@@ -129,7 +134,8 @@ def _csrf(request: Request) -> str:
 
 
 def _csrf_ok(request: Request, presented: str) -> bool:
-    expected = request.session.get("csrf")
+    live = getattr(request.state, "web_session", None)
+    expected = live.csrf if live is not None else request.session.get("csrf")
     return bool(expected) and secrets.compare_digest(str(expected), presented)
 
 
@@ -144,14 +150,23 @@ def _page(
     )
 
 
-def _current_user(request: Request, session: Any) -> User | None:
-    uid = request.session.get("uid")
-    if uid is None:
+def _current_user(request: Request, session: Any, state: Any) -> User | None:
+    """The user of this request's live server-side session, or None (then the cookie's
+    stale id is dropped)."""
+    token = request.session.get("sid")
+    if not token:
         return None
-    user: User | None = session.get(User, uid)
-    if user is None or user.disabled_at is not None:
-        request.session.clear()
+    now = state.clock()
+    live = websessions.lookup(session, str(token), now=now, idle_s=state.settings.session_idle_s)
+    user: User | None = session.get(User, live.user_id) if live is not None else None
+    if live is not None and (user is None or user.disabled_at is not None):
+        websessions.end(session, live, why="user disabled", now=now)
+        user = None
+    session.commit()
+    if user is None:
+        request.session.pop("sid", None)
         return None
+    request.state.web_session = live
     return user
 
 
@@ -191,17 +206,31 @@ def login_submit(
     except LoginRefused:
         session.commit()  # the failure counts towards the limit
         return _page(request, "login.html", lang, 401, error=TEXT[lang]["bad_login"])
+    token, _live = websessions.start(
+        session,
+        user,
+        address=address,
+        now=state.clock(),
+        lifetime_s=state.settings.session_lifetime_s,
+    )
     session.commit()
-    request.session.clear()  # a fresh session (and CSRF token) after login
-    request.session.update(uid=user.id, lang=lang, csrf=secrets.token_urlsafe(32))
+    request.session.clear()  # a fresh cookie: only the session's random id and the language
+    request.session.update(sid=token, lang=lang)
     return RedirectResponse("/dashboard", status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+def logout(
+    request: Request, session: SessionDep, state: StateDep, csrf: Annotated[str, Form()] = ""
+) -> Response:
+    user = _current_user(request, session, state)
     if not _csrf_ok(request, csrf):
         return Response("CSRF token missing or wrong", status_code=403)
     lang = _lang(request, None)
+    live = getattr(request.state, "web_session", None)
+    if user is not None and live is not None:
+        websessions.end(session, live, why="logout", now=state.clock())
+        session.commit()
     request.session.clear()
     request.session["lang"] = lang
     return RedirectResponse("/login", status_code=303)
@@ -227,7 +256,7 @@ def dashboard(
     saved: Annotated[int, Query()] = 0,
 ) -> Response:
     lang = _lang(request, lang)
-    user = _current_user(request, session)
+    user = _current_user(request, session, state)
     if user is None:
         return RedirectResponse("/login", status_code=303)
     if user.role not in (Role.ADMIN.value, Role.MANAGER.value, Role.ANALYST.value):
@@ -313,7 +342,7 @@ def add_note(
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     lang = _lang(request, None)
-    user = _current_user(request, session)
+    user = _current_user(request, session, state)
     if user is None:
         return RedirectResponse("/login", status_code=303)
     if not _csrf_ok(request, csrf):

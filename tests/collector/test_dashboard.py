@@ -233,3 +233,89 @@ def test_a_day_with_presses_dated_by_estimate_says_so(client: TestClient, store:
     assert row and "1 գնահատական թվագրված է մոտավորապես" in row.group(0)
     en = client.get("/dashboard?lang=en").text
     assert "1 ratings dated by estimate" in en
+
+
+def _copy_cookie(client: TestClient) -> str:
+    values = [c.value for c in client.cookies.jar if c.name == "gnahat_session"]
+    assert len(values) == 1 and values[0]
+    return str(values[0])
+
+
+def _with_cookie(client: TestClient, value: str) -> int:
+    """Open the dashboard with a copied cookie (a thief's browser)."""
+    client.cookies.clear()
+    client.cookies.set("gnahat_session", value)
+    return client.get("/dashboard", follow_redirects=False).status_code
+
+
+def test_a_cookie_copied_before_logout_or_a_password_change_is_refused(
+    client: TestClient, sessions: sessionmaker[Session]
+) -> None:
+    import base64
+
+    from collector.users import set_password, set_role
+
+    log_in(client, "anna")
+    stolen = _copy_cookie(client)
+    # The cookie holds a random session id and the language only: no user id, no CSRF.
+    payload = base64.b64decode(stolen.split(".")[0] + "==").decode()
+    assert "sid" in payload and "uid" not in payload and "csrf" not in payload
+    token = csrf_of(client.get("/dashboard").text)
+    assert token not in payload
+    client.post("/logout", data={"csrf": token}, follow_redirects=False)
+    assert _with_cookie(client, stolen) == 303  # the copy died with the logout
+
+    client.cookies.clear()
+    log_in(client, "anna")
+    stolen = _copy_cookie(client)
+    with sessions() as s, s.begin():
+        set_password(s, "anna", "another long password", now=NOW[0])
+    assert _with_cookie(client, stolen) == 303  # every session of anna ended at once
+
+    client.cookies.clear()
+    assert log_in(client, "anna", "another long password").status_code == 303  # type: ignore[attr-defined]
+    stolen = _copy_cookie(client)
+    with sessions() as s, s.begin():
+        set_role(s, "anna", Role.ANALYST, now=NOW[0])
+    assert _with_cookie(client, stolen) == 303
+
+
+def test_sessions_end_when_idle_and_at_their_lifetime(
+    client: TestClient, sessions: sessionmaker[Session]
+) -> None:
+    log_in(client, "anna")
+    assert client.get("/dashboard", follow_redirects=False).status_code == 200
+    NOW[0] += timedelta(minutes=29)
+    assert client.get("/dashboard", follow_redirects=False).status_code == 200  # still in use
+    NOW[0] += timedelta(minutes=31)  # idle past GNAHAT_SESSION_IDLE_S (30 min)
+    assert client.get("/dashboard", follow_redirects=False).status_code == 303
+    log_in(client, "anna")
+    for _ in range(17):  # busy all day: the lifetime (8 h) ends it anyway
+        NOW[0] += timedelta(minutes=29)
+        code = client.get("/dashboard", follow_redirects=False).status_code
+    assert code == 303
+
+
+def test_admins_list_and_end_sessions_from_the_cli(
+    client: TestClient,
+    sessions: sessionmaker[Session],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from collector.cli import main
+
+    NOW[0] = datetime.now(UTC)  # the CLI judges sessions by the real clock
+    log_in(client, "anna")
+    assert client.get("/dashboard", follow_redirects=False).status_code == 200
+    monkeypatch.setenv("GNAHAT_DATABASE_URL", database_url)
+    assert main(["user", "sessions"]) == 0
+    listing = capsys.readouterr().out
+    assert "\tanna\t" in listing
+    prefix = listing.split("\t")[0]
+    assert main(["user", "end-sessions", prefix]) == 0
+    assert "1 session(s) ended" in capsys.readouterr().out
+    assert client.get("/dashboard", follow_redirects=False).status_code == 303
+    with sessions() as s:
+        actions = s.scalars(select(AuditLog.action)).all()
+    assert "sessions.end" in actions
