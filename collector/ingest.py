@@ -389,7 +389,7 @@ class Ingest:
                     log.error("commit failed while stopping; leaving the rest to the broker")
                     self._abandoned = True
                     return
-                log.error("commit failed, retrying in %.1fs: %s", delay, exc)
+                log.error("commit failed, retrying in %.1fs: %s", delay, _describe(exc))
                 if self._stop.wait(delay):
                     continue  # one last try, then give up (above)
                 delay = min(max(delay, 0.05) * 2, 30) * random.uniform(0.8, 1.2)
