@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from collector import scores, websessions
 from collector.api.deps import SessionDep, StateDep
+from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
 from collector.models import AuditLog, Centre, DayNote, Event, Flag, Service, User
 from collector.users import LoginRefused, RateLimited, login
@@ -68,6 +69,7 @@ TEXT: dict[str, dict[str, str]] = {
         "language": "English",
         "skip": "Անցնել բովանդակությանը",
         "unattributed": "Առանց աշխատակցի",
+        "future": "Նշումը վերաբերում է արդեն եղած օրվան, ոչ ապագային։",
         "uncertain_day": "{n} գնահատական թվագրված է մոտավորապես․ սարքի ժամացույցը "
         "ճշգրտված չէր, և օրը կարող է տարբերվել",
     },
@@ -107,6 +109,7 @@ TEXT: dict[str, dict[str, str]] = {
         "language": "Հայերեն",
         "skip": "Skip to content",
         "unattributed": "No staff member",
+        "future": "A note is about a day that has happened, not a future one.",
         "uncertain_day": "{n} ratings dated by estimate: the unit's clock was not set, "
         "so their day may be off",
     },
@@ -250,10 +253,10 @@ def dashboard(
     session: SessionDep,
     state: StateDep,
     centre: Annotated[str | None, Query()] = None,
-    start: Annotated[date | None, Query()] = None,
-    end: Annotated[date | None, Query()] = None,
-    lang: Annotated[str | None, Query()] = None,
-    saved: Annotated[int, Query()] = 0,
+    start: Start = None,
+    end: End = None,
+    lang: Annotated[str | None, Query(max_length=8)] = None,
+    saved: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     lang = _lang(request, lang)
     user = _current_user(request, session, state)
@@ -269,9 +272,9 @@ def dashboard(
         return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
     today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
     last = min(end or today, today)
-    first = start or last - timedelta(days=29)
-    if first > last or (last - first).days > 366:
-        first = last - timedelta(days=29)
+    first = start or max(last - timedelta(days=29), MIN_DAY)
+    if first > last or (last - first).days >= MAX_DAYS:
+        first = max(last - timedelta(days=29), MIN_DAY)
     services = {
         s.code: s.name_hy if lang == "hy" else s.name_en for s in session.scalars(select(Service))
     }
@@ -337,7 +340,7 @@ def add_note(
     session: SessionDep,
     state: StateDep,
     centre: Annotated[str, Form()],
-    day: Annotated[date, Form()],
+    day: FormDay,
     text: Annotated[str, Form(min_length=1, max_length=MAX_NOTE)],
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
@@ -356,6 +359,9 @@ def add_note(
     ):
         return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
     now = state.clock()
+    today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
+    if day > today:  # a note explains a day that happened: it could never be shown
+        return _page(request, "message.html", lang, 422, user=user, message=TEXT[lang]["future"])
     session.add(
         DayNote(centre_id=row.id, day=day, text=text.strip(), author=user.username, created_at=now)
     )

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
 from collector.api.deps import SessionDep, StateDep, require
+from collector.api.params import Cursor
 from collector.auth import Role
 from collector.models import ApiToken, AuditLog, Centre, Employee, Event, Service
 
@@ -41,7 +42,7 @@ def events_feed(
     session: SessionDep,
     state: StateDep,
     token: Annotated[ApiToken, Depends(require(Role.ANALYST))],
-    after: Annotated[int, Query(ge=0, description="Cursor: id of the last event already read")] = 0,
+    after: Cursor = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     format: Annotated[Literal["ndjson", "csv"], Query()] = "ndjson",
 ) -> Response:

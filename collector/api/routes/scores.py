@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -18,30 +18,18 @@ from sqlalchemy import select
 
 from collector import scores
 from collector.api.deps import SessionDep, StateDep, require
+from collector.api.params import MAX_DAYS, End, Start, period
 from collector.auth import Role, scoped_centres
 from collector.models import ApiToken, AuditLog, Centre
 
 router = APIRouter(prefix="/api/v1", tags=["scores"])
 Viewer = Annotated[ApiToken, Depends(require(Role.ANALYST, Role.MANAGER))]
 Manager = Annotated[ApiToken, Depends(require(Role.MANAGER))]
-MAX_DAYS = 366
 
 
 def _period(state: Any, start: date | None, end: date | None, days: int = 30) -> tuple[date, date]:
     today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
-    end = end or today
-    start = start or end - timedelta(days=days - 1)
-    if start > end:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "start is after end")
-    if (end - start).days >= MAX_DAYS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"a period is at most {MAX_DAYS} days"
-        )
-    return start, end
-
-
-Start = Annotated[date | None, Query(description="First day (YYYY-MM-DD); default 30 days back")]
-End = Annotated[date | None, Query(description="Last day, inclusive; default today")]
+    return period(start, end, today, days)
 
 
 @router.get("/scores/centres")
