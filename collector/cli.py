@@ -146,7 +146,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         migrate(settings.database_url)
     _check_schema(settings)
     app = create_app(settings, ingest=not args.no_ingest)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        server_header=False,  # no "server: uvicorn"
+        proxy_headers=False,  # forwarded headers are read only from GNAHAT_TRUSTED_PROXIES
+    )
     ingest = app.state.gnahat.ingest
     if ingest is not None and ingest.fatal:
         print(f"gnahat-collector: {ingest.fatal}", file=sys.stderr)

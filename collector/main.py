@@ -11,7 +11,7 @@ from datetime import datetime
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
-from collector import web
+from collector import security, web
 from collector.api.deps import AppState
 from collector.api.routes import devices, feeds, ops, scores
 from collector.config import Settings
@@ -68,6 +68,8 @@ def create_app(
         version="0.1.0",
         description="Ratings of social services: feeds, units, quarantine, metrics.",
         lifespan=lifespan,
+        docs_url=None,  # served by collector.security from the installed package
+        redoc_url=None,
     )
     app.state.gnahat = state
     app.include_router(ops.router)
@@ -75,6 +77,7 @@ def create_app(
     app.include_router(devices.router)
     app.include_router(scores.router)
     app.include_router(web.router)
+    security.install(app, production=settings.environment == "production")
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,

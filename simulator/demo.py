@@ -148,7 +148,13 @@ class Demo:
         self.app = create_app(self.settings, ingest=True, forward_clock=self.clock.now)
         self.app.state.gnahat.business_clock = self.clock.now  # the simulated days
         config = uvicorn.Config(
-            self.app, host=o.http_host, port=port, log_level="warning", lifespan="on"
+            self.app,
+            host=o.http_host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            server_header=False,
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.server_thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
@@ -238,7 +244,7 @@ class Demo:
             f"  dashboard   {base}/login  (user demo-manager, password {self.manager_password})"
         )
         self.say(f"  health      {base}/healthz")
-        self.say(f"  metrics     {base}/metrics")
+        self.say(f"  metrics     curl -H 'Authorization: Bearer {self.tech_token}' {base}/metrics")
         self.say(f"  API docs    {base}/docs")
         self.say(
             f"  feed        curl -H 'Authorization: Bearer {self.analyst_token}' "

@@ -179,8 +179,10 @@ class CollectorProcess:
         me_is_url: str | None = None,
         *,
         log_path: Path | None = None,
+        metrics_token: str = "",
     ) -> None:
         self.log_path = log_path
+        self.metrics_token = metrics_token
         self.env = {
             **os.environ,
             "GNAHAT_DATABASE_URL": database_url,
@@ -237,7 +239,11 @@ class CollectorProcess:
 
     def metric(self, name: str) -> float:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{self.port}/metrics",
+                headers={"Authorization": f"Bearer {self.metrics_token}"},
+            )
+            with urllib.request.urlopen(req, timeout=5) as r:
                 text = r.read().decode()
         except OSError:
             return 0.0
@@ -348,8 +354,11 @@ def run_scenario(
     migrate(url)
     engine = make_engine(url)
     sessions = session_factory(engine)
+    from collector.auth import Role, create_token
+
     with sessions() as s, s.begin():
         import_dir(s, REGISTRY, now=datetime(2026, 1, 1, tzinfo=UTC))
+        metrics_token = create_token(s, name="scenario metrics", role=Role.TECHNICIAN)[1]
     import time
     from zoneinfo import ZoneInfo
 
@@ -367,7 +376,12 @@ def run_scenario(
         FakeMeIs(username=ME_IS_USER, password=ME_IS_PASSWORD), port=port(3)
     ).start()
     collector = CollectorProcess(
-        url, broker.url, port(1), me_is.url, log_path=workdir / "collector.log"
+        url,
+        broker.url,
+        port(1),
+        me_is.url,
+        log_path=workdir / "collector.log",
+        metrics_token=metrics_token,
     )
     proxy = TcpProxy(broker.host, broker.port, listen_port=port(2)).start()
     units: list[UnitProcess] = []

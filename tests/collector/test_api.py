@@ -40,10 +40,13 @@ def auth(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
 
 
-def test_healthz_and_metrics(client: TestClient) -> None:
+def test_healthz_and_metrics(client: TestClient, sessions: sessionmaker[Session]) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json()["database"] == "ok"
-    m = client.get("/metrics")
+    assert client.get("/metrics").status_code == 401  # not for anyone who reaches serve
+    analyst = client.get("/metrics", headers=auth(token(sessions, Role.ANALYST)))
+    assert analyst.status_code == 403
+    m = client.get("/metrics", headers=auth(token(sessions, Role.TECHNICIAN)))
     assert m.status_code == 200
     assert "gnahat_events_received_total" in m.text and "gnahat_devices_online 0.0" in m.text
 

@@ -36,7 +36,16 @@ def served(database_url: str, sessions: sessionmaker[Session], store: Store) -> 
     app = create_app(Settings(database_url=database_url))
     app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            server_header=False,
+            proxy_headers=False,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     started = threading.Event()

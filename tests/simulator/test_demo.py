@@ -85,7 +85,11 @@ def test_demo_starts_stores_events_and_stops_cleanly(
             f"{base}/api/v1/feeds/events", headers={"Authorization": f"Bearer {token}"}
         )
         assert feed.status_code == 200 and feed.text.count("\n") >= 1
-        assert "gnahat_events_stored_total" in httpx.get(f"{base}/metrics").text
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        metrics_line = next(line for line in lines if "/metrics" in line)
+        tech = re.search(r"Bearer ([^']+)'", metrics_line).group(1)  # type: ignore[union-attr]
+        metrics = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {tech}"})
+        assert "gnahat_events_stored_total" in metrics.text
         with httpx.Client(base_url=base) as web:  # the manager's dashboard, as printed
             csrf = re.search(r'name="csrf" value="([^"]+)"', web.get("/login").text)
             assert csrf and password

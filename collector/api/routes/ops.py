@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select, text
 
-from collector.api.deps import SessionDep, StateDep
-from collector.models import DeviceState
+from collector.api.deps import SessionDep, StateDep, require
+from collector.auth import Role
+from collector.models import ApiToken, DeviceState
 
 router = APIRouter(tags=["operations"])
 
@@ -44,9 +46,17 @@ def healthz(session: SessionDep, state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=code)
 
 
-@router.get("/metrics")
-def metrics(session: SessionDep, state: StateDep) -> Response:
-    """Prometheus text exposition of this process's counters."""
+@router.get(
+    "/metrics",
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+def metrics(
+    session: SessionDep,
+    state: StateDep,
+    _token: Annotated[ApiToken, Depends(require(Role.TECHNICIAN))],
+) -> Response:
+    """Prometheus text exposition of this process's counters; a technician (or admin)
+    token (`Authorization: Bearer …`, Prometheus' `authorization` scrape setting)."""
     online = session.scalar(
         select(func.count()).select_from(DeviceState).where(DeviceState.online.is_(True))
     )
