@@ -70,79 +70,95 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>
-  html, body {{ margin: 0; height: 100%; background: #000; color: #fff;
-    font-family: "Noto Sans Armenian", "Noto Sans", system-ui, sans-serif; }}
-  body {{ display: flex; flex-direction: column; }}
-  h1 {{ font-size: clamp(1.6rem, 5vw, 3rem); text-align: center; margin: 1.5rem 1rem .5rem; }}
-  #prompt {{ text-align: center; font-size: clamp(1.2rem, 3vw, 2rem); margin: 0 1rem 1rem; }}
-  #buttons {{ flex: 1; display: grid; grid-template-columns: repeat({scale}, 1fr); gap: 1.2rem;
-    padding: 1rem 1.5rem; }}
-  button {{ font: inherit; font-size: clamp(1.4rem, 3.5vw, 2.6rem); color: #000;
-    border: 6px solid #fff; border-radius: 1.5rem; min-height: 10rem; cursor: pointer;
-    display: flex; flex-direction: column; align-items: center; justify-content: center;
-    gap: .5rem; }}
-  button .n {{ font-size: 2.2em; font-weight: 700; }}
-  button:focus-visible {{ outline: 8px solid #ffd400; outline-offset: 4px; }}
-  button:disabled {{ opacity: .45; }}
-  {colours}
-  #status {{ min-height: 4.5rem; text-align: center; font-size: clamp(1.6rem, 5vw, 3.2rem);
-    font-weight: 700; margin: .5rem 1rem 1.5rem; }}
-  #lang {{ position: absolute; top: .8rem; right: 1rem; color: #fff; font-size: 1.3rem; }}
-</style>
+<link rel="stylesheet" href="/kiosk.css?scale={scale}">
+<script type="application/json" id="kiosk-text">{text_json}</script>
+<script src="/kiosk.js" defer></script>
 </head>
-<body>
+<body data-header="{header}">
 <a id="lang" href="/?lang={other_lang}" lang="{other_lang}">{other}</a>
+<main>
 <h1>{title}</h1>
 <p id="prompt"></p>
 <div id="buttons" role="group" aria-label="{title}">
 {buttons}
 </div>
 <p id="status" role="status" aria-live="assertive"></p>
-<script>
-const TEXT = {text_json};
+</main>
+</body>
+</html>
+"""
+
+#: The page's style, a file of its own (no inline style: the page's CSP forbids it).
+CSS = """html, body {{ margin: 0; height: 100%; background: #000; color: #fff;
+  font-family: "Noto Sans Armenian", "Noto Sans", system-ui, sans-serif; }}
+body, main {{ display: flex; flex-direction: column; }}
+main {{ flex: 1; }}
+h1 {{ font-size: clamp(1.6rem, 5vw, 3rem); text-align: center; margin: 1.5rem 1rem .5rem; }}
+#prompt {{ text-align: center; font-size: clamp(1.2rem, 3vw, 2rem); margin: 0 1rem 1rem; }}
+#buttons {{ flex: 1; display: grid; grid-template-columns: repeat({scale}, 1fr); gap: 1.2rem;
+  padding: 1rem 1.5rem; }}
+button {{ font: inherit; font-size: clamp(1.4rem, 3.5vw, 2.6rem); color: #000;
+  border: 6px solid #fff; border-radius: 1.5rem; min-height: 10rem; cursor: pointer;
+  display: flex; flex-direction: column; align-items: center; justify-content: center;
+  gap: .5rem; }}
+button .n {{ font-size: 2.2em; font-weight: 700; }}
+button:focus-visible {{ outline: 8px solid #ffd400; outline-offset: 4px; }}
+button:disabled {{ opacity: .45; }}
+{colours}
+#status {{ min-height: 4.5rem; text-align: center; font-size: clamp(1.6rem, 5vw, 3.2rem);
+  font-weight: 700; margin: .5rem 1rem 1.5rem; }}
+#lang {{ position: absolute; top: .8rem; right: 1rem; color: #fff; font-size: 1.3rem; }}
+"""
+
+#: The page's behaviour, a file of its own (no inline script: the page's CSP forbids it).
+JS = """"use strict";
+const TEXT = JSON.parse(document.getElementById("kiosk-text").textContent);
+const HEADER = document.body.dataset.header;
 const status = document.getElementById("status");
 const prompt = document.getElementById("prompt");
 const buttons = Array.from(document.querySelectorAll("#buttons button"));
 let clearTimer = null;
-function show(key) {{
+function show(key) {
   status.textContent = TEXT[key] || TEXT.error;
   clearTimeout(clearTimer);
-  clearTimer = setTimeout(() => {{ status.textContent = ""; }}, 6000);
-}}
-async function rate(score) {{
+  clearTimer = setTimeout(() => { status.textContent = ""; }, 6000);
+}
+async function rate(score) {
   buttons.forEach(b => b.disabled = true);
-  try {{
-    const r = await fetch("/press", {{
+  try {
+    const r = await fetch("/press", {
       method: "POST",
-      headers: {{"Content-Type": "application/json", "{header}": "1"}},
-      body: JSON.stringify({{score: score}}),
-    }});
+      headers: {"Content-Type": "application/json", [HEADER]: "1"},
+      body: JSON.stringify({score: score}),
+    });
     const body = await r.json();
     show(r.ok ? body.outcome : "error");
-  }} catch (e) {{
+  } catch (e) {
     show("error");
-  }} finally {{
+  } finally {
     setTimeout(() => buttons.forEach(b => b.disabled = false), 1500);
-  }}
-}}
+  }
+}
 buttons.forEach(b => b.addEventListener("click", () => rate(Number(b.dataset.score))));
-document.addEventListener("keydown", e => {{
+document.addEventListener("keydown", e => {
   const n = Number(e.key);
   if (n >= 1 && n <= buttons.length && !buttons[0].disabled) rate(n);
-}});
-async function poll() {{
-  try {{
-    const s = await (await fetch("/state", {{headers: {{"{header}": "1"}}}})).json();
+});
+async function poll() {
+  try {
+    const s = await (await fetch("/state", {headers: {[HEADER]: "1"}})).json();
     prompt.textContent = (s.mode === "armed" && !s.armed) ? TEXT.wait_staff : TEXT.ask;
-  }} catch (e) {{}}
-}}
+  } catch (e) {}
+}
 poll();
 setInterval(poll, 1000);
-</script>
-</body>
-</html>
 """
+
+#: Headers on every answer of the kiosk server.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 # Worst to best: not colour alone — each button also has its number and word.
 COLOURS = {
@@ -159,22 +175,27 @@ def render_page(scale: int, lang: str) -> str:
         f'<span class="n" aria-hidden="true">{i}</span><span>{label}</span></button>'
         for i, label in enumerate(labels, start=1)
     )
-    colours = " ".join(
-        f"button[data-score='{i}'] {{ background: {c}; }}"
-        for i, c in enumerate(COLOURS[scale], start=1)
-    )
     other = "en" if lang == "hy" else "hy"
+    # "</" cannot end the data block early: the JSON escapes "<" everywhere.
+    text_json = json.dumps(TEXT[lang], ensure_ascii=False).replace("<", "\\u003c")
     return PAGE.format(
         lang=lang,
         title=TEXT[lang]["title"],
         scale=scale,
-        colours=colours,
         buttons=buttons,
         other_lang=other,
         other=TEXT[lang]["other"],
-        text_json=json.dumps(TEXT[lang], ensure_ascii=False),
+        text_json=text_json,
         header=HEADER,
     )
+
+
+def render_css(scale: int) -> str:
+    colours = "\n".join(
+        f"button[data-score='{i}'] {{ background: {c}; }}"
+        for i, c in enumerate(COLOURS[scale], start=1)
+    )
+    return CSS.format(scale=scale, colours=colours)
 
 
 class KioskServer:
@@ -218,6 +239,7 @@ class KioskServer:
 def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "gnahat-kiosk"
+        sys_version = ""  # no Python version announced
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: the unit's log
             log.debug("kiosk: " + format, *args)
@@ -232,6 +254,9 @@ def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Frame-Options", "DENY")
+            self.send_header("Content-Security-Policy", CSP)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
             self.end_headers()
             self.wfile.write(body)
 
@@ -250,6 +275,11 @@ def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
                         lang = part[5:]
                 page = render_page(unit.config.scale, lang).encode("utf-8")
                 self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
+            elif path == "/kiosk.css":
+                css = render_css(unit.config.scale).encode("utf-8")
+                self._send(HTTPStatus.OK, css, "text/css; charset=utf-8")
+            elif path == "/kiosk.js":
+                self._send(HTTPStatus.OK, JS.encode("utf-8"), "text/javascript; charset=utf-8")
             elif path == "/state":
                 self._json(
                     HTTPStatus.OK,
