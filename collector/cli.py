@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     ur.add_argument("--centre", action="append", dest="centres", help="a manager's centre")
     usr_sub.add_parser("list", help="users, roles and centres")
     usr_sub.add_parser("sessions", help="live dashboard sessions (id prefix, user, times)")
+    usr_sub.add_parser("failures", help="failed logins in the window and the waits they impose")
     ue = usr_sub.add_parser("end-sessions", help="end sessions: all of a user's, or one by id")
     ue.add_argument("target", help="a username, or a session id prefix from `user sessions`")
 
@@ -340,6 +341,12 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
                         f"last {row.last_seen_at:%Y-%m-%d %H:%M}\t"
                         f"until {row.expires_at:%Y-%m-%d %H:%M}"
                     )
+            elif args.action == "failures":
+                from collector.users import failures_report
+
+                for kind, who, n, wait in failures_report(s, now):
+                    note = f"waits {wait:.0f} s" if wait > 0 else "no wait"
+                    print(f"{kind}\t{who}\t{n} failures\t{note}")
             elif args.action == "end-sessions":
                 user = s.scalars(select(User).where(User.username == args.target)).first()
                 if user is not None:

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         False, description="Include pseudonymous employee codes in the analyst feed."
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    trusted_proxies: str = Field(
+        "",
+        description="Reverse proxies (addresses or networks, comma-separated) whose "
+        "`X-Forwarded-For` is believed; empty: none, the peer address is the client's.",
+    )
     http_port: int = Field(8080, description="Port of the HTTP API.")
     secret_key: str = Field(
         DEV_SECRET,
@@ -145,6 +150,14 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("use mqtt://host:port or mqtts://host:port")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        from collector.clientaddr import parse_networks
+
+        parse_networks(value)
         return value
 
     @model_validator(mode="after")

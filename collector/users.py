@@ -1,14 +1,27 @@
-"""Dashboard users: argon2-hashed passwords, roles scoped like tokens, a login rate limit.
+"""Dashboard users: argon2-hashed passwords, roles scoped like tokens, login throttling.
 
-A username that failed ``MAX_FAILURES_PER_USER`` times, or an address that failed
-``MAX_FAILURES_PER_ADDRESS`` times, within ``WINDOW`` is refused until the window has
-passed, whether the next password is right or not. Failures are kept in the database,
-so the limit holds across processes and restarts.
+Throttling slows guessing without handing anyone a lockout. Failed logins within
+``WINDOW`` are counted three ways, and each count past its free allowance makes the
+next attempt wait, doubling from one second up to a cap (HTTP 429 with Retry-After):
+
+- per (username, address): 3 free, then up to 15 minutes — one person guessing one
+  account;
+- per address, any usernames: 10 free, then up to 15 minutes — password spraying from
+  one place, however many usernames it tries;
+- per username, any addresses: 20 free, then up to 1 minute — a distributed attack on
+  one account is slowed, yet a stranger's few requests never keep its owner out, and
+  no count ever locks an account.
+
+The wait runs from the last failure that counted. Every failure and every throttled
+attempt is in the audit log; ``gnahat-collector user failures`` shows admins the
+current counts and waits. Failures are kept in the database, so the limits hold across
+processes and restarts.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,8 +33,10 @@ from collector.models import AuditLog, LoginFailure, User
 from collector.websessions import end_all
 
 WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_USER = 5
-MAX_FAILURES_PER_ADDRESS = 20
+#: (free failures, longest wait in seconds) per kind of count.
+PAIR_LIMIT = (3, 15 * 60)
+ADDRESS_LIMIT = (10, 15 * 60)
+USER_LIMIT = (20, 60)
 MIN_PASSWORD = 12
 _hasher = PasswordHasher()
 
@@ -124,24 +139,55 @@ def disable_user(session: Session, username: str, *, now: datetime) -> None:
     end_all(session, user.id, why="user disabled", now=now)
 
 
+def _wait(count: int, last: datetime | None, limit: tuple[int, int], now: datetime) -> float:
+    """Seconds still to wait after ``count`` failures, the last at ``last``."""
+    free, cap = limit
+    if count < free or last is None:
+        return 0.0
+    delay = min(2.0 ** (count - free), float(cap))
+    return max(0.0, (last + timedelta(seconds=delay) - now).total_seconds())
+
+
+def throttle(session: Session, username: str, address: str, now: datetime) -> tuple[float, str]:
+    """The longest wait any count imposes on this attempt, and which count it is."""
+    since = now - WINDOW
+    recent = LoginFailure.at > since
+
+    def counted(*where: Any) -> tuple[int, datetime | None]:
+        n, last = session.execute(
+            select(func.count(), func.max(LoginFailure.at)).where(recent, *where)
+        ).one()
+        return int(n or 0), last
+
+    checks = [
+        ("username and address", counted(LoginFailure.username == username,
+                                         LoginFailure.address == address), PAIR_LIMIT),
+        ("address", counted(LoginFailure.address == address), ADDRESS_LIMIT),
+        ("username", counted(LoginFailure.username == username), USER_LIMIT),
+    ]  # fmt: skip
+    worst = (0.0, "")
+    for name, (n, last), limit in checks:
+        wait = _wait(n, last, limit, now)
+        if wait > worst[0]:
+            worst = (wait, name)
+    return worst
+
+
 def login(session: Session, username: str, password: str, *, address: str, now: datetime) -> User:
     """Check a login; raises :class:`RateLimited` or :class:`LoginRefused`. The caller
     commits (failures are recorded in the same transaction)."""
-    since = now - WINDOW
-    by_user = session.scalars(
-        select(func.min(LoginFailure.at)).where(
-            LoginFailure.username == username, LoginFailure.at > since
+    username, address = username[:64], address[:64]
+    wait, why = throttle(session, username, address, now)
+    if wait > 0:
+        session.add(
+            AuditLog(
+                at=now,
+                actor=f"address:{address}",
+                action="login.throttled",
+                detail={"username": username, "by": why, "wait_s": round(wait, 1)},
+            )
         )
-    ).one()
-    n_user = session.scalar(
-        select(func.count()).where(LoginFailure.username == username, LoginFailure.at > since)
-    )
-    n_addr = session.scalar(
-        select(func.count()).where(LoginFailure.address == address, LoginFailure.at > since)
-    )
-    if (n_user or 0) >= MAX_FAILURES_PER_USER or (n_addr or 0) >= MAX_FAILURES_PER_ADDRESS:
-        oldest = by_user or now
-        raise RateLimited(max(1, int((oldest + WINDOW - now).total_seconds())))
+        raise RateLimited(max(1, int(wait + 0.999)))
     user = session.scalars(select(User).where(User.username == username)).first()
     ok = False
     if user is not None and user.disabled_at is None:
@@ -152,14 +198,46 @@ def login(session: Session, username: str, password: str, *, address: str, now: 
     else:
         _hasher.hash(password)  # the same work whether or not the user exists
     if not ok or user is None:
-        session.add(LoginFailure(username=username[:64], address=address[:64], at=now))
+        session.add(LoginFailure(username=username, address=address, at=now))
+        session.add(
+            AuditLog(
+                at=now,
+                actor=f"address:{address}",
+                action="login.failed",
+                detail={"username": username},
+            )
+        )
         session.execute(delete(LoginFailure).where(LoginFailure.at < now - 4 * WINDOW))
         raise LoginRefused()
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
-    session.execute(delete(LoginFailure).where(LoginFailure.username == username))
+    # The owner is in: their own pair's failures are forgiven (the address and username
+    # counts stay, so a sprayer who guessed one password is not pardoned for the rest).
+    session.execute(
+        delete(LoginFailure).where(
+            LoginFailure.username == username, LoginFailure.address == address
+        )
+    )
     user.last_login_at = now
     session.add(
         AuditLog(at=now, actor=f"user:{username}", action="login", detail={"address": address})
     )
     return user
+
+
+def failures_report(session: Session, now: datetime) -> list[tuple[str, str, int, float]]:
+    """For admins: (kind, who, failures in the window, seconds still to wait)."""
+    since = now - WINDOW
+    out: list[tuple[str, str, int, float]] = []
+    for kind, col, limit in (
+        ("address", LoginFailure.address, ADDRESS_LIMIT),
+        ("username", LoginFailure.username, USER_LIMIT),
+    ):
+        rows = session.execute(
+            select(col, func.count(), func.max(LoginFailure.at))
+            .where(LoginFailure.at > since)
+            .group_by(col)
+            .order_by(func.count().desc())
+        ).all()
+        out += [(kind, str(who), int(n), _wait(int(n), last, limit, now)) for who, n, last in rows]
+    return out

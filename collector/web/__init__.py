@@ -24,6 +24,7 @@ from collector import scores, websessions
 from collector.api.deps import SessionDep, StateDep
 from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
+from collector.clientaddr import client_address
 from collector.models import AuditLog, Centre, DayNote, Event, Flag, Service, User
 from collector.users import LoginRefused, RateLimited, login
 
@@ -41,7 +42,7 @@ TEXT: dict[str, dict[str, str]] = {
         "password": "Գաղտնաբառ",
         "logout": "Ելք",
         "bad_login": "Սխալ օգտանուն կամ գաղտնաբառ։",
-        "locked": "Չափազանց շատ անհաջող փորձեր։ Փորձեք կրկին {minutes} րոպեից։",
+        "locked": "Չափազանց շատ անհաջող փորձեր։ Փորձեք կրկին {seconds} վայրկյանից։",
         "centre": "Կենտրոն",
         "from": "Սկիզբ",
         "to": "Ավարտ",
@@ -81,7 +82,7 @@ TEXT: dict[str, dict[str, str]] = {
         "password": "Password",
         "logout": "Log out",
         "bad_login": "Wrong username or password.",
-        "locked": "Too many failed attempts. Try again in {minutes} minutes.",
+        "locked": "Too many failed attempts. Try again in {seconds} seconds.",
         "centre": "Centre",
         "from": "From",
         "to": "To",
@@ -195,14 +196,21 @@ def login_submit(
     lang = _lang(request, None)
     if not _csrf_ok(request, csrf):
         return _page(request, "login.html", lang, 403, error=TEXT[lang]["forbidden"])
-    address = request.client.host if request.client else "unknown"
+    address = client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        state.settings.trusted_proxies,
+    )
     try:
         user = login(session, username, password, address=address, now=state.clock())
     except RateLimited as exc:
         session.commit()
-        minutes = max(1, round(exc.retry_after_s / 60))
         resp = _page(
-            request, "login.html", lang, 429, error=TEXT[lang]["locked"].format(minutes=minutes)
+            request,
+            "login.html",
+            lang,
+            429,
+            error=TEXT[lang]["locked"].format(seconds=exc.retry_after_s),
         )
         resp.headers["Retry-After"] = str(exc.retry_after_s)
         return resp
