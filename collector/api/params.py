@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Form, Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator
 
 #: The days any period can name: nothing was rated before the first, and a calendar
 #: that ends far beyond the last keeps every default period computable.
@@ -38,7 +38,9 @@ def _day(value: Any) -> Any:
 _DAY_SCHEMA: dict[str, Any] = {
     "type": "string",
     "format": "date",
-    "pattern": _ISO_DAY.pattern,
+    # The years the bounds allow, so that a client (or a schema-driven fuzzer) generating
+    # from this schema produces days inside them.
+    "pattern": r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
     "x-minimum": MIN_DAY.isoformat(),
     "x-maximum": MAX_DAY.isoformat(),
 }
@@ -80,3 +82,32 @@ def period(start: date | None, end: date | None, today: date, days: int = 30) ->
     if (last - first).days >= MAX_DAYS:
         raise refuse(("query", "start"), f"a period is at most {MAX_DAYS} days")
     return first, last
+
+
+class Problem(BaseModel):
+    """An error that is not about a parameter: ``{"detail": "why"}``."""
+
+    detail: str
+
+
+#: Declared on every route that needs a bearer token.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No bearer token, or an invalid or revoked one"},
+    403: {"model": Problem, "description": "The token's role or centres do not cover this"},
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such unit or centre"},
+}
+_TEXT = {"schema": {"type": "string"}}
+NDJSON_OR_CSV: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One JSON object a line (`format=ndjson`), or CSV with a header row",
+        "content": {"application/x-ndjson": _TEXT, "text/csv": _TEXT},
+    }
+}
+JSON_OR_CSV: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "JSON (`format=json`), or CSV with a header row (`format=csv`)",
+        "content": {"application/json": {"schema": {"type": "object"}}, "text/csv": _TEXT},
+    }
+}

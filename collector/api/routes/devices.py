@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
 
 from collector.api.deps import SessionDep, require
+from collector.api.params import AUTH_RESPONSES, NOT_FOUND
 from collector.auth import Role
 from collector.gaps import stream_gaps
 from collector.models import ApiToken, Device, DeviceState, Quarantine, StreamState
 
-router = APIRouter(prefix="/api/v1", tags=["devices"])
+router = APIRouter(prefix="/api/v1", tags=["devices"], responses=AUTH_RESPONSES)
 Tech = Annotated[ApiToken, Depends(require(Role.TECHNICIAN))]
 
 
@@ -50,7 +51,7 @@ def list_devices(session: SessionDep, _token: Tech) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/devices/{device}/gaps")
+@router.get("/devices/{device}/gaps", responses=NOT_FOUND)
 def device_gaps(device: str, session: SessionDep, _token: Tech) -> dict[str, Any]:
     """Missing seq ranges per stream of a unit (e.g. 41, 42, 44 stored → [43, 43])."""
     gaps = stream_gaps(session, device)

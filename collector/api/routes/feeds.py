@@ -12,11 +12,11 @@ from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
 from collector.api.deps import SessionDep, StateDep, require
-from collector.api.params import Cursor
+from collector.api.params import AUTH_RESPONSES, NDJSON_OR_CSV, Cursor
 from collector.auth import Role
 from collector.models import ApiToken, AuditLog, Centre, Employee, Event, Service
 
-router = APIRouter(prefix="/api/v1/feeds", tags=["feeds"])
+router = APIRouter(prefix="/api/v1/feeds", tags=["feeds"], responses=AUTH_RESPONSES)
 
 FEED_COLUMNS = (
     "id",
@@ -37,7 +37,7 @@ FEED_COLUMNS = (
 )
 
 
-@router.get("/events")
+@router.get("/events", response_class=Response, responses=NDJSON_OR_CSV)
 def events_feed(
     session: SessionDep,
     state: StateDep,

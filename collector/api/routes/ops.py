@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select, text
 
 from collector.api.deps import SessionDep, StateDep, require
+from collector.api.params import AUTH_RESPONSES
 from collector.auth import Role
 from collector.models import ApiToken, DeviceState
 
@@ -48,7 +49,10 @@ def healthz(session: SessionDep, state: StateDep) -> JSONResponse:
 
 @router.get(
     "/metrics",
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        **AUTH_RESPONSES,
+    },
 )
 def metrics(
     session: SessionDep,

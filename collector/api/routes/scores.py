@@ -18,11 +18,19 @@ from sqlalchemy import select
 
 from collector import scores
 from collector.api.deps import SessionDep, StateDep, require
-from collector.api.params import MAX_DAYS, End, Start, period
+from collector.api.params import (
+    AUTH_RESPONSES,
+    JSON_OR_CSV,
+    MAX_DAYS,
+    NOT_FOUND,
+    End,
+    Start,
+    period,
+)
 from collector.auth import Role, scoped_centres
 from collector.models import ApiToken, AuditLog, Centre
 
-router = APIRouter(prefix="/api/v1", tags=["scores"])
+router = APIRouter(prefix="/api/v1", tags=["scores"], responses=AUTH_RESPONSES)
 Viewer = Annotated[ApiToken, Depends(require(Role.ANALYST, Role.MANAGER))]
 Manager = Annotated[ApiToken, Depends(require(Role.MANAGER))]
 
@@ -50,7 +58,7 @@ def centre_scores(
     }
 
 
-@router.get("/scores/centres/{code}/employees")
+@router.get("/scores/centres/{code}/employees", responses=NOT_FOUND)
 def employee_scores(
     code: str,
     session: SessionDep,
@@ -106,7 +114,7 @@ def centre_rankings(
     }
 
 
-@router.get("/open/centres", response_model=None)
+@router.get("/open/centres", response_model=None, responses=JSON_OR_CSV)
 def open_data(
     session: SessionDep,
     state: StateDep,
