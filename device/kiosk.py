@@ -95,7 +95,8 @@ body, main {{ display: flex; flex-direction: column; }}
 main {{ flex: 1; }}
 h1 {{ font-size: clamp(1.6rem, 5vw, 3rem); text-align: center; margin: 1.5rem 1rem .5rem; }}
 #prompt {{ text-align: center; font-size: clamp(1.2rem, 3vw, 2rem); margin: 0 1rem 1rem; }}
-#buttons {{ flex: 1; display: grid; grid-template-columns: repeat({scale}, 1fr); gap: 1.2rem;
+#buttons {{ flex: 1; display: grid; grid-template-columns: repeat({scale}, minmax(0, 1fr));
+  gap: 1.2rem;
   padding: 1rem 1.5rem; }}
 button {{ font: inherit; font-size: clamp(1.4rem, 3.5vw, 2.6rem); color: #000;
   border: 6px solid #fff; border-radius: 1.5rem; min-height: 10rem; cursor: pointer;
@@ -108,6 +109,12 @@ button:disabled {{ opacity: .45; }}
 #status {{ min-height: 4.5rem; text-align: center; font-size: clamp(1.6rem, 5vw, 3.2rem);
   font-weight: 700; margin: .5rem 1rem 1.5rem; }}
 #lang {{ position: absolute; top: .8rem; right: 1rem; color: #fff; font-size: 1.3rem; }}
+button span {{ overflow-wrap: anywhere; }}
+@media (max-width: 40rem) {{
+  #buttons {{ grid-template-columns: minmax(0, 1fr); padding: .75rem; gap: .75rem; }}
+  button {{ min-height: 5rem; flex-direction: row; gap: 1rem; }}
+  h1 {{ margin-top: 3rem; }}
+}}
 """
 
 #: The page's behaviour, a file of its own (no inline script: the page's CSP forbids it).
@@ -240,6 +247,12 @@ def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "gnahat-kiosk"
         sys_version = ""  # no Python version announced
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            # As the standard one, without announcing a server name and version.
+            self.log_request(code)
+            self.send_response_only(code, message)
+            self.send_header("Date", self.date_time_string())
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: the unit's log
             log.debug("kiosk: " + format, *args)

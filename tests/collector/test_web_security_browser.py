@@ -1,0 +1,164 @@
+"""Every page in headless Chromium: the security headers, the pages working under their
+strict CSP (no violation reported), axe-core finding no serious or critical WCAG 2.2 AA
+violation, and nothing scrolling sideways at 320 CSS px, in Armenian and English —
+the dashboard, the login page, the API docs, an API answer and the unit's kiosk."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.auth import Role
+from collector.config import Settings
+from collector.main import create_app
+from collector.store import Store
+from collector.users import create_user
+from simulator.broker import free_port
+from tests.collector.helpers import T0, event, msg
+
+PASSWORD = "correct horse battery"
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+COMMON = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+# Records what the browser refuses under the page's CSP (runs before any page script).
+CSP_PROBE = """
+window.__csp = [];
+document.addEventListener("securitypolicyviolation",
+  e => window.__csp.push(e.violatedDirective + " " + e.blockedURI));
+"""
+
+
+@pytest.fixture
+def collector_url(
+    sessions: sessionmaker[Session], store: Store, database_url: str
+) -> Iterator[str]:
+    import uvicorn
+
+    for device, n in (("am-sh-gyumri1-d01", 9), ("am-sh-gyumri1-d02", 6)):
+        store.process([msg(event(i, device=device), device=device) for i in range(1, n + 1)])
+    with sessions() as s, s.begin():
+        create_user(
+            s, "anna", PASSWORD, role=Role.MANAGER, centres=["SH-GYUMRI1"], now=T0,
+            display_name="Աննա Հովհաննիսյան",
+        )  # fmt: skip
+    app = create_app(Settings(database_url=database_url))
+    app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", server_header=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    while not server.started:
+        assert thread.is_alive(), "the app did not start"
+        started.wait(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def kiosk_url(mock_factory: Any, tmp_path: Path) -> Iterator[str]:
+    from device.config import KioskConfig
+    from device.kiosk import KioskServer
+    from tests.device.helpers import clock, config, make_unit
+
+    cfg = replace(config(tmp_path, cooldown_s=3), kiosk=KioskConfig(enabled=True, port=0))
+    unit, _outbox, _fb = make_unit(cfg, mock_factory, clock())
+    server = KioskServer(unit, cfg.kiosk).start()
+    yield server.url.rstrip("/")
+    server.stop()
+
+
+def check_headers(headers: dict[str, str], *, page: bool) -> None:
+    h = {k.lower(): v for k, v in headers.items()}
+    for name, value in COMMON.items():
+        assert h.get(name) == value, (name, h)
+    csp = h.get("content-security-policy", "")
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp, csp
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "server" not in h, h.get("server", "")
+    if page:
+        assert h.get("cache-control") == "no-store"
+
+
+def audit(page: Any, label: str) -> None:
+    """No CSP violation, no serious/critical axe finding, no sideways scroll at 320 px."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    page.wait_for_load_state("load")
+    violations_csp = page.evaluate("window.__csp")
+    assert violations_csp == [], (label, violations_csp)
+    results = Axe().run(page, options={"runOnly": {"type": "tag", "values": WCAG}})
+    bad = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert bad == [], (label, bad)
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    wide = page.evaluate(
+        """Array.from(document.querySelectorAll('body *'))
+          .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+          .slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' '
+            + Math.round(e.getBoundingClientRect().right))"""
+    )
+    assert width[0] <= width[1], (label, "scrolls sideways", width, wide)
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 320, "height": 700})
+    ctx.add_init_script(CSP_PROBE)
+    yield ctx
+    ctx.close()
+
+
+@pytest.mark.parametrize("lang", ["hy", "en"])
+def test_collector_pages_headers_csp_axe_and_reflow(
+    collector_url: str, context: Any, lang: str
+) -> None:
+    page = context.new_page()
+    r = page.goto(f"{collector_url}/login?lang={lang}")
+    check_headers(r.headers, page=True)
+    audit(page, f"login {lang}")
+    page.get_by_label(re.compile("Օգտանուն|Username")).fill("anna")
+    page.get_by_label(re.compile("Գաղտնաբառ|Password")).fill(PASSWORD)
+    page.get_by_role("button", name=re.compile("Մուտք|Log in")).click()
+    page.wait_for_url(re.compile("/dashboard"))
+    r = page.goto(f"{collector_url}/dashboard?lang={lang}")
+    check_headers(r.headers, page=True)
+    assert "Աշխատակից 01" in page.content()  # staff names are as registered
+    audit(page, f"dashboard {lang}")
+    # The API and its docs, served locally, under the same policy.
+    api = context.request.get(f"{collector_url}/api/v1/open/centres")
+    assert api.status == 200
+    check_headers(api.headers, page=True)
+    r = page.goto(f"{collector_url}/docs")
+    check_headers(r.headers, page=True)
+    page.wait_for_selector(".swagger-ui .info", timeout=15000)  # Swagger UI ran
+    assert page.evaluate("window.__csp") == []
+    static = context.request.get(f"{collector_url}/static/gnahat.css")
+    assert static.status == 200 and "no-store" not in static.headers.get("cache-control", "")
+
+
+@pytest.mark.parametrize("lang", ["hy", "en"])
+def test_kiosk_page_headers_csp_axe_and_reflow(kiosk_url: str, context: Any, lang: str) -> None:
+    page = context.new_page()
+    r = page.goto(f"{kiosk_url}/?lang={lang}")
+    check_headers(r.headers, page=True)
+    assert page.locator("main").count() == 1  # a main landmark
+    page.wait_for_function("document.getElementById('prompt').textContent.length > 0")
+    audit(page, f"kiosk {lang}")
