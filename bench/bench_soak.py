@@ -149,7 +149,7 @@ def run(results: Results) -> None:
             soak(broker, f"sqlite:///{work / 'soak.db'}", "sqlite", results)
         base = pg_url()
         if base is None:
-            print("soak.postgres.*: MISSING — no PostgreSQL answers (set GNAHAT_TEST_DATABASE_URL)")
+            results.missing("soak.postgres.*", "no PostgreSQL answers (GNAHAT_TEST_DATABASE_URL)")
             return
         with MosquittoBroker(work / "broker-pg", autosave_interval=1800) as broker:
             soak(broker, pg_schema(base, "bench_soak"), "postgres", results)

@@ -17,6 +17,11 @@ class Results:
         note = f"   (goal {goal})" if goal else ""
         print(f"{name:45s} {value:14.3f} {unit}{note}", flush=True)
 
+    def missing(self, name: str, why: str) -> None:
+        """A figure that could not be measured: said, never silently dropped."""
+        self.figures[name] = {"value": "missing", "unit": why}
+        print(f"{name:45s} {'MISSING':>14s} ({why})", flush=True)
+
     def write(self) -> None:
         self.path.write_text(json.dumps(self.figures, indent=2) + "\n", encoding="utf-8")
 

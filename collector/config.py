@@ -55,7 +55,10 @@ class Settings(BaseSettings):
     )
     ingest_batch_size: int = Field(1000, description="Largest number of messages per commit.")
     ingest_batch_ms: int = Field(
-        50, description="Longest wait (ms) to fill a batch before committing what is there."
+        0,
+        ge=0,
+        description="Extra wait (ms) for more messages before a commit; 0: group commit — "
+        "commit at once what has arrived (batches form only under load).",
     )
     ingest_queue_max: int = Field(
         5000,

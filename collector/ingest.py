@@ -324,9 +324,15 @@ class Ingest:
     # ------------------------------------------------------------ the writer
 
     def _take_batch(self) -> list[Received]:
+        """Group commit: the first message, then whatever else is already waiting.
+
+        An idle writer commits a lone press at once; under load, messages pile up while
+        the previous commit runs and go together in the next. ``ingest_batch_ms`` > 0
+        adds a deliberate wait for more (rarely useful).
+        """
         size = self.settings.ingest_batch_size
         try:
-            first = self._queue.get(timeout=0.1)
+            first = self._queue.get(timeout=0.5)
         except queue.Empty:
             return []
         batch = [first]

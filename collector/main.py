@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +55,10 @@ def create_app(
             state.ingest.start()
         if forwarder is not None:
             forwarder.start()  # its own thread and sessions: a slow M&E IS never holds ingest
+        # What start-up built lives as long as the process: keep it out of every later
+        # full collection (those pauses were the tail of the JSON-heavy answers).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -268,6 +268,11 @@ class DailyAggregate(Base):
     """
 
     __tablename__ = "daily_aggregates"
+    __table_args__ = (
+        # One centre's cells over a period (the dashboard, a manager's scores) without
+        # reading every centre's: the primary key leads with the day.
+        Index("ix_daily_aggregates_centre_day", "centre_id", "day"),
+    )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     centre_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     employee_id: Mapped[int] = mapped_column(Integer, primary_key=True)

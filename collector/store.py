@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import threading
 from collections import Counter
@@ -169,19 +170,25 @@ class _Driver:
     """
 
     _converters: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
+    _pg_types: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(self, conn: Any, table: Any) -> None:
         self.conn = conn
         self.table = table.name
         dialect = conn.dialect
+        self.pg = dialect.name == "postgresql"
         self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
         key = (table.name, dialect.name)
         if key not in self._converters:  # once per table and database kind
             procs = {c.name: c.type.bind_processor(dialect) for c in table.columns}
-            if dialect.name == "postgresql":
+            if self.pg:
                 from psycopg.types.json import Json
 
                 procs.update({c.name: Json for c in table.columns if isinstance(c.type, JSON)})
+                self._pg_types[table.name] = {
+                    c.name: "json" if isinstance(c.type, JSON) else c.type.compile(dialect)
+                    for c in table.columns
+                }
             self._converters[key] = procs
         self.procs = self._converters[key]
 
@@ -196,6 +203,8 @@ class _Driver:
     def insert_returning(
         self, cols: Sequence[str], rows: list[dict[str, Any]], conflict: str, returning: str
     ) -> list[Any]:
+        if self.pg:
+            return self._insert_unnest(cols, rows, conflict, returning)
         one = "(" + ", ".join([self.mark] * len(cols)) + ")"
         sql = (
             f"INSERT INTO {self.table} ({', '.join(cols)}) VALUES "
@@ -206,6 +215,36 @@ class _Driver:
         for row in rows:
             params += self.values(cols, row)
         return list(self.conn.exec_driver_sql(sql, tuple(params)))
+
+    def _insert_unnest(
+        self, cols: Sequence[str], rows: list[dict[str, Any]], conflict: str, returning: str
+    ) -> list[Any]:
+        """PostgreSQL: one array per column, whatever the number of rows.
+
+        The statement stays short and identical from batch to batch, so psycopg keeps
+        its parsed form (and the server can prepare it); a multi-row ``VALUES`` with
+        thousands of placeholders is re-parsed by the driver on every batch.
+        """
+        types = self._pg_types[self.table]
+        arrays: list[list[Any]] = [[] for _ in cols]
+        for row in rows:
+            for i, c in enumerate(cols):
+                v = row.get(c)
+                if v is not None:
+                    if types[c] == "json":
+                        v = json.dumps(v, ensure_ascii=False)  # cast back to json below
+                    else:
+                        proc = self.procs[c]
+                        v = proc(v) if proc is not None else v
+                arrays[i].append(v)
+        args = ", ".join("%s::text[]" if types[c] == "json" else f"%s::{types[c]}[]" for c in cols)
+        picks = ", ".join(f"{c}::json" if types[c] == "json" else c for c in cols)
+        sql = (
+            f"INSERT INTO {self.table} ({', '.join(cols)}) "
+            f"SELECT {picks} FROM unnest({args}) AS t({', '.join(cols)}) "
+            f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}"
+        )
+        return list(self.conn.exec_driver_sql(sql, tuple(arrays)))
 
     def upsert_many(
         self, cols: Sequence[str], rows: list[dict[str, Any]], conflict: str, update: str
@@ -471,8 +510,9 @@ class Store:
         fast = _Driver(session.connection(), Event.__table__)
         cols = EVENT_COLUMNS
         inserted: dict[p.EventKey, int] = {}
-        for start in range(0, len(rows), 400):
-            chunk = rows[start : start + 400]
+        step = 5000 if fast.pg else 400  # SQLite: a bound on variables per statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
             found = fast.insert_returning(
                 cols, chunk, "device, stream, seq", "id, device, stream, seq"
             )

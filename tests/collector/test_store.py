@@ -196,3 +196,13 @@ def test_changed_at_and_resolved_at_come_from_the_injected_clock(
     assert store.replay_quarantine() == {"stored": 1}
     with sessions() as s:
         assert s.scalars(select(Quarantine.resolved_at)).one() == now[0]
+
+
+def test_unknown_fields_keep_their_armenian_text_on_every_database(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    note = {"note": "Շնորհակալություն։ և", "layout": {"rows": 2}, "big": 2**62}
+    store.process([msg([replace(event(i), extra=note) for i in (1, 2)])])
+    with sessions() as s:
+        extras = [e.extra for e in s.scalars(select(Event).order_by(Event.seq))]
+    assert extras == [note, note]
