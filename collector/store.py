@@ -705,6 +705,25 @@ class Store:
         dialect = conn.dialect
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         to_db = UTCDateTime().bind_processor(dialect) or (lambda v: v)
+        tail = (
+            "SELECT ranges.device FROM ranges JOIN events "
+            "ON events.device = ranges.device AND events.pressed_at >= ranges.lo "
+            f"AND events.pressed_at <= ranges.hi AND events.type = {mark} "
+            f"GROUP BY ranges.device HAVING count(*) > {mark}"
+        )
+        if dialect.name == "postgresql":  # three arrays: one short statement, parsed once
+            sql = (
+                "WITH ranges AS (SELECT * FROM unnest(%s::varchar[], %s::timestamptz[], "
+                "%s::timestamptz[]) AS r(device, lo, hi)) " + tail
+            )
+            arrays = (
+                [d for d, _, _ in rows],
+                [to_db(lo) for _, lo, _ in rows],
+                [to_db(hi) for _, _, hi in rows],
+                p.EventType.RATING.value,
+                self.burst_max,
+            )
+            return {d for (d,) in conn.exec_driver_sql(sql, arrays)}
         tuples = ", ".join([f"({mark}, {mark}, {mark})"] * len(rows))
         sql = (
             f"WITH ranges(device, lo, hi) AS (VALUES {tuples}) "

@@ -390,7 +390,6 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
         raise ProtocolError(
             ErrorCode.NOT_OBJECT, f"an event is a JSON object, got {type(obj).__name__}"
         )
-    _check_values(obj)
     version = _int(obj, "v")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -445,6 +444,10 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
     else:
         staff = _badge(obj, nullable=etype is EventType.STAFF_LOGOUT)
     extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
+    if extra:
+        # The known fields were checked above (types, patterns, ranges); unknown ones
+        # are kept as they came, so they get the column-safety check here.
+        _check_values(extra)
     return Event(
         type=etype,
         device=device,
