@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rebuild-aggregates":
         from collector.store import Store
 
-        print(f"{Store(_sessions(settings)).rebuild_all_aggregates()} cells rebuilt")
+        print(f"aggregates rebuilt: {Store(_sessions(settings)).rebuild_all_aggregates()}")
         return 0
     parser.error(f"unknown command {args.command}")
     return 2

@@ -13,32 +13,28 @@ import json
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, cast
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     JSON,
     String,
-    Table,
     and_,
-    case,
     column,
-    delete,
-    func,
     select,
-    text,
     tuple_,
     update,
     values,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.aggregates import RebuildReport, rebuild
+from collector.aggregates import lock as lock_aggregates
 from collector.dating import Dating, date_events, db_finder
 from collector.models import (
-    EXCLUDED_FROM_SCORES,
     DailyAggregate,
     DeviceState,
     Event,
@@ -80,7 +76,6 @@ EVENT_COLUMNS = (
 #: unreadable batch keeps its head, its length and its SHA-256).
 QUARANTINE_RAW_MAX = 8 * 1024
 QUARANTINE_TOPIC_MAX = 512
-AGG_LOCK_KEY = 0x676E6168  # "gnah": serialises aggregate updates across processes (PostgreSQL)
 
 
 class Reason:
@@ -539,7 +534,7 @@ class Store:
         """Add new ratings to their day's cells; move newly flagged old ones out of scores.
 
         Increments are atomic upserts, so the cells stay exact with several writers;
-        ``recompute_aggregates`` rebuilds the same numbers from events.
+        ``collector.aggregates.rebuild`` rebuilds the same numbers from events.
         """
         new_ids = {r["id"] for r in ratings}
         flagged_ids = {f.id for f in flagged}
@@ -609,8 +604,7 @@ class Store:
         )
 
     def _lock_aggregates(self, session: Session) -> None:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AGG_LOCK_KEY})
+        lock_aggregates(session)
 
     @staticmethod
     def agg_key(row: dict[str, Any]) -> tuple[Any, int, int, int]:
@@ -737,54 +731,6 @@ class Store:
             params += [device, to_db(lo), to_db(hi)]
         params += [p.EventType.RATING.value, self.burst_max]
         return {d for (d,) in conn.exec_driver_sql(sql, tuple(params))}
-
-    def recompute_aggregates(self, session: Session, keys: Iterable[Any]) -> None:
-        """Rebuild daily aggregate cells from events: exact, idempotent, late-event safe."""
-        keys = sorted(set(keys))
-        now = self.clock()
-        agg = cast(Table, DailyAggregate.__table__)
-        emp = func.coalesce(Event.employee_id, 0)
-        svc = func.coalesce(Event.service_id, 0)
-        for start in range(0, len(keys), 200):
-            chunk = keys[start : start + 200]
-            days = {k[0] for k in chunk}
-            centres = {k[1] for k in chunk}
-            session.execute(
-                delete(agg).where(
-                    tuple_(agg.c.day, agg.c.centre_id, agg.c.employee_id, agg.c.service_id).in_(
-                        chunk
-                    )
-                )
-            )
-            scored = Event.flags.op("&")(int(EXCLUDED_FROM_SCORES)) == 0
-            cols = [
-                Event.day,
-                Event.centre_id,
-                emp.label("employee_id"),
-                svc.label("service_id"),
-                Event.scale,
-                *(
-                    func.sum(case((and_(scored, Event.score == level), 1), else_=0)).label(
-                        f"n{level}"
-                    )
-                    for level in range(1, 6)
-                ),
-                func.sum(case((scored, 1), else_=0)).label("n"),
-                func.sum(case((scored, 0), else_=1)).label("excluded"),
-            ]
-            query = (
-                select(*cols)
-                .where(
-                    Event.type == p.EventType.RATING.value,
-                    Event.day.in_(days),
-                    Event.centre_id.in_(centres),
-                    tuple_(Event.day, Event.centre_id, emp, svc).in_(chunk),
-                )
-                .group_by(Event.day, Event.centre_id, emp, svc, Event.scale)
-            )
-            values = [dict(r._mapping, changed_at=now) for r in session.execute(query)]
-            if values:
-                session.execute(agg.insert(), values)
 
     def _store_quarantine(self, session: Session, items: list[_Q], result: BatchResult) -> None:
         """Keep each refused message once (by topic and bytes), counting repeats.
@@ -942,26 +888,10 @@ class Store:
         self._store_events(session, [row], result)
         return "stored" if result.stored else "duplicate"
 
-    def rebuild_all_aggregates(self) -> int:
-        """Recompute every aggregate cell from events (after a bulk fix)."""
-        with self.sessions() as session, session.begin():
-            self._lock_aggregates(session)
-            # Days whose raw events retention deleted keep their aggregates: they are
-            # the only record left.
-            kept_from = _purged_before(session)
-            query = (
-                select(Event.day, Event.centre_id, Event.employee_id, Event.service_id)
-                .where(Event.type == p.EventType.RATING.value)
-                .distinct()
-            )
-            wipe = delete(DailyAggregate)
-            if kept_from is not None:
-                query = query.where(Event.day >= kept_from)
-                wipe = wipe.where(DailyAggregate.day >= kept_from)
-            keys = {(d, c, e or 0, s or 0) for d, c, e, s in session.execute(query)}
-            session.execute(wipe)
-            self.recompute_aggregates(session, keys)
-            return len(keys)
+    def rebuild_all_aggregates(self) -> RebuildReport:
+        """Recompute every aggregate cell from events (after a bulk fix): see
+        :mod:`collector.aggregates`."""
+        return rebuild(self.sessions, clock=self.clock)
 
 
 def _newer(col: str, cols: Sequence[str]) -> str:
@@ -983,10 +913,3 @@ def _newer(col: str, cols: Sequence[str]) -> str:
         f"{col} = CASE WHEN {kept} IS NULL OR excluded.{stamp} >= {kept} "
         f"THEN excluded.{col} ELSE device_state.{col} END"
     )
-
-
-def _purged_before(session: Session) -> date | None:
-    from collector.models import Meta
-
-    row = session.get(Meta, "purged_before")
-    return date.fromisoformat(row.value) if row is not None and row.value else None

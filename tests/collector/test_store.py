@@ -206,3 +206,56 @@ def test_unknown_fields_keep_their_armenian_text_on_every_database(
     with sessions() as s:
         extras = [e.extra for e in s.scalars(select(Event).order_by(Event.seq))]
     assert extras == [note, note]
+
+
+def test_a_rebuild_touches_only_cells_whose_counts_changed(
+    sessions: sessionmaker[Session],
+) -> None:
+    from sqlalchemy import delete as sql_delete
+    from sqlalchemy import update as sql_update
+
+    from collector.aggregates import STEP_DAYS
+
+    now = [T0 + timedelta(days=40)]
+    store = Store(sessions, clock=lambda: now[0])
+    # Thirty days of presses at one desk, one an hour for 8 hours a day.
+    batch = [
+        msg(event(d * 8 + h + 1, at=T0 - timedelta(days=30) + timedelta(days=d, hours=h)))
+        for d in range(30)
+        for h in range(8)
+    ]
+    store.process(batch)
+
+    def cells() -> dict[tuple[object, ...], tuple[tuple[int, ...], object]]:
+        with sessions() as s:
+            return {
+                (a.day, a.centre_id, a.employee_id, a.service_id, a.scale): (
+                    (a.n1, a.n2, a.n3, a.n4, a.n5, a.n, a.excluded),
+                    a.changed_at,
+                )
+                for a in s.scalars(select(DailyAggregate))
+            }
+
+    before = cells()
+    now[0] += timedelta(days=1)
+    report = store.rebuild_all_aggregates()
+    assert (report.changed, report.removed) == (0, 0)  # ingest was exact: nothing to do
+    assert report.days >= 30 and report.longest_step_s > 0
+    assert cells() == before  # not even a changed_at stamp moved
+    victim = sorted(before)[3]
+    with sessions() as s, s.begin():  # a bulk fix gone wrong in one cell
+        s.execute(
+            sql_update(DailyAggregate)
+            .where(DailyAggregate.day == victim[0], DailyAggregate.centre_id == victim[1])
+            .values(n=DailyAggregate.n + 5)
+        )
+        s.execute(sql_delete(Event).where(Event.day == sorted(before)[10][0]))
+    now[0] += timedelta(days=1)
+    report = store.rebuild_all_aggregates()
+    assert report.changed == 1 and report.removed == 1
+    after = cells()
+    assert after[victim][0] == before[victim][0] and after[victim][1] == now[0]
+    assert sorted(before)[10] not in after
+    untouched = [k for k in after if k != victim]
+    assert all(after[k] == before[k] for k in untouched)
+    assert STEP_DAYS < 30  # so the rebuild above went in several short steps

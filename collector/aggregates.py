@@ -1,0 +1,171 @@
+"""Daily aggregate cells rebuilt from raw events: set-based, in short steps, and only
+what changed is touched.
+
+Ingest keeps the cells exact incrementally (atomic ``+=`` upserts under the aggregate
+lock); a rebuild is for after a bulk fix. It goes a few days at a time, each step one
+transaction: one ``GROUP BY`` over those days' events, compared with the cells kept;
+cells whose counts differ are written and stamped (so forwarding re-sends only them),
+cells with no events left are removed. Ingest waits at most one step for the lock.
+Days whose raw events retention deleted keep their cells: they are the only record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, case, delete, func, select, text, tuple_
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.models import EXCLUDED_FROM_SCORES, DailyAggregate, Event, Meta
+from device import protocol as p
+
+AGG_LOCK_KEY = 0x676E6168  # "gnah": serialises aggregate updates across processes (PostgreSQL)
+COUNTERS = ("n1", "n2", "n3", "n4", "n5", "n", "excluded")
+#: Days per step of a rebuild (one transaction each).
+STEP_DAYS = 7
+
+CellKey = tuple[date, int, int, int, int]
+
+
+@dataclass
+class RebuildReport:
+    days: int = 0
+    cells: int = 0
+    changed: int = 0
+    removed: int = 0
+    longest_step_s: float = 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.days} day(s), {self.cells} cells checked, {self.changed} changed, "
+            f"{self.removed} removed; longest step {self.longest_step_s * 1000:.0f} ms"
+        )
+
+
+def lock(session: Session) -> None:
+    """Take the aggregate lock for this transaction (PostgreSQL; SQLite has one writer)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AGG_LOCK_KEY})
+
+
+def purged_before(session: Session) -> date | None:
+    row = session.get(Meta, "purged_before")
+    return date.fromisoformat(row.value) if row is not None and row.value else None
+
+
+def counts_from_events(session: Session, first: date, last: date) -> dict[CellKey, tuple[int, ...]]:
+    """Every cell of ``first..last`` as the events say: one GROUP BY."""
+    scored = Event.flags.op("&")(int(EXCLUDED_FROM_SCORES)) == 0
+    emp = func.coalesce(Event.employee_id, 0)
+    svc = func.coalesce(Event.service_id, 0)
+    query = (
+        select(
+            Event.day,
+            Event.centre_id,
+            emp,
+            svc,
+            Event.scale,
+            *(
+                func.sum(case((and_(scored, Event.score == level), 1), else_=0))
+                for level in range(1, 6)
+            ),
+            func.sum(case((scored, 1), else_=0)),
+            func.sum(case((scored, 0), else_=1)),
+        )
+        .where(
+            Event.type == p.EventType.RATING.value,
+            Event.day >= first,
+            Event.day <= last,
+            Event.centre_id.is_not(None),
+        )
+        .group_by(Event.day, Event.centre_id, emp, svc, Event.scale)
+    )
+    return {
+        (r[0], r[1], r[2], r[3], r[4]): tuple(int(x) for x in r[5:]) for r in session.execute(query)
+    }
+
+
+def rebuild(sessions: sessionmaker[Session], *, clock: Callable[[], datetime]) -> RebuildReport:
+    """Make every cell equal what the events say (see the module docstring)."""
+    report = RebuildReport()
+    with sessions() as s:
+        kept_from = purged_before(s)
+        bounds = s.execute(
+            select(func.min(Event.day), func.max(Event.day)).where(
+                Event.type == p.EventType.RATING.value
+            )
+        ).one()
+        cell_bounds = s.execute(
+            select(func.min(DailyAggregate.day), func.max(DailyAggregate.day))
+        ).one()
+    lows = [d for d in (bounds[0], cell_bounds[0]) if d is not None]
+    highs = [d for d in (bounds[1], cell_bounds[1]) if d is not None]
+    if not lows:
+        return report
+    first, end = min(lows), max(highs)
+    if kept_from is not None:
+        first = max(first, kept_from)
+    day = first
+    while day <= end:
+        last = min(day + timedelta(days=STEP_DAYS - 1), end)
+        started = time.perf_counter()
+        with sessions() as s, s.begin():
+            lock(s)
+            _rebuild_step(s, day, last, clock(), report)
+        report.longest_step_s = max(report.longest_step_s, time.perf_counter() - started)
+        report.days += (last - day).days + 1
+        day = last + timedelta(days=1)
+    return report
+
+
+def _rebuild_step(
+    s: Session, first: date, last: date, now: datetime, report: RebuildReport
+) -> None:
+    want = counts_from_events(s, first, last)
+    agg = DailyAggregate
+    kept: dict[CellKey, tuple[int, ...]] = {
+        (r[0], r[1], r[2], r[3], r[4]): tuple(int(x) for x in r[5:])
+        for r in s.execute(
+            select(
+                agg.day, agg.centre_id, agg.employee_id, agg.service_id, agg.scale,
+                *(getattr(agg, c) for c in COUNTERS),
+            ).where(agg.day >= first, agg.day <= last)
+        )
+    }  # fmt: skip
+    report.cells += len(want)
+    gone = [k for k, v in kept.items() if k not in want and any(v)]
+    changed = [k for k, v in want.items() if kept.get(k) != v]
+    for start in range(0, len(gone), 500):
+        s.execute(
+            delete(agg).where(
+                tuple_(agg.day, agg.centre_id, agg.employee_id, agg.service_id, agg.scale).in_(
+                    gone[start : start + 500]
+                )
+            )
+        )
+    if changed:
+        rows: list[dict[str, Any]] = []
+        for k in changed:
+            rows.append(
+                {
+                    "day": k[0], "centre_id": k[1], "employee_id": k[2], "service_id": k[3],
+                    "scale": k[4], **dict(zip(COUNTERS, want[k], strict=True)),
+                    "changed_at": now,
+                }
+            )  # fmt: skip
+        existing = [k for k in changed if k in kept]
+        for start in range(0, len(existing), 500):
+            s.execute(
+                delete(agg).where(
+                    tuple_(agg.day, agg.centre_id, agg.employee_id, agg.service_id, agg.scale).in_(
+                        existing[start : start + 500]
+                    )
+                )
+            )
+        s.execute(cast(Table, agg.__table__).insert(), rows)
+    report.changed += len(changed)
+    report.removed += len(gone)
