@@ -178,3 +178,16 @@ def test_feed_never_skips_an_event_a_second_worker_commits_late(
         all_ids = sorted(s.scalars(select(Event.id)))
     assert len(all_ids) == 3
     assert sorted(seen) == all_ids  # every event served, none skipped
+
+
+def test_feed_times_are_iso_8601_in_both_formats(
+    client: TestClient, store: Store, sessions: sessionmaker[Session]
+) -> None:
+    store.process([msg(event(1))])
+    tok = token(sessions, Role.ANALYST)
+    line = json.loads(client.get("/api/v1/feeds/events", headers=auth(tok)).text)
+    assert line["pressed_at"] == (T0 + timedelta(minutes=1)).isoformat()
+    assert line["day"] == "2026-11-24" and line["received_at"].endswith("+00:00")
+    csv_text = client.get("/api/v1/feeds/events", params={"format": "csv"}, headers=auth(tok)).text
+    row = next(csv.DictReader(io.StringIO(csv_text)))
+    assert row["pressed_at"] == line["pressed_at"] and row["day"] == line["day"]
