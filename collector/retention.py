@@ -14,6 +14,7 @@ too; unresolved ones wait for an operator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -62,8 +63,16 @@ def apply_retention(
     now: datetime,
     dry_run: bool = False,
     actor: str = "cli",
+    batch: int = 10_000,
+    on_batch: Callable[[str, str, int], None] | None = None,
 ) -> RetentionReport:
-    """Delete raw events of days before ``cutoff`` (see the module docstring)."""
+    """Delete raw events of days before ``cutoff`` (see the module docstring).
+
+    Set-based, in batches of at most ``batch`` events of one stream, each its own
+    transaction (ingest of that stream waits at most one batch); what a batch deleted
+    is recorded in the same transaction, so a run killed midway resumes where it
+    stopped and ends as an uninterrupted one. ``on_batch`` is told after each commit.
+    """
     report = RetentionReport(cutoff)
     with sessions() as s:
         streams = s.execute(
@@ -72,8 +81,16 @@ def apply_retention(
             )
         ).all()
     for device, stream in streams:
-        with sessions() as s, s.begin():
-            _purge_stream(s, device, stream, cutoff, report, dry_run=dry_run)
+        after = 0
+        while True:  # bounded batches, each committed: a kill loses at most one batch
+            with sessions() as s, s.begin():
+                n, after = _purge_stream(
+                    s, device, stream, cutoff, report, dry_run=dry_run, after=after, limit=batch
+                )
+            if n and not dry_run and on_batch is not None:
+                on_batch(device, stream, n)
+            if dry_run or n < batch:
+                break
     with sessions() as s, s.begin():
         before = datetime.combine(cutoff, time(), tzinfo=UTC)
         old_quarantine = select(Quarantine.id).where(
@@ -106,31 +123,52 @@ def apply_retention(
 
 
 def _purge_stream(
-    s: Session, device: str, stream: str, cutoff: date, report: RetentionReport, *, dry_run: bool
-) -> None:
-    old = list(
-        s.scalars(
-            select(Event.seq)
-            .where(Event.device == device, Event.stream == stream, Event.day < cutoff)
-            .order_by(Event.seq)
+    s: Session,
+    device: str,
+    stream: str,
+    cutoff: date,
+    report: RetentionReport,
+    *,
+    dry_run: bool,
+    after: int,
+    limit: int,
+) -> tuple[int, int]:
+    """One batch of one stream; returns (events in it, last seq of it)."""
+    query = (
+        select(Event.seq)
+        .where(
+            Event.device == device,
+            Event.stream == stream,
+            Event.day < cutoff,
+            Event.seq > after,
         )
+        .order_by(Event.seq)
     )
+    old = list(s.scalars(query if dry_run else query.limit(limit)))
     if not old:
-        return
+        return 0, after
     st = s.get(StreamState, (device, stream), with_for_update=not dry_run)
     assert st is not None
-    report.streams_purged += 1
+    if after == 0:
+        report.streams_purged += 1
     report.events_deleted += len(old)
     ranges = p.ranges_from_seqs(old)
     # Gaps among what goes: holes between the deleted seqs that no stored or purged seq
     # covers. They stay gaps; say so, since the raw neighbours that framed them go.
     holes = {(lo, hi) for lo, hi in stream_gaps(s, device).get(stream, [])}
     first, last = ranges[0][0], ranges[-1][1]
-    report.gaps += [(device, stream, lo, hi) for lo, hi in sorted(holes) if first < lo <= last]
+    floor = after if after else first
+    report.gaps += [(device, stream, lo, hi) for lo, hi in sorted(holes) if floor < lo <= last]
     if dry_run:
-        return
+        return len(old), last
     s.execute(
-        delete(Event).where(Event.device == device, Event.stream == stream, Event.day < cutoff)
+        delete(Event).where(
+            Event.device == device,
+            Event.stream == stream,
+            Event.day < cutoff,
+            Event.seq >= first,
+            Event.seq <= last,
+        )
     )
     through = st.purged_through
     for lo, hi in ranges:
@@ -147,3 +185,4 @@ def _purge_stream(
             PurgedRange.seq_to <= through,
         )
     )
+    return len(old), last

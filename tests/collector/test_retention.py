@@ -124,3 +124,49 @@ def test_the_late_missing_event_goes_at_the_next_run_and_its_gap_closes(
     with sessions() as s:
         assert stream_gaps(s, DEV) == {"s1": []}
     assert filled.process([msg(event(16, at=T0))]).duplicates == 1
+
+
+def test_a_retention_killed_midway_resumes_and_ends_like_an_uninterrupted_one(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """Bounded batches, each committed: a kill after the second batch, then a new run,
+    end with the same rows, ranges and gaps as one run without the kill."""
+    from collector.models import PurgedRange
+
+    seqs_sent = [i for i in range(1, 41) if i not in (7, 23)]  # two gaps
+    store.process([msg(event(i, at=T0)) for i in seqs_sent])  # all on an old day
+    store.process([msg(event(i, at=T0 + timedelta(days=3))) for i in (41, 42)])
+
+    class Killed(Exception):
+        pass
+
+    batches: list[int] = []
+
+    def kill_after_two(device: str, stream: str, n: int) -> None:
+        batches.append(n)
+        if len(batches) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        apply_retention(
+            sessions, CUTOFF, now=T0 + timedelta(days=400), batch=5, on_batch=kill_after_two
+        )
+    assert seqs(sessions) != [41, 42]  # stopped midway, what it did is committed
+    report = apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400), batch=5)
+    assert seqs(sessions) == [41, 42]
+    with sessions() as s:
+        through = s.scalar(select(StreamState.purged_through))
+        ranges = sorted((r.seq_from, r.seq_to) for r in s.scalars(select(PurgedRange)))
+        gaps = stream_gaps(s, DEV)
+    # As one uninterrupted run would leave it: 1..6 a prefix, the rest as ranges.
+    assert through == 6
+    covered = {q for lo, hi in ranges for q in range(lo, hi + 1)}
+    assert covered == set(seqs_sent) - set(range(1, 7))
+    assert gaps == {"s1": [(7, 7), (23, 23)]}
+    assert report.events_deleted == len(seqs_sent) - 10  # the rest, after the 2 batches of 5
+    assert filled_dup(store) == 1
+
+
+def filled_dup(store: Store) -> int:
+    """A re-send of a deleted event is still a duplicate."""
+    return store.process([msg(event(12, at=T0))]).duplicates
