@@ -38,8 +38,10 @@ def install(app: FastAPI, *, production: bool) -> None:
         h["X-Content-Type-Options"] = "nosniff"
         h["Referrer-Policy"] = "no-referrer"
         h["Cross-Origin-Opener-Policy"] = "same-origin"
-        if not request.url.path.startswith(("/static/", "/docs/assets/")):
-            h["Cache-Control"] = "no-store"
+        if "cache-control" not in h and not request.url.path.startswith(
+            ("/static/", "/docs/assets/")
+        ):
+            h["Cache-Control"] = "no-store"  # unless a route chose (public open data)
         if production:
             h["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
         return response

@@ -223,3 +223,31 @@ def test_token_cli_scopes_managers(
     assert capsys.readouterr().out.startswith("gnh_")
     assert main(["token", "list"]) == 0
     assert capsys.readouterr().out.rstrip().endswith("\tG\tSH-GYUMRI1")
+
+
+def test_open_data_is_cacheable_and_changes_its_etag_with_the_data(
+    database_url: str, sessions: sessionmaker[Session], store: Store
+) -> None:
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from collector.config import Settings
+    from collector.main import create_app
+    from tests.collector.helpers import T0, event, msg
+
+    store.process([msg(event(i)) for i in range(1, 12)])
+    app = create_app(Settings(database_url=database_url))
+    app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
+    with TestClient(app) as c:
+        first = c.get("/api/v1/open/centres")
+        etag = first.headers["etag"]
+        assert first.status_code == 200 and first.headers["cache-control"] == "public, max-age=60"
+        again = c.get("/api/v1/open/centres", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.content == b""
+        assert c.get("/api/v1/open/centres").json() == first.json()  # from memory, the same
+        csv_tag = c.get("/api/v1/open/centres", params={"format": "csv"}).headers["etag"]
+        assert csv_tag != etag
+        store.process([msg(event(i)) for i in range(12, 15)])  # new ratings arrive
+        changed = c.get("/api/v1/open/centres", headers={"If-None-Match": etag})
+        assert changed.status_code == 200 and changed.headers["etag"] != etag

@@ -143,9 +143,12 @@ def test_collector_pages_headers_csp_axe_and_reflow(
     assert "Աշխատակից 01" in page.content()  # staff names are as registered
     audit(page, f"dashboard {lang}")
     # The API and its docs, served locally, under the same policy.
-    api = context.request.get(f"{collector_url}/api/v1/open/centres")
+    api = context.request.get(f"{collector_url}/healthz")
     assert api.status == 200
     check_headers(api.headers, page=True)
+    open_data = context.request.get(f"{collector_url}/api/v1/open/centres")
+    check_headers(open_data.headers, page=False)  # public, cacheable: no personal data
+    assert open_data.headers["cache-control"] == "public, max-age=60"
     r = page.goto(f"{collector_url}/docs")
     check_headers(r.headers, page=True)
     page.wait_for_selector(".swagger-ui .info", timeout=15000)  # Swagger UI ran

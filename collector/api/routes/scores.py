@@ -8,13 +8,16 @@ finer: an employee's figure for a single press time cannot be singled out.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+from collections import OrderedDict
 from datetime import date
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from sqlalchemy import select
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from sqlalchemy import func, select
 
 from collector import scores
 from collector.api.deps import SessionDep, StateDep, require
@@ -28,7 +31,7 @@ from collector.api.params import (
     period,
 )
 from collector.auth import Role, scoped_centres
-from collector.models import ApiToken, AuditLog, Centre
+from collector.models import ApiToken, AuditLog, Centre, DailyAggregate
 
 router = APIRouter(prefix="/api/v1", tags=["scores"], responses=AUTH_RESPONSES)
 Viewer = Annotated[ApiToken, Depends(require(Role.ANALYST, Role.MANAGER))]
@@ -114,17 +117,53 @@ def centre_rankings(
     }
 
 
-@router.get("/open/centres", response_model=None, responses=JSON_OR_CSV)
+#: Open-data answers by ETag: the same period and data give the same bytes.
+_OPEN_CACHE: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+_OPEN_CACHE_SIZE = 64
+
+
+@router.get(
+    "/open/centres",
+    response_model=None,
+    responses={**JSON_OR_CSV, 304: {"description": "Not modified (`If-None-Match`)"}},
+)
 def open_data(
+    request: Request,
     session: SessionDep,
     state: StateDep,
     start: Start = None,
     end: End = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
-) -> Response | dict[str, Any]:
+) -> Response:
     """Public, no token: centre × service CSAT where n >= 10, with complementary
-    suppression (hidden cells carry no numbers)."""
+    suppression (hidden cells carry no numbers).
+
+    The answer changes only when aggregates change: it carries an ``ETag`` (the period,
+    the format and the newest aggregate change) and may be cached for a minute; an
+    ``If-None-Match`` that still holds gets 304, and repeated asks are served from memory.
+    """
     first, last = _period(state, start, end)
+    newest, cells = session.execute(
+        select(func.max(DailyAggregate.changed_at), func.count()).where(
+            DailyAggregate.day >= first, DailyAggregate.day <= last
+        )
+    ).one()
+    tag_src = f"{first}|{last}|{format}|{newest}|{cells}|{scores.PUBLIC_MIN_N}"
+    etag = '"' + hashlib.sha256(tag_src.encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=60"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    cached = _OPEN_CACHE.get(etag)
+    if cached is None:
+        cached = _open_body(session, first, last, format)
+        _OPEN_CACHE[etag] = cached
+        while len(_OPEN_CACHE) > _OPEN_CACHE_SIZE:
+            _OPEN_CACHE.popitem(last=False)
+    body, media = cached
+    return Response(body, media_type=media, headers=headers)
+
+
+def _open_body(session: Any, first: date, last: date, format: str) -> tuple[bytes, str]:
     rows = scores.public_table(session, first, last)
     if format == "csv":
         buf = io.StringIO()
@@ -136,10 +175,11 @@ def open_data(
             else:
                 lo, hi = r["csat_ci95"]
                 w.writerow([first, last, r["centre"], r["service"], r["n"], r["csat"], lo, hi])
-        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
-    return {
+        return buf.getvalue().encode("utf-8"), "text/csv; charset=utf-8"
+    body = {
         "start": first.isoformat(),
         "end": last.isoformat(),
         "min_n": scores.PUBLIC_MIN_N,
         "cells": rows,
     }
+    return orjson.dumps(body), "application/json"
