@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
@@ -49,6 +49,7 @@ def get_session(state: StateDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False)
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 def current_token(
@@ -69,8 +70,11 @@ def current_token(
             "invalid or revoked token",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    token.last_used_at = state.clock()
-    session.commit()
+    now = state.clock()
+    # "Last used" to the minute: one write a minute per token, not one per request.
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_EVERY:
+        token.last_used_at = now
+        session.commit()
     return token
 
 

@@ -191,3 +191,26 @@ def test_feed_times_are_iso_8601_in_both_formats(
     csv_text = client.get("/api/v1/feeds/events", params={"format": "csv"}, headers=auth(tok)).text
     row = next(csv.DictReader(io.StringIO(csv_text)))
     assert row["pressed_at"] == line["pressed_at"] and row["day"] == line["day"]
+
+
+def test_a_token_s_last_use_is_written_once_a_minute_not_per_request(
+    client: TestClient, sessions: sessionmaker[Session]
+) -> None:
+    from collector.models import ApiToken
+
+    tok = token(sessions, Role.ANALYST)
+    clock = client.app.state.gnahat  # type: ignore[attr-defined]
+    start = T0 + timedelta(days=1)
+    clock.clock = lambda: start
+    for _ in range(3):
+        assert client.get("/api/v1/scores/centres", headers=auth(tok)).status_code == 200
+    with sessions() as s:
+        assert s.scalars(select(ApiToken.last_used_at)).one() == start
+    clock.clock = lambda: start + timedelta(seconds=30)
+    client.get("/api/v1/scores/centres", headers=auth(tok))
+    with sessions() as s:
+        assert s.scalars(select(ApiToken.last_used_at)).one() == start  # not yet
+    clock.clock = lambda: start + timedelta(seconds=61)
+    client.get("/api/v1/scores/centres", headers=auth(tok))
+    with sessions() as s:
+        assert s.scalars(select(ApiToken.last_used_at)).one() == start + timedelta(seconds=61)
