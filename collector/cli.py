@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="HTTP API and MQTT ingest in one process")
     serve.add_argument("--no-ingest", action="store_true", help="HTTP only")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="HTTP worker processes (with --no-ingest; run `ingest` as its own service)",
+    )
     serve.add_argument("--migrate", action="store_true", help="migrate the database first")
     sub.add_parser("ingest", help="MQTT ingest only (run several with a shared subscription)")
     sub.add_parser("migrate", help="create or upgrade the database schema (alembic upgrade head)")
@@ -146,6 +153,27 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.migrate:
         migrate(settings.database_url)
     _check_schema(settings)
+    if args.workers > 1:
+        if not args.no_ingest:
+            print(
+                "gnahat-collector: --workers needs --no-ingest: run `gnahat-collector ingest` "
+                "as its own service (one ingest per client id)",
+                file=sys.stderr,
+            )
+            return 2
+        if args.env_file:  # each worker process reads the same settings
+            os.environ["GNAHAT_ENV_FILE"] = str(Path(args.env_file).resolve())
+        uvicorn.run(
+            "collector.main:app_from_env",
+            factory=True,
+            workers=args.workers,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="info",
+            server_header=False,
+            proxy_headers=False,
+        )
+        return 0
     app = create_app(settings, ingest=not args.no_ingest)
     uvicorn.run(
         app,

@@ -92,3 +92,11 @@ def create_app(
         https_only=settings.environment == "production",
     )
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The HTTP app of one worker of ``serve --workers N`` (settings from the environment,
+    or the file named by ``GNAHAT_ENV_FILE``); ingest runs as its own process."""
+    from collector.config import load_settings
+
+    return create_app(load_settings(os.environ.get("GNAHAT_ENV_FILE") or None), ingest=False)
