@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select, text
 
-from bench.bench_collector import DEVICES, pg_schema, pg_url, prepared_db
+from bench.bench_collector import payloads, pg_schema, pg_url, prepared_db
 from bench.common import Results
 from collector.config import Settings
 from collector.db import make_engine, session_factory
@@ -28,7 +28,6 @@ from collector.ingest import Ingest
 from collector.metrics import Metrics
 from collector.models import Event
 from collector.store import Store
-from device import protocol as p
 from simulator.broker import MosquittoBroker
 
 RATE = 2000  # events/s
@@ -51,26 +50,6 @@ def collector_rss(ing: Ingest) -> float:
     return rss_mb(os.getpid()) + (rss_mb(child) if child else 0.0)
 
 
-def event(device: str, seq: int) -> bytes:
-    return p.encode_event(
-        p.Event(
-            type=p.EventType.RATING,
-            device=device,
-            stream="soak",
-            seq=seq,
-            at=f"2026-11-24T{9 + seq // 3600 % 9:02d}:{seq // 60 % 60:02d}:{seq % 60:02d}+04:00",
-            clock_synced=True,
-            boot="b",
-            mono_ms=seq,
-            sent_mono_ms=seq + 5,
-            sent_boot="b",
-            score=1 + seq % 4,
-            scale=4,
-            staff=None,
-        )
-    )
-
-
 def publish_paced(broker: MosquittoBroker, seconds: float, stop: threading.Event) -> int:
     """Publish RATE events/s across the fleet for ``seconds``; returns how many."""
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-pub", protocol=mqtt.MQTTv311)
@@ -78,15 +57,15 @@ def publish_paced(broker: MosquittoBroker, seconds: float, stop: threading.Event
     pub.max_queued_messages_set(0)
     pub.connect(broker.host, broker.port)
     pub.loop_start()
+    msgs = payloads(int(RATE * seconds) + RATE, "soak")  # the fleet's presses, in order
     sent, infos = 0, []
     t0 = time.monotonic()
     tick = 0.05
     while time.monotonic() - t0 < seconds and not stop.is_set():
         due = int((time.monotonic() - t0 + tick) * RATE) - sent
-        for _ in range(max(due, 0)):
-            device = DEVICES[sent % len(DEVICES)]
-            seq = sent // len(DEVICES) + 1
-            infos.append(pub.publish(p.event_topic(device), event(device, seq), qos=1))
+        for _ in range(max(0, min(due, len(msgs) - sent))):
+            topic, body = msgs[sent]
+            infos.append(pub.publish(topic, body, qos=1))
             sent += 1
         time.sleep(tick)
     for info in infos:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,3 +57,35 @@ def msg(
 
 def replace(e: p.Event, **changes: Any) -> p.Event:
     return dataclasses.replace(e, **changes)
+
+
+@contextlib.contextmanager
+def served(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port (as ``serve`` runs it: no
+    ``server`` header, no forwarded headers believed); yields its base URL."""
+    import uvicorn
+
+    from simulator.broker import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            server_header=False,
+            proxy_headers=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    while not server.started:
+        assert thread.is_alive(), "the app did not start"
+        started.wait(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

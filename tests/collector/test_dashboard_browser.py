@@ -3,7 +3,6 @@ uvicorn on a loopback port over a real database."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -16,16 +15,14 @@ from collector.config import Settings
 from collector.main import create_app
 from collector.store import Store
 from collector.users import create_user
-from simulator.broker import free_port
 from tests.collector.helpers import T0, event, msg
+from tests.collector.helpers import served as serving
 
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def served(database_url: str, sessions: sessionmaker[Session], store: Store) -> Iterator[str]:
-    import uvicorn
-
     for device, n in (("am-sh-gyumri1-d01", 7), ("am-sh-gyumri1-d02", 3)):
         store.process([msg(event(i, device=device), device=device) for i in range(1, n + 1)])
     with sessions() as s, s.begin():
@@ -35,26 +32,8 @@ def served(database_url: str, sessions: sessionmaker[Session], store: Store) -> 
         )  # fmt: skip
     app = create_app(Settings(database_url=database_url))
     app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            server_header=False,
-            proxy_headers=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not server.started:
-        assert thread.is_alive(), "the app did not start"
-        started.wait(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture

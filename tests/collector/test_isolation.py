@@ -47,6 +47,24 @@ def refuse_seq_in_database(sessions: sessionmaker[Session], database_url: str) -
             )
 
 
+def started(
+    make_ingest: Callable[..., Ingest],
+    store: Store,
+    broker: MosquittoBroker,
+    database_url: str,
+    client_id: str,
+    **settings: object,
+) -> Ingest:
+    """An ingest on ``store`` with its own client id, subscribed and taking messages."""
+    config = Settings(
+        database_url=database_url, mqtt_url=broker.url, mqtt_client_id=client_id, **settings
+    )
+    ing = make_ingest(config, store)
+    ing.start()
+    assert ing.wait_until_subscribed()
+    return ing
+
+
 def acked(msgs: list[tuple[str, bytes]]) -> set[tuple[str, str, int]]:
     out = set()
     for t, payload in msgs:
@@ -65,16 +83,15 @@ def test_a_row_the_database_refuses_is_quarantined_alone_and_the_rest_flows(
     make_ingest: Callable[..., Ingest],
 ) -> None:
     refuse_seq_in_database(sessions, database_url)
-    settings = Settings(
-        database_url=database_url,
-        mqtt_url=broker.url,
-        mqtt_client_id="collector-isolation",
+    ing = started(
+        make_ingest,
+        Store(sessions),
+        broker,
+        database_url,
+        "collector-isolation",
         ingest_batch_ms=200,  # the poison and the good messages share one batch
         ingest_receiver=receiver,
     )
-    ing = make_ingest(settings, Store(sessions))
-    ing.start()
-    assert ing.wait_until_subscribed()
     acks = Recorder(broker, ["gnahat/v1/dev/+/ack"], client_id="rec-iso")
     pub = publisher(broker)
     # One unit's backlog of 5 with the refused element in the middle; another unit's
@@ -131,15 +148,14 @@ def test_values_the_database_cannot_hold_are_refused_per_element_and_acked(
     sessions: sessionmaker[Session],
     make_ingest: Callable[..., Ingest],
 ) -> None:
-    settings = Settings(
-        database_url=database_url,
-        mqtt_url=broker.url,
-        mqtt_client_id="collector-poison-values",
+    ing = started(
+        make_ingest,
+        Store(sessions),
+        broker,
+        database_url,
+        "collector-poison-values",
         ingest_batch_ms=100,
     )
-    ing = make_ingest(settings, Store(sessions))
-    ing.start()
-    assert ing.wait_until_subscribed()
     acks = Recorder(broker, ["gnahat/v1/dev/+/ack"], client_id="rec-poison")
     pub = publisher(broker)
     # A status the broker retains, and health figures, that PostgreSQL once refused.
@@ -318,12 +334,7 @@ def test_stopping_while_the_database_is_down_does_not_spin(
         raise OperationalError("INSERT", {}, Exception("connection refused"))
 
     store.process = down  # type: ignore[method-assign]
-    settings = Settings(
-        database_url=database_url, mqtt_url=broker.url, mqtt_client_id="collector-down"
-    )
-    ing = make_ingest(settings, store)
-    ing.start()
-    assert ing.wait_until_subscribed()
+    ing = started(make_ingest, store, broker, database_url, "collector-down")
     acks = Recorder(broker, ["gnahat/v1/dev/+/ack"], client_id="rec-down")
     pub = publisher(broker, client_id="pub-down")
     for i in range(1, 21):
@@ -408,12 +419,7 @@ def test_a_flood_of_junk_from_one_unit_keeps_the_database_bounded_and_others_flo
 
     from collector.store import QUARANTINE_RAW_MAX
 
-    settings = Settings(
-        database_url=database_url, mqtt_url=broker.url, mqtt_client_id="collector-flood"
-    )
-    ing = make_ingest(settings, Store(sessions))
-    ing.start()
-    assert ing.wait_until_subscribed()
+    ing = started(make_ingest, Store(sessions), broker, database_url, "collector-flood")
     pub = publisher(broker, client_id="pub-flood")
     junk_n, size = 60, 400_000  # under the broker's packet limit, far over an event
     infos = []

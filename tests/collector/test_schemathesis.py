@@ -14,21 +14,18 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.auth import Role, create_token, revoke_token
 from collector.config import Settings
 from collector.main import create_app
 from collector.store import Store
-from simulator.broker import free_port
-from tests.collector.helpers import T0, event, msg
+from tests.collector.helpers import T0, event, msg, served
 
 EXAMPLES = 200
 
@@ -48,19 +45,8 @@ def live(
         revoke_token(s, row.id)
     app = create_app(Settings(database_url=database_url, feed_settle_s=0))
     app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", server_header=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not server.started:
-        assert thread.is_alive(), "the app did not start"
-        started.wait(0.02)
-    yield f"http://127.0.0.1:{port}", tokens
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url, tokens
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ the dashboard, the login page, the API docs, an API answer and the unit's kiosk.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -21,8 +20,7 @@ from collector.config import Settings
 from collector.main import create_app
 from collector.store import Store
 from collector.users import create_user
-from simulator.broker import free_port
-from tests.collector.helpers import T0, event, msg
+from tests.collector.helpers import T0, event, msg, served
 
 PASSWORD = "correct horse battery"
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
@@ -43,7 +41,6 @@ document.addEventListener("securitypolicyviolation",
 def collector_url(
     sessions: sessionmaker[Session], store: Store, database_url: str
 ) -> Iterator[str]:
-    import uvicorn
 
     for device, n in (("am-sh-gyumri1-d01", 9), ("am-sh-gyumri1-d02", 6)):
         store.process([msg(event(i, device=device), device=device) for i in range(1, n + 1)])
@@ -54,19 +51,8 @@ def collector_url(
         )  # fmt: skip
     app = create_app(Settings(database_url=database_url))
     app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", server_header=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    started = threading.Event()
-    while not server.started:
-        assert thread.is_alive(), "the app did not start"
-        started.wait(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url
 
 
 @pytest.fixture
