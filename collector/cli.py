@@ -11,6 +11,7 @@ import sys
 import threading
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from collector.config import Settings, load_settings
 
@@ -100,11 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     fwd = sub.add_parser("forward", help="forwarding of daily aggregates to the M&E IS")
     fwd_sub = fwd.add_subparsers(dest="action", required=True, metavar="ACTION")
-    fwd_sub.add_parser("status", help="batches by state; parked ones with their reason")
+    fwd_sub.add_parser(
+        "status", help="batches by state; each centre/day not delivered, with the reason"
+    )
     fwd_sub.add_parser("run", help="plan and push what is due, once, now")
-    fr = fwd_sub.add_parser("retry", help="re-queue parked batches (after a fix)")
+    fr = fwd_sub.add_parser(
+        "retry", help="re-queue parked or locked batches (after a fix, or a period reopened)"
+    )
     fr.add_argument("keys", nargs="*", metavar="KEY", help="batch keys (CENTRE/yyyyMMdd)")
-    fr.add_argument("--all", action="store_true", help="every parked batch")
+    fr.add_argument("--all", action="store_true", help="every parked or locked batch")
+    fwd_sub.add_parser(
+        "mapping", help="print the mapping in use (GNAHAT_FORWARD_MAPPING, or the registry's)"
+    )
+    fm = fwd_sub.add_parser(
+        "metadata", help="print the DHIS2 metadata package that makes the mapping true"
+    )
+    fm.add_argument(
+        "--org-units",
+        action="store_true",
+        help="also create the org units (a test instance; a ministry's has its own)",
+    )
+    fwd_sub.add_parser(
+        "check", help="ask the M&E IS (read-only) whether everything mapped exists; 1 on a gap"
+    )
     fd = fwd_sub.add_parser("dry-run", help="check a day's mapping with the M&E IS (dryRun)")
     fd.add_argument("--day", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
     fd.add_argument("--centre", help="one centre code (default: all with ratings that day)")
@@ -395,28 +414,49 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from collector.forward import Forwarder
-    from collector.models import ForwardBatch
+    from collector import mapping as mapping_mod
 
     sessions = _sessions(settings)
-    if args.action == "status":
-        with sessions() as s:
-            batches = s.scalars(select(ForwardBatch).order_by(ForwardBatch.batch_key)).all()
-        by_state: dict[str, int] = {}
-        for b in batches:
-            by_state[b.state] = by_state.get(b.state, 0) + 1
-        print(", ".join(f"{n} {k}" for k, n in sorted(by_state.items())) or "no batches yet")
-        for b in batches:
-            if b.state != "sent" or b.warning:
-                note = b.last_error or b.warning or ""
-                when = b.next_attempt_at.isoformat() if b.next_attempt_at else "-"
-                print(f"{b.batch_key}\t{b.state}\tv{b.version}\ttries {b.attempts}\t{when}\t{note}")
+    try:
+        if settings.forward_mapping:
+            mapping = mapping_mod.load(settings.forward_mapping)
+        else:
+            with sessions() as s:
+                mapping = mapping_mod.derive_from_db(s)
+    except (mapping_mod.MappingError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "mapping":
+        sys.stdout.write(mapping_mod.to_csv(mapping))
         return 0
+    if args.action == "metadata":
+        try:
+            package = mapping_mod.metadata_package(mapping, org_units=args.org_units)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(package, ensure_ascii=False, indent=2))
+        return 0
+    if args.action == "status":
+        return _forward_status(sessions)
     if not settings.forward_url:
         print("error: set GNAHAT_FORWARD_URL to the M&E IS", file=sys.stderr)
         return 2
+    if args.action == "check":
+        from collector.forward import make_http_client
+        from collector.me_check import CheckFailed, check
+
+        with make_http_client(settings) as http:
+            try:
+                findings = check(mapping, http, settings.forward_url)
+            except CheckFailed as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        for f in findings:
+            print(f)
+        return 1 if any(f.level == "error" for f in findings) else 0
+    from collector.forward import Forwarder
+
     forwarder = Forwarder(sessions, settings)
     try:
         if args.action == "run":
@@ -434,10 +474,44 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
             for code, outcome in results:
                 ok = outcome.kind == "sent"
                 bad += not ok
-                print(f"{code}\t{'OK' if ok else outcome.kind.upper()}\t{outcome.detail}")
+                label = "OK" if ok else outcome.kind.upper()
+                print(f"{code}\t{label}\t{outcome.detail}".rstrip())
             return 1 if bad else 0
     finally:
         forwarder.stop()
+    return 0
+
+
+PROBLEMS = {
+    "link": "the M&E IS did not answer",
+    "server": "the M&E IS failed (5xx or throttled)",
+    "auth": "the M&E IS refused the account",
+    "mapping": "values refused: a mapping or metadata gap",
+    "not_open": "the period is not open yet in the M&E IS",
+    "locked": "locked in the M&E IS",
+    "unmapped": "the mapping does not cover it",
+    "answer": "the M&E IS answered something unusable",
+}
+
+
+def _forward_status(sessions: Any) -> int:
+    from sqlalchemy import select
+
+    from collector.models import ForwardBatch
+
+    with sessions() as s:
+        batches = s.scalars(select(ForwardBatch).order_by(ForwardBatch.batch_key)).all()
+    by_state: dict[str, int] = {}
+    for b in batches:
+        by_state[b.state] = by_state.get(b.state, 0) + 1
+    print(", ".join(f"{n} {k}" for k, n in sorted(by_state.items())) or "no batches yet")
+    for b in batches:
+        if b.state == "sent":
+            continue
+        why = PROBLEMS.get(b.problem or "", "")
+        when = b.next_attempt_at.isoformat() if b.next_attempt_at else "-"
+        detail = " - ".join(x for x in (why, b.last_error or "") if x)
+        print(f"{b.batch_key}\t{b.state}\tv{b.version}\ttries {b.attempts}\t{when}\t{detail}")
     return 0
 
 

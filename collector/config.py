@@ -5,6 +5,7 @@ The table in docs/operations.md lists every setting; a test keeps them equal.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -135,12 +136,14 @@ class Settings(BaseSettings):
     forward_today: bool = Field(
         False, description="Also push the running day (re-pushed as it changes)."
     )
-    forward_data_set: str | None = Field(
-        None, description="`dataSet` code written into every dataValueSet, if the M&E IS wants one."
+    forward_mapping: Path | None = Field(
+        None,
+        description="Mapping file (CSV) from centres, services and score levels to the M&E IS's "
+        "org units, data elements and category option combos; unset: derived from the "
+        "registry (`forward mapping` writes it, `forward metadata` the matching package).",
     )
-    forward_data_element: str = Field(
-        "GNAHAT_R{scale}_{level}",
-        description="Data element code per scale and score level (`{scale}`, `{level}`).",
+    forward_max_values: int = Field(
+        1000, ge=1, description="Most data values in one push; a larger batch goes in parts."
     )
     forward_employee_level: bool = Field(
         False,

@@ -38,18 +38,39 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector import mapping as mapping_mod
 from collector.config import Settings
 from collector.models import Centre, DailyAggregate, Employee, ForwardBatch, Meta, Service
 
 log = logging.getLogger(__name__)
 
-PENDING, SENT, PARKED = "pending", "sent", "parked"
-NO_SERVICE = "NONE"
+PENDING, SENT, PARKED, LOCKED = "pending", "sent", "parked", "locked"
+NO_SERVICE = mapping_mod.NO_SERVICE
 #: Cells changed within this margin before the last planning are looked at again, so a
 #: transaction that stamped ``changed_at`` before a planning run but committed after it
 #: is never missed (an unchanged batch costs only a hash comparison).
 PLAN_MARGIN = timedelta(minutes=10)
 BACKOFF_BASE_S = 10.0
+#: A value refused for a fixable reason (mapping, metadata) is tried again no sooner than this.
+REFUSED_MIN_WAIT_S = 60.0
+
+# DHIS2 import conflict codes (dhis-api/.../feedback/ErrorCode.java, used by
+# dhis-service-dxf2/.../datavalueset/DataValueImportConflict.java and
+# DataValueSetImportConflict.java at 2.41.9).
+#: The period is closed for data entry: expired, approved, outside input periods. Final
+#: unless an administrator acts (a lock exception, unapproval), then ``forward retry``.
+LOCKED_CODES = frozenset({"E7640", "E7642", "E7643", "E7644"})
+#: The period is not open yet on the server's clock: it will be.
+NOT_OPEN_CODES = frozenset({"E7641"})
+#: Metadata or mapping gaps (an unknown data set, org unit, element, combo; no write
+#: access; a value of the wrong type): fixable on either side, so retried with backoff.
+MAPPING_CODES = frozenset(
+    {
+        "E7600", "E7601", "E7602", "E7603", "E7604", "E7610", "E7611", "E7612", "E7613",
+        "E7614", "E7615", "E7616", "E7617", "E7618", "E7619", "E7621", "E7622", "E7630",
+        "E7631", "E7632", "E7633", "E7634", "E7635", "E7636", "E7638", "E7639",
+    }
+)  # fmt: skip
 
 
 def utcnow() -> datetime:
@@ -66,16 +87,76 @@ class Cell:
 
 @dataclass
 class Outcome:
-    """What one push came to."""
+    """What one push came to.
 
-    kind: str  # "sent", "warning", "retry", "parked"
+    ``kind``: ``sent`` (the M&E IS holds our values, whatever it counted), ``retry`` (the
+    server or the link failed: this batch and the rest of the round wait), ``refused``
+    (values refused for a fixable reason: this batch waits, the round goes on), ``locked``
+    (the period is closed there) or ``parked`` (an answer we cannot use: an operator looks).
+    """
+
+    kind: str
     detail: str = ""
     retry_after_s: float | None = None
     summary: dict[str, Any] | None = None
+    problem: str | None = None
+    rejected: frozenset[int] = frozenset()
+    """Indexes of the values the M&E IS refused (``rejectedIndexes``), when it says."""
+
+
+class Unmapped(ValueError):
+    """A batch names something the mapping does not: it cannot be built."""
+
+
+#: One value's identity upstream: (orgUnit, dataElement, categoryOptionCombo, attributeOptionCombo).
+RemoteKey = tuple[str, str, str, str]
+
+
+def value_key(dv: dict[str, Any], payload: dict[str, Any]) -> RemoteKey:
+    return (
+        dv.get("orgUnit") or payload["orgUnit"],
+        dv["dataElement"],
+        dv.get("categoryOptionCombo") or "",
+        dv.get("attributeOptionCombo") or "",
+    )
+
+
+@dataclass
+class Remote:
+    """What the M&E IS holds of a batch, as far as we know: values it confirmed, and keys
+    we sent without a confirmation (they may be there: a value we stop sending is
+    deleted if it was either)."""
+
+    scheme: str = ""
+    confirmed: dict[RemoteKey, str] = field(default_factory=dict)
+    maybe: set[RemoteKey] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, raw: Any) -> Remote:
+        if not isinstance(raw, dict):
+            return cls()
+        return cls(
+            str(raw.get("scheme", "")),
+            {tuple(k[:4]): str(k[4]) for k in raw.get("confirmed", [])},
+            {tuple(k[:4]) for k in raw.get("maybe", [])},
+        )
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "confirmed": sorted([*k, v] for k, v in self.confirmed.items()),
+            "maybe": sorted(list(k) for k in self.maybe - set(self.confirmed)),
+        }
 
 
 class Adapter(Protocol):
+    mapping: mapping_mod.Mapping
+
     def build(self, centre: str, day: date, cells: list[Cell]) -> dict[str, Any]: ...
+
+    def request(
+        self, payload: dict[str, Any], remote: Remote, *, full: bool
+    ) -> dict[str, Any] | None: ...
 
     def send(
         self, http: httpx.Client, payload: dict[str, Any], key: str, *, dry_run: bool = False
@@ -84,19 +165,34 @@ class Adapter(Protocol):
 
 @dataclass
 class Dhis2Adapter:
-    """DHIS2 ``dataValueSets`` JSON: ``POST /api/dataValueSets`` with ``idScheme=code``."""
+    """DHIS2 ``dataValueSets`` JSON (2.38 to 2.41): ``POST /api/dataValueSets`` with the
+    mapping's ``idScheme``, one request per (centre, day), split when larger than
+    ``max_values``."""
 
     base_url: str
-    data_element: str = "GNAHAT_R{scale}_{level}"
-    data_set: str | None = None
+    mapping: mapping_mod.Mapping
+    max_values: int = 1000
 
     def build(self, centre: str, day: date, cells: list[Cell]) -> dict[str, Any]:
+        m = self.mapping
+        ou = m.org_units.get(centre)
+        if ou is None:
+            raise Unmapped(f"centre {centre} has no org_unit row in {m.source}")
+        assert m.data_set is not None
         values = []
         for cell in cells:
+            service = m.services.get(cell.service)
+            if service is None:
+                raise Unmapped(f"service {cell.service} has no service row in {m.source}")
             for level, count in enumerate(cell.counts, start=1):
+                element = m.element(cell.scale, level)
+                if element is None:
+                    raise Unmapped(f"data_element R{cell.scale}_{level} has no row in {m.source}")
+                if count == 0 and not m.zeros_significant:
+                    continue  # the mapping omits zeros: absent, and deleted if sent before
                 dv: dict[str, Any] = {
-                    "dataElement": self.data_element.format(scale=cell.scale, level=level),
-                    "categoryOptionCombo": cell.service,
+                    "dataElement": m.ident(element),
+                    "categoryOptionCombo": m.ident(service),
                     "value": str(count),
                 }
                 if cell.employee is not None:
@@ -106,34 +202,76 @@ class Dhis2Adapter:
             key=lambda v: (
                 v["dataElement"],
                 v["categoryOptionCombo"],
-                v.get("attributeOptionCombo"),
+                v.get("attributeOptionCombo", ""),
             )
         )
-        payload: dict[str, Any] = {
+        return {
+            "dataSet": m.ident(m.data_set),
             "period": day.strftime("%Y%m%d"),
-            "orgUnit": centre,
+            "orgUnit": m.ident(ou),
             "dataValues": values,
         }
-        if self.data_set:
-            payload["dataSet"] = self.data_set
-        return payload
+
+    def request(
+        self, payload: dict[str, Any], remote: Remote, *, full: bool
+    ) -> dict[str, Any] | None:
+        """The body to send: values the M&E IS does not hold yet as we hold them (all of
+        them when ``full``), and a deletion of every value we sent before and hold no more.
+        None when there is nothing to send."""
+        current = {value_key(dv, payload): dv for dv in payload["dataValues"]}
+        same_scheme = remote.scheme in ("", self.mapping.id_scheme)
+        values = [
+            dv
+            for k, dv in current.items()
+            if full or not same_scheme or remote.confirmed.get(k) != dv["value"]
+        ]
+        if same_scheme:
+            for ou, de, coc, aoc in sorted((set(remote.confirmed) | remote.maybe) - set(current)):
+                gone: dict[str, Any] = {"dataElement": de, "orgUnit": ou, "deleted": True}
+                if coc:
+                    gone["categoryOptionCombo"] = coc
+                if aoc:
+                    gone["attributeOptionCombo"] = aoc
+                values.append(gone)
+        if not values:
+            return None
+        return {**payload, "dataValues": values}
 
     def send(
         self, http: httpx.Client, payload: dict[str, Any], key: str, *, dry_run: bool = False
     ) -> Outcome:
-        params = {"importStrategy": "CREATE_AND_UPDATE", "idScheme": "code"}
+        params = {"importStrategy": "CREATE_AND_UPDATE", "idScheme": self.mapping.id_scheme}
         if dry_run:
             params["dryRun"] = "true"
-        try:
-            r = http.post(
-                self.base_url.rstrip("/") + "/api/dataValueSets",
-                params=params,
-                json=payload,
-                headers={"Idempotency-Key": key},
-            )
-        except httpx.HTTPError as exc:
-            return Outcome("retry", f"{type(exc).__name__}: {exc}")
-        return judge_response(r.status_code, r.headers, r.content)
+        values = payload["dataValues"]
+        step = max(1, self.max_values)
+        outcomes = []
+        for part, start in enumerate(range(0, max(1, len(values)), step)):
+            body = {**payload, "dataValues": values[start : start + step]}
+            try:
+                r = http.post(
+                    self.base_url.rstrip("/") + "/api/dataValueSets",
+                    params=params,
+                    json=body,
+                    headers={"Idempotency-Key": key if part == 0 else f"{key}:part{part + 1}"},
+                )
+            except httpx.HTTPError as exc:
+                return Outcome("retry", f"{type(exc).__name__}: {exc}", problem="link")
+            outcome = judge_response(r.status_code, r.headers, r.content)
+            outcome.rejected = frozenset(i + start for i in outcome.rejected)
+            outcomes.append(outcome)
+            if outcome.kind in ("retry", "parked"):
+                break
+        return _worst(outcomes)
+
+
+_SEVERITY = {"sent": 0, "refused": 1, "locked": 2, "parked": 3, "retry": 4}
+
+
+def _worst(outcomes: list[Outcome]) -> Outcome:
+    worst = max(outcomes, key=lambda o: _SEVERITY[o.kind])
+    worst.rejected = frozenset().union(*(o.rejected for o in outcomes))
+    return worst
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -153,42 +291,71 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
 
 
 def judge_response(status: int, headers: Any, body: bytes) -> Outcome:
-    """Map an M&E IS answer to an outcome (DHIS2 import summaries, 2.3x and 2.38+)."""
+    """Map an M&E IS answer to an outcome.
+
+    DHIS2 2.38+ wraps the ImportSummary in a WebMessage (``response``) and answers 409 for
+    both WARNING and ERROR; 2.3x (and ``/api/37/``) answers the bare summary with 200. An
+    unchanged value counts ``ignored`` from 2.38.6/2.39.5/2.40.3 on, and a zero that is not
+    significant is skipped: counts say nothing about delivery, conflicts do. Conflicts are
+    classified by ``errorCode`` (2.3x conflicts carry none and count as refused values).
+    """
     if status == 429:
         return Outcome(
             "retry",
             "HTTP 429 (throttled)",
             retry_after_seconds(headers.get("retry-after"), utcnow()),
+            problem="server",
         )
     if status >= 500:
-        return Outcome("retry", f"HTTP {status}: {_message(body)}")
+        return Outcome("retry", f"HTTP {status}: {_message(body)}", problem="server")
+    if status == 401:
+        return Outcome("retry", "HTTP 401: the M&E IS refused the credentials", problem="auth")
+    if status == 403:
+        return Outcome(
+            "retry",
+            "HTTP 403: the M&E IS account may not write data values "
+            "(it needs the F_DATAVALUE_ADD authority)",
+            problem="auth",
+        )
     if status not in (200, 201, 202, 409):
-        return Outcome("parked", f"HTTP {status}: {_message(body)}")
+        return Outcome("parked", f"HTTP {status}: {_message(body)}", problem="answer")
     try:
         doc = json.loads(body)
     except ValueError:
-        return Outcome("parked", f"HTTP {status} without a JSON import summary")
+        return Outcome("parked", f"HTTP {status} without a JSON import summary", problem="answer")
     if not isinstance(doc, dict):
-        return Outcome("parked", f"HTTP {status}: unexpected answer")
+        return Outcome("parked", f"HTTP {status}: unexpected answer", problem="answer")
     inner = doc.get("response")
     summary: dict[str, Any] = inner if isinstance(inner, dict) else doc
     counts = summary.get("importCount") or {}
-    conflicts = summary.get("conflicts") or []
-    taken = sum(int(counts.get(k, 0)) for k in ("imported", "updated", "deleted"))
-    ignored = int(counts.get("ignored", 0))
-    brief = {"status": summary.get("status"), "importCount": counts, "conflicts": conflicts[:20]}
-    first = "; ".join(f"{c.get('object')}: {c.get('value')}" for c in conflicts[:3])
-    if summary.get("status") == "ERROR" or (ignored and not taken):
+    conflicts = [c for c in summary.get("conflicts") or [] if isinstance(c, dict)]
+    state = summary.get("status")
+    brief = {"status": state, "importCount": counts, "conflicts": conflicts[:20]}
+    if state is None and not counts:
+        return Outcome("parked", f"HTTP {status}: {_message(body)}", None, brief, "answer")
+    rejected: set[int] = {int(i) for i in summary.get("rejectedIndexes") or []}
+    for c in conflicts:
+        rejected |= {int(i) for i in c.get("indexes") or []}
+    codes = {str(c.get("errorCode")) for c in conflicts if c.get("errorCode")}
+    text = "; ".join(
+        f"{c.get('errorCode') or ''} {c.get('object')}: {c.get('value')}".strip()
+        for c in conflicts[:3]
+    )
+    if codes & LOCKED_CODES:
         return Outcome(
-            "parked",
-            f"the M&E IS took no value ({ignored} ignored): {first}".rstrip(": "),
+            "locked", f"locked in the M&E IS: {text}", None, brief, "locked", frozenset(rejected)
+        )
+    if state == "ERROR" or conflicts:
+        problem = "not_open" if codes and codes <= NOT_OPEN_CODES else "mapping"
+        what = "the whole set was refused" if state == "ERROR" else "values refused"
+        return Outcome(
+            "refused",
+            f"{what}: {text or _message(body)}",
             None,
             brief,
+            problem,
+            frozenset(rejected),
         )
-    if conflicts or ignored or summary.get("status") == "WARNING":
-        return Outcome("warning", f"{ignored} value(s) ignored: {first}".rstrip(": "), None, brief)
-    if status == 409:
-        return Outcome("parked", f"HTTP 409: {_message(body)}", None, brief)
     return Outcome("sent", "", None, brief)
 
 
@@ -236,10 +403,13 @@ class Forwarder:
         self.sessions = sessions
         self.settings = settings
         self.metrics = metrics
+        self.fixed_mapping = (
+            mapping_mod.load(settings.forward_mapping) if settings.forward_mapping else None
+        )
         self.adapter: Adapter = adapter or Dhis2Adapter(
             settings.forward_url or "",
-            data_element=settings.forward_data_element,
-            data_set=settings.forward_data_set,
+            self.fixed_mapping or mapping_mod.Mapping(),
+            max_values=settings.forward_max_values,
         )
         self.http = http or make_http_client(settings)
         self.clock = clock
@@ -251,6 +421,16 @@ class Forwarder:
         self._thread: threading.Thread | None = None
         self.check_lease = False
         """Renew the lease before each push (set by :meth:`run_once`, the serving path)."""
+
+    @property
+    def mapping(self) -> mapping_mod.Mapping:
+        return self.adapter.mapping
+
+    def refresh_mapping(self, session: Session) -> mapping_mod.Mapping:
+        """The mapping file, or (without one) the mapping derived from today's registry."""
+        if self.fixed_mapping is None:
+            self.adapter.mapping = mapping_mod.derive_from_db(session)
+        return self.adapter.mapping
 
     # ------------------------------------------------------------ planning
 
@@ -296,9 +476,19 @@ class Forwarder:
         return [Cell(s, e, sc, tuple(c)) for (s, e, sc), c in sorted(sums.items(), key=str)]
 
     def last_day(self, now: datetime) -> date:
-        """The newest day that may be pushed at ``now``."""
+        """The newest day that may be pushed at ``now``: finished here (unless
+        ``forward_today``), and open on the M&E IS's clock — with ``openFuturePeriods``
+        = N, DHIS2 takes no Daily period after its own yesterday + N
+        (``PeriodType.getFuturePeriod``), and its clock may still be in our yesterday."""
         today = now.astimezone(self.tz).date()
-        return today if self.settings.forward_today else today - timedelta(days=1)
+        ours = today if self.settings.forward_today else today - timedelta(days=1)
+        m = self.mapping
+        theirs = (
+            now.astimezone(m.server_timezone).date()
+            - timedelta(days=1)
+            + timedelta(days=m.open_future_periods)
+        )
+        return min(ours, theirs)
 
     def plan(self) -> int:
         """Queue a new version of every (centre, day) whose counts changed; return how many.
@@ -307,9 +497,10 @@ class Forwarder:
         under a fresh idempotency key (a safety net for values lost on the far side).
         """
         now = self.clock()
-        last_day = self.last_day(now)
         queued = 0
         with self.sessions() as s, s.begin():
+            mapping = self.refresh_mapping(s)
+            last_day = self.last_day(now)
             since = _meta_time(s, "forward_planned_at")
             query = select(DailyAggregate.day, DailyAggregate.centre_id).distinct()
             if since is not None:
@@ -319,6 +510,14 @@ class Forwarder:
             # still the running day (not yet eligible) and before the last planning.
             newest = select(DailyAggregate.day, DailyAggregate.centre_id).distinct()
             candidates |= set(s.execute(newest.where(DailyAggregate.day == last_day)))
+            # Batches that could not be built, or were refused for the mapping, are built
+            # again: the mapping (or the registry it derives from) may have been fixed.
+            remap = _meta(s, "forward_mapping_digest") != mapping.digest()
+            if remap:
+                stuck = select(ForwardBatch.day, ForwardBatch.centre_id).where(
+                    ForwardBatch.problem.in_(["unmapped", "mapping"])
+                )
+                candidates |= {(d, c) for d, c in s.execute(stuck) if d <= last_day}
             sweep_tag = now.astimezone(self.tz).date().isoformat()
             sweep = _meta(s, "forward_swept_on") != sweep_tag
             if sweep:
@@ -332,49 +531,65 @@ class Forwarder:
             codes = dict(s.execute(select(Centre.id, Centre.code)).all())
             services = dict(s.execute(select(Service.id, Service.code)).all())
             for day, centre_id in sorted(candidates):
-                cells = self.cells(s, day, centre_id, services)
-                payload = self.adapter.build(codes[centre_id], day, cells)
+                key = f"{codes[centre_id]}/{day.strftime('%Y%m%d')}"
+                batch = s.scalars(select(ForwardBatch).where(ForwardBatch.batch_key == key)).first()
+                try:
+                    payload: dict[str, Any] = self.adapter.build(
+                        codes[centre_id], day, self.cells(s, day, centre_id, services)
+                    )
+                    unmapped = None
+                except Unmapped as exc:
+                    payload, unmapped = {}, str(exc)
                 digest = hashlib.sha256(
                     json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
                 ).hexdigest()
-                key = f"{codes[centre_id]}/{day.strftime('%Y%m%d')}"
-                batch = s.scalars(select(ForwardBatch).where(ForwardBatch.batch_key == key)).first()
                 if batch is None:
-                    s.add(
-                        ForwardBatch(
-                            batch_key=key,
-                            day=day,
-                            centre_id=centre_id,
-                            version=1,
-                            send_key=f"gnahat:{key}:v1",
-                            payload=payload,
-                            payload_hash=digest,
-                            state=PENDING,
-                            attempts=0,
-                            next_attempt_at=now,
-                            pending_since=now,
-                            created_at=now,
-                            updated_at=now,
-                        )
+                    batch = ForwardBatch(
+                        batch_key=key,
+                        day=day,
+                        centre_id=centre_id,
+                        version=1,
+                        send_key=f"gnahat:{key}:v1",
+                        payload=payload,
+                        payload_hash=digest,
+                        state=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        pending_since=now,
+                        created_at=now,
+                        updated_at=now,
                     )
+                    s.add(batch)
                     queued += 1
                 elif batch.payload_hash != digest:
                     batch.version += 1
                     batch.send_key = f"gnahat:{key}:v{batch.version}"
                     batch.payload, batch.payload_hash = payload, digest
-                    if batch.state != PENDING:
-                        batch.pending_since = now
-                    batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
-                    batch.last_error = batch.warning = None
+                    if batch.state != LOCKED:
+                        # A closed period stays closed: the new counts wait for `forward
+                        # retry` after an administrator opens it.
+                        if batch.state != PENDING:
+                            batch.pending_since = now
+                        batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
+                        batch.last_error = batch.warning = batch.problem = None
+                        queued += 1
                     batch.updated_at = now
+                elif remap and batch.problem in ("unmapped", "mapping") and batch.state != SENT:
+                    batch.state, batch.next_attempt_at, batch.updated_at = PENDING, now, now
                     queued += 1
                 elif (day, centre_id) in sweep_set and batch.state == SENT:
                     batch.send_key = f"gnahat:{key}:v{batch.version}:resend-{sweep_tag}"
                     batch.pending_since = now
                     batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
+                    batch.full_send = True
                     batch.updated_at = now
                     queued += 1
+                if unmapped is not None:
+                    batch.state, batch.problem, batch.last_error = PARKED, "unmapped", unmapped
+                    batch.next_attempt_at = None
+                    queued -= 1
             _set_meta(s, "forward_planned_at", now.isoformat())
+            _set_meta(s, "forward_mapping_digest", mapping.digest())
             if sweep:
                 _set_meta(s, "forward_swept_on", sweep_tag)
         return queued
@@ -389,21 +604,15 @@ class Forwarder:
     def send_due(self, limit: int = 200) -> dict[str, int]:
         now = self.clock()
         with self.sessions() as s:
-            due = s.execute(
-                select(
-                    ForwardBatch.id,
-                    ForwardBatch.version,
-                    ForwardBatch.send_key,
-                    ForwardBatch.payload,
-                    ForwardBatch.batch_key,
-                    ForwardBatch.attempts,
-                )
+            due = s.scalars(
+                select(ForwardBatch)
                 .where(ForwardBatch.state == PENDING, ForwardBatch.next_attempt_at <= now)
                 .order_by(ForwardBatch.day, ForwardBatch.batch_key)
                 .limit(limit)
             ).all()
+            s.expunge_all()
         outcomes: dict[str, int] = defaultdict(int)
-        for batch_id, version, send_key, payload, batch_key, attempts in due:
+        for batch in due:
             if self._stop.is_set():
                 break
             if self.check_lease and not self.hold_lease():
@@ -411,30 +620,83 @@ class Forwarder:
                 # the lease, or a second server would push the same batches meanwhile.
                 log.warning("forwarding lease lost during a round; stopping this round")
                 break
-            outcome = self.adapter.send(self.http, payload, send_key)  # no transaction open
+            remote = Remote.load(batch.remote)
+            body = self.adapter.request(batch.payload, remote, full=bool(batch.full_send))
+            if body is None:
+                outcome = Outcome("sent", "nothing changed since the last delivery")
+            else:
+                # Every key we send may be there after this, whatever we hear back.
+                sent_keys = {value_key(dv, body) for dv in body["dataValues"]}
+                remote.scheme = self.mapping.id_scheme
+                remote.maybe |= {k for k in sent_keys if k not in remote.confirmed}
+                self._note_remote(batch.id, batch.version, remote)
+                outcome = self.adapter.send(self.http, body, batch.send_key)  # no transaction
+                self._learn(remote, body, outcome)
             outcomes[outcome.kind] += 1
-            self._record(batch_id, version, batch_key, attempts + 1, outcome)
+            self._record(
+                batch.id, batch.version, batch.batch_key, batch.attempts + 1, outcome, remote
+            )
             if outcome.kind == "retry":
                 break  # the M&E IS is struggling: the rest waits for the next round
         return dict(outcomes)
 
+    def _learn(self, remote: Remote, body: dict[str, Any], outcome: Outcome) -> None:
+        """Update what the M&E IS holds from its answer: accepted values are confirmed,
+        deleted ones gone; refused or unanswered ones stay unknown ("maybe")."""
+        if outcome.kind not in ("sent", "refused", "locked"):
+            return
+        for index, dv in enumerate(body["dataValues"]):
+            if index in outcome.rejected:
+                continue
+            k = value_key(dv, body)
+            if dv.get("deleted"):
+                remote.confirmed.pop(k, None)
+                remote.maybe.discard(k)
+            elif outcome.kind == "sent" or outcome.rejected:
+                remote.confirmed[k] = str(dv["value"])
+                remote.maybe.discard(k)
+
+    def _note_remote(self, batch_id: int, version: int, remote: Remote) -> None:
+        with self.sessions() as s, s.begin():
+            s.execute(
+                update(ForwardBatch).where(ForwardBatch.id == batch_id).values(remote=remote.dump())
+            )
+
     def _record(
-        self, batch_id: int, version: int, key: str, attempts: int, outcome: Outcome
+        self,
+        batch_id: int,
+        version: int,
+        key: str,
+        attempts: int,
+        outcome: Outcome,
+        remote: Remote,
     ) -> None:
         now = self.clock()
-        values: dict[str, Any] = {"attempts": attempts, "updated_at": now}
-        if outcome.kind in ("sent", "warning"):
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "updated_at": now,
+            "remote": remote.dump(),
+            "problem": outcome.problem,
+        }
+        if outcome.kind == "sent":
             values.update(
                 state=SENT,
                 sent_version=version,
                 sent_at=now,
                 summary=outcome.summary,
                 last_error=None,
-                warning=outcome.detail or None,
+                warning=None,
+                next_attempt_at=None,
+                full_send=False,
+            )
+        elif outcome.kind == "locked":
+            values.update(
+                state=LOCKED,
+                last_error=outcome.detail,
+                summary=outcome.summary,
                 next_attempt_at=None,
             )
-            if outcome.kind == "warning":
-                log.warning("M&E IS accepted %s with conflicts: %s", key, outcome.detail)
+            log.error("%s is locked in the M&E IS; not retried: %s", key, outcome.detail)
         elif outcome.kind == "parked":
             values.update(
                 state=PARKED,
@@ -442,19 +704,26 @@ class Forwarder:
                 summary=outcome.summary,
                 next_attempt_at=None,
             )
-            log.error("M&E IS refused %s; parked: %s", key, outcome.detail)
+            log.error("M&E IS answer to %s unusable; parked: %s", key, outcome.detail)
         else:
             wait = outcome.retry_after_s
             if wait is None:
                 wait = self.backoff_s(attempts)
+            if outcome.kind == "refused":
+                wait = max(wait, REFUSED_MIN_WAIT_S)
+                values["summary"] = outcome.summary
             values.update(last_error=outcome.detail, next_attempt_at=now + timedelta(seconds=wait))
             log.warning("push of %s failed (%s); retry in %.0f s", key, outcome.detail, wait)
         with self.sessions() as s, s.begin():
-            # Only the version we sent: a newer one planned meanwhile stays pending.
+            # The rest only for the version we sent: a newer one planned meanwhile stays
+            # pending. What the M&E IS holds is true whatever the version.
             s.execute(
                 update(ForwardBatch)
                 .where(ForwardBatch.id == batch_id, ForwardBatch.version == version)
                 .values(**values)
+            )
+            s.execute(
+                update(ForwardBatch).where(ForwardBatch.id == batch_id).values(remote=remote.dump())
             )
         if self.metrics is not None:
             self.metrics.forward_pushes.labels(outcome.kind).inc()
@@ -528,6 +797,7 @@ class Forwarder:
             )
         self.metrics.forward_pending.set(counts.get(PENDING, 0))
         self.metrics.forward_parked.set(counts.get(PARKED, 0))
+        self.metrics.forward_locked.set(counts.get(LOCKED, 0))
         self.metrics.forward_oldest_pending.set(
             (now - oldest).total_seconds() if oldest is not None else 0
         )
@@ -535,10 +805,15 @@ class Forwarder:
     # ------------------------------------------------------------ operators
 
     def retry(self, keys: Iterable[str] | None = None) -> int:
-        """Re-queue parked batches (all, or those named) after a fix on either side."""
+        """Re-queue parked and locked batches, and make failed pending ones due now (all,
+        or those named), after a fix on either side (for a locked period: once an
+        administrator opened it)."""
         now = self.clock()
         with self.sessions() as s, s.begin():
-            query = select(ForwardBatch).where(ForwardBatch.state == PARKED)
+            query = select(ForwardBatch).where(
+                ForwardBatch.state.in_([PARKED, LOCKED])
+                | ((ForwardBatch.state == PENDING) & ForwardBatch.problem.is_not(None))
+            )
             if keys is not None:
                 query = query.where(ForwardBatch.batch_key.in_(list(keys)))
             batches = s.scalars(query).all()
@@ -547,23 +822,37 @@ class Forwarder:
                 b.pending_since = now
         return len(batches)
 
+    def status(self) -> list[ForwardBatch]:
+        with self.sessions() as s:
+            rows = list(s.scalars(select(ForwardBatch).order_by(ForwardBatch.batch_key)))
+            s.expunge_all()
+        return rows
+
     def dry_run(self, day: date, centre: str | None = None) -> list[tuple[str, Outcome]]:
         """Build the day's batches and send them with ``dryRun=true``: checks a mapping,
         changes nothing here or there."""
-        out = []
+        out: list[tuple[str, Outcome]] = []
         with self.sessions() as s:
+            self.refresh_mapping(s)
             query = select(DailyAggregate.centre_id).where(DailyAggregate.day == day).distinct()
             codes = dict(s.execute(select(Centre.id, Centre.code)).all())
             centres = sorted(c for c in s.scalars(query) if centre is None or codes[c] == centre)
             services = dict(s.execute(select(Service.id, Service.code)).all())
-            built = [
-                (codes[c], self.adapter.build(codes[c], day, self.cells(s, day, c, services)))
-                for c in centres
-            ]
+            built = []
+            for c in centres:
+                try:
+                    built.append(
+                        (
+                            codes[c],
+                            self.adapter.build(codes[c], day, self.cells(s, day, c, services)),
+                        )
+                    )
+                except Unmapped as exc:
+                    out.append((codes[c], Outcome("parked", str(exc), problem="unmapped")))
         for code, payload in built:
             key = f"gnahat:{code}/{day.strftime('%Y%m%d')}:dry-run"
             out.append((code, self.adapter.send(self.http, payload, key, dry_run=True)))
-        return out
+        return sorted(out, key=lambda item: item[0])
 
     # ------------------------------------------------------------ background
 
@@ -577,12 +866,18 @@ class Forwarder:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            full = False
             try:
                 report = self.run_once()
                 if report.planned or report.outcomes:
                     log.info("forwarding: %s", report)
+                # A catch-up (an outage, a back-filled centre) goes on at once while
+                # rounds come back full and nothing failed.
+                full = sum(report.outcomes.values()) >= 200 and "retry" not in report.outcomes
             except Exception:  # a bug or a database hiccup must not end forwarding
                 log.exception("forwarding round failed; trying again next round")
+            if full:
+                continue
             self._wake.wait(self.settings.forward_interval_s)
             self._wake.clear()
 

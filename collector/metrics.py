@@ -82,7 +82,7 @@ class Metrics:
         )
         self.forward_pushes = Counter(
             "gnahat_forward_pushes_total",
-            "Pushes to the M&E IS by outcome (sent, warning, retry, parked)",
+            "Pushes to the M&E IS by outcome (sent, retry, refused, locked, parked)",
             ["outcome"],
             registry=r,
         )
@@ -92,6 +92,11 @@ class Metrics:
         self.forward_parked = Gauge(
             "gnahat_forward_parked_batches",
             "Batches the M&E IS refused, waiting for an operator",
+            registry=r,
+        )
+        self.forward_locked = Gauge(
+            "gnahat_forward_locked_batches",
+            "Batches whose period the M&E IS has closed (expired, approved)",
             registry=r,
         )
         self.forward_oldest_pending = Gauge(

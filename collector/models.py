@@ -294,7 +294,13 @@ class ForwardBatch(Base):
     ``batch_key`` (``CENTRE/yyyyMMdd``) is stable; ``version`` goes up whenever the
     counts behind it change, and ``send_key`` (the ``Idempotency-Key``) is kept across
     retries of one version. State: ``pending`` (due at ``next_attempt_at``), ``sent``,
-    or ``parked`` (refused by the M&E IS; ``last_error`` says why; ``forward retry``).
+    ``locked`` (the period is closed in the M&E IS) or ``parked`` (an unusable answer,
+    or a batch the mapping cannot express); ``problem`` classifies the last failure
+    (link, server, auth, mapping, not_open, locked, unmapped, answer) and ``last_error``
+    says it in words. ``remote`` is what the M&E IS holds of the batch as far as we know
+    (confirmed values, and keys sent without confirmation), so that only changes are sent
+    and a value we no longer hold is deleted there; ``full_send`` asks for every value
+    (the daily re-send).
     """
 
     __tablename__ = "forward_batches"
@@ -317,6 +323,9 @@ class ForwardBatch(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    problem: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    remote: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    full_send: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # ---------------------------------------------------------------- access

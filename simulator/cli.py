@@ -65,7 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("scenarios", help="list the shipped scenarios and fault actions")
     me = sub.add_parser("me-is", help="run a fake M&E IS (DHIS2 dataValueSets) until Ctrl-C")
     me.add_argument("--port", type=int, default=8090)
-    me.add_argument("--org-units", help="comma-separated org unit codes it knows (default: any)")
+    me.add_argument(
+        "--metadata",
+        type=Path,
+        help="a DHIS2 metadata package to load (`gnahat-collector forward metadata --org-units`)",
+    )
+    me.add_argument("--user", help="Basic auth account (default: none needed)")
+    me.add_argument("--password", default="")
+    me.add_argument("--token", help="an ApiToken it accepts (with F_DATAVALUE_ADD)")
 
     tail = sub.add_parser("tail", help="follow events as the collector stores them")
     tail.add_argument("--url", default="http://127.0.0.1:8080")
@@ -196,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from simulator.me_is import FakeMeIs, FakeMeIsServer
 
-        fake = FakeMeIs(org_units=set(args.org_units.split(",")) if args.org_units else None)
+        fake = FakeMeIs(username=args.user, password=args.password)
+        if args.token:
+            fake.tokens[args.token] = {"F_DATAVALUE_ADD"}
+        if args.metadata:
+            fake.load_metadata(json.loads(args.metadata.read_text(encoding="utf-8")))
         server = FakeMeIsServer(fake, port=args.port).start()
         print(
             f"fake M&E IS at {server.url}/api/dataValueSets (faults: POST {server.url}"

@@ -111,6 +111,13 @@ class Demo:
         sessions = session_factory(engine)
         with sessions() as s, s.begin():
             import_dir(s, SHIPPED, actor="demo")
+        from simulator.me_is import serve_registry
+
+        # The fake M&E IS knows what `forward metadata` would create on a real one, and
+        # keeps the simulated time, as the collector does.
+        mapping_path = (o.data / "mapping.csv").resolve()
+        serve_registry(self.me_is.fake, sessions, mapping_path, clock=self.clock.now)
+        with sessions() as s, s.begin():
             _, self.analyst_token = create_token(s, name="demo analyst", role=Role.ANALYST)
             _, self.tech_token = create_token(s, name="demo technician", role=Role.TECHNICIAN)
             self.manager_password = secrets.token_urlsafe(12)
@@ -143,6 +150,7 @@ class Demo:
             forward_username="gnahat",
             forward_password="demo",
             forward_today=True,  # show pushes as the simulated day goes on
+            forward_mapping=mapping_path,
             forward_interval_s=10.0,
         )
         self.app = create_app(self.settings, ingest=True, forward_clock=self.clock.now)
@@ -254,8 +262,10 @@ class Demo:
             f"  units       curl -H 'Authorization: Bearer {self.tech_token}' {base}/api/v1/devices"
         )
         self.say(
-            f"  M&E IS      {self.me_is.url}/api/dataValueSets?orgUnit=SH-GYUMRI1 "
-            "(a fake DHIS2; the collector pushes every 10 s)"
+            f"  M&E IS      {self.me_is.url}/api/dataValueSets?dataSet=GNAHAT_DAILY"
+            f"&orgUnit=SH-GYUMRI1&startDate={self.clock.now():%Y-%m-01}"
+            f"&endDate={self.clock.now():%Y-%m-%d}&idScheme=code "
+            "(a fake DHIS2 2.41; the collector pushes every 10 s)"
         )
         self.say("  Ctrl-C stops everything")
         self.say("")
@@ -295,7 +305,7 @@ class Demo:
     def pushes(self) -> int:
         if self.me_is is None:
             return 0
-        return sum(1 for r in list(self.me_is.fake.requests) if r.get("status") == 200)
+        return sum(1 for r in list(self.me_is.fake.requests) if r.get("status") in (200, 409))
 
     def stop(self) -> dict[str, int]:
         self.stop_event.set()

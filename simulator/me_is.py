@@ -1,27 +1,87 @@
-"""A fake M&E IS that behaves like DHIS2's ``dataValueSets`` import, for forwarding tests.
+"""A fake M&E IS that answers like DHIS2 2.41's ``dataValueSets`` import, for forwarding tests.
 
-``POST /api/dataValueSets?importStrategy=CREATE_AND_UPDATE&idScheme=code`` upserts
-data values by (dataElement, period, orgUnit, categoryOptionCombo,
-attributeOptionCombo) and answers with an import summary (counts, conflicts).
-Unknown org units or data elements (when the fake is told which exist) become
-conflicts and are ignored. Faults are injectable over HTTP (``/_fake/faults``)
-or in Python: the next N requests fail with a status, get 429 with
-``Retry-After``, or are slowed down. Every request is recorded with its
-``Idempotency-Key``.
+Written from dhis2-core's source at tag 2.41.9 (paths relative to ``dhis-2/``):
+
+- ``dhis-services/dhis-service-dxf2/.../dxf2/datavalueset/DefaultDataValueSetService.java``
+  (``importDataValueSet``, ``importDataValue``, ``saveDataValueUpdate``,
+  ``dataValueUpdateShouldBeIgnored``): an unchanged value counts ``ignored``; a zero of a
+  numeric element that is not ``zeroIsSignificant`` is skipped uncounted when nothing is
+  stored and deletes what is stored; ``"deleted": true`` deletes; a null value is ignored.
+- ``.../datavalueset/DataValueSetImportValidator.java`` (order of checks): an unknown outer
+  data set (E7600), org unit (E7603) or attribute option combo (E7604), or no write access
+  (E7601), aborts the whole set with status ERROR; per value: data element (E7610), period
+  (E7611), org unit (E7612), category option combo (E7613), attribute option combo (E7615),
+  value defined (E7618), value type (E7619), expiry (E7640), latest open future period
+  (E7641), approval (E7642); each refused value counts ``ignored``.
+- ``dhis-api/.../dataset/DataSet.java`` ``isLocked``: locked once the server's date is past
+  the period's end plus ``expiryDays`` (0 never locks); ``dhis-api/.../period/PeriodType.java``
+  ``getFuturePeriod``: with ``openFuturePeriods`` = 0 the running period is refused.
+- ``.../dxf2/webmessage/WebMessageUtils.java`` ``importSummary`` and
+  ``dhis-web-api/.../webapi/controller/WebMessageControllerAdvice.java``: the answer is a
+  WebMessage with the summary under ``response``, HTTP 409 for WARNING and ERROR; under an
+  API version before 38 (``/api/37/dataValueSets``) the bare summary with HTTP 200.
+- ``dhis-web-api/.../webapi/controller/DataValueSetController.java``: POST needs the
+  ``F_DATAVALUE_ADD`` authority (or ``ALL``): HTTP 403 otherwise. Authentication is Basic or
+  ``Authorization: ApiToken <token>`` (``.../security/apikey/``), 401 when neither holds.
+- ``dhis-api/.../feedback/ErrorCode.java``: the conflict messages.
+
+``idScheme`` (``code`` or ``uid``, default uid) names every object in a push and in a
+read-back. The fake's clock (``today``) is the server's, settable by tests. Faults are
+injectable over HTTP (``/_fake/faults``) or in Python. Every request is recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+#: (dataElement uid, period, orgUnit uid, categoryOptionCombo uid, attributeOptionCombo uid)
 Key = tuple[str, str, str, str, str]
+DEFAULT_COC = "HllvX50cXC0"  # DHIS2's default category option combo UID
+MESSAGES = {
+    "E7600": "Data set not found or not accessible: `{0}`",
+    "E7601": "User does not have write access for DataSet: `{0}`",
+    "E7603": "Org unit not found or not accessible: `{0}`",
+    "E7610": "Data element not found or not accessible: `{0}`",
+    "E7611": "Period not valid: `{0}`",
+    "E7612": "Organisation unit not found or not accessible: `{0}`",
+    "E7613": "Category option combo not found or not accessible for writing data: `{0}`",
+    "E7615": "Attribute option combo not found or not accessible for writing data: `{0}`",
+    "E7618": "Data value or comment not specified for data element: `{0}`",
+    "E7619": "Value must match value type of data element `{0}`: `{1}`",
+    "E7640": "Current date is past expiry days for period: `{0}`  and data set: `{1}`",
+    "E7641": "Period: `{0}` is after latest open future period: `{3}` for data element: `{1}` "
+    "and data set: `{2}`",
+    "E7642": "Data already approved for data set: `{3}` period: `{1}` org unit: `{0}` "
+    "attribute option combo: `{2}`",
+    "E2001": "At least one data element, data set or data element group must be specified",
+    "E2002": "At least one period, start/end dates, last updated or last updated duration "
+    "must be specified",
+    "E2003": "Both periods and start/end date cannot be specified",
+    "E2006": "At least one organisation unit or organisation unit group must be specified",
+}
+PROPERTY = {
+    "E7610": "dataElement",
+    "E7611": "period",
+    "E7612": "orgUnit",
+    "E7613": "categoryOptionCombo",
+    "E7615": "attributeOptionCombo",
+    "E7618": "value",
+    "E7619": "value",
+    "E7640": "period",
+    "E7641": "period",
+}
 
 
 @dataclass
@@ -34,19 +94,99 @@ class Faults:
 
 
 @dataclass
+class Obj:
+    uid: str
+    code: str | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Account:
+    authorities: set[str]
+    password: str | None = None
+
+
+def _server_today() -> date:
+    return datetime.now(UTC).date()
+
+
+@dataclass
 class FakeMeIs:
-    org_units: set[str] | None = None
-    data_elements: set[str] | None = None
+    """The instance: metadata, stored values, accounts and the server's clock."""
+
     username: str | None = None
     password: str | None = None
+    tokens: dict[str, set[str]] = field(default_factory=dict)
+    """ApiTokens and their authorities (``{"d2pat_x": {"F_DATAVALUE_ADD"}}``)."""
+    today: Callable[[], date] = _server_today
     values: dict[Key, str] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
     hold: threading.Event | None = None
     """When set to an unset Event, each import waits for it (a stuck M&E IS)."""
     arrived: threading.Event = field(default_factory=threading.Event)
     """Set whenever a request arrives (tests wait on it instead of sleeping)."""
+    approved: set[tuple[str, str]] = field(default_factory=set)
+    """(orgUnit uid, period) pairs approved: values there are refused (E7642)."""
+    data_elements: dict[str, Obj] = field(default_factory=dict)
+    org_units: dict[str, Obj] = field(default_factory=dict)
+    cocs: dict[str, Obj] = field(default_factory=dict)
+    data_sets: dict[str, Obj] = field(default_factory=dict)
+    system_timezone: str = "Etc/UTC"
+
+    def __post_init__(self) -> None:
+        self.cocs.setdefault(DEFAULT_COC, Obj(DEFAULT_COC, "default", {"name": "default"}))
+        self.accounts: dict[str, Account] = {}
+        if self.username is not None:
+            self.accounts[self.username] = Account({"ALL"}, self.password)
+
+    # ------------------------------------------------------------ metadata
+
+    def load_metadata(self, package: dict[str, Any]) -> None:
+        """Take a metadata package as ``POST /api/metadata`` would (create or update)."""
+        with self.lock:
+            for ou in package.get("organisationUnits", []):
+                self.org_units[ou["id"]] = Obj(ou["id"], ou.get("code"), dict(ou))
+            for de in package.get("dataElements", []):
+                self.data_elements[de["id"]] = Obj(de["id"], de.get("code"), dict(de))
+            for coc in package.get("categoryOptionCombos", []):
+                self.cocs[coc["id"]] = Obj(coc["id"], coc.get("code"), dict(coc))
+            for ds in package.get("dataSets", []):
+                self.data_sets[ds["id"]] = Obj(ds["id"], ds.get("code"), dict(ds))
+
+    def add_org_unit(self, uid: str, code: str | None, name: str = "") -> None:
+        with self.lock:
+            self.org_units[uid] = Obj(uid, code, {"id": uid, "code": code, "name": name})
+
+    def forget(self, kind: str, ident: str) -> None:
+        """Remove a metadata object (by code or uid): a gap an administrator left."""
+        table = self._table(kind)
+        with self.lock:
+            for uid, obj in list(table.items()):
+                if ident in (uid, obj.code):
+                    del table[uid]
+
+    def account(self, name: str, password: str, authorities: set[str]) -> None:
+        self.accounts[name] = Account(set(authorities), password)
+
+    def _table(self, kind: str) -> dict[str, Obj]:
+        return {
+            "dataElements": self.data_elements,
+            "organisationUnits": self.org_units,
+            "categoryOptionCombos": self.cocs,
+            "dataSets": self.data_sets,
+        }[kind]
+
+    def _find(self, table: dict[str, Obj], ident: str | None, scheme: str) -> Obj | None:
+        if not ident:
+            return None
+        if scheme == "code":
+            return next((o for o in table.values() if o.code == ident), None)
+        return table.get(ident)
+
+    def ident(self, obj: Obj, scheme: str) -> str:
+        return (obj.code or obj.uid) if scheme == "code" else obj.uid
 
     def reset(self) -> None:
         with self.lock:
@@ -54,117 +194,345 @@ class FakeMeIs:
             self.requests.clear()
             self.faults = Faults()
 
+    # ------------------------------------------------------------ import
+
     def import_values(
-        self, body: dict[str, Any], strategy: str, *, dry_run: bool = False
+        self,
+        body: dict[str, Any],
+        strategy: str = "CREATE_AND_UPDATE",
+        *,
+        id_scheme: str = "uid",
+        dry_run: bool = False,
     ) -> dict[str, Any]:
-        """Apply (or, with ``dry_run``, only judge) a dataValueSet; the import summary."""
-        if dry_run:
-            with self.lock:
-                saved = dict(self.values)
+        """Apply (or, with ``dry_run``, only count) a dataValueSet: the ImportSummary."""
+        with self.lock:
+            saved = dict(self.values)
             try:
-                return self.import_values(body, strategy)
+                return self._import(body, strategy, id_scheme.lower())
             finally:
-                with self.lock:
+                if dry_run:
                     self.values.clear()
                     self.values.update(saved)
+
+    def _import(self, body: dict[str, Any], strategy: str, scheme: str) -> dict[str, Any]:
         counts = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
-        conflicts: list[dict[str, str]] = []
-        top = {k: body.get(k) for k in ("period", "orgUnit", "attributeOptionCombo")}
-        with self.lock:
-            for dv in body.get("dataValues", []):
-                item = {**{k: v for k, v in top.items() if v}, **dv}
-                de, pe, ou = item.get("dataElement"), item.get("period"), item.get("orgUnit")
-                if not (de and pe and ou) or "value" not in item:
-                    conflicts.append({"object": str(de), "value": "Data value is incomplete"})
-                    counts["ignored"] += 1
-                    continue
-                if self.org_units is not None and ou not in self.org_units:
-                    conflicts.append(
-                        {"object": ou, "value": "Org unit not found or not accessible"}
-                    )
-                    counts["ignored"] += 1
-                    continue
-                if self.data_elements is not None and de not in self.data_elements:
-                    conflicts.append({"object": de, "value": "Data element not found"})
-                    counts["ignored"] += 1
-                    continue
-                key: Key = (
-                    de,
-                    pe,
-                    ou,
-                    item.get("categoryOptionCombo") or "default",
-                    item.get("attributeOptionCombo") or "default",
-                )
-                exists = key in self.values
-                if strategy == "DELETE":
-                    if exists:
-                        del self.values[key]
-                        counts["deleted"] += 1
-                    else:
-                        counts["ignored"] += 1
-                    continue
-                if exists and strategy == "CREATE":
-                    counts["ignored"] += 1
-                    continue
-                if not exists and strategy == "UPDATE":
-                    counts["ignored"] += 1
-                    continue
-                self.values[key] = str(item["value"])
-                counts["updated" if exists else "imported"] += 1
-        status = "WARNING" if conflicts else "SUCCESS"
-        return {
-            "httpStatus": "OK",
-            "httpStatusCode": 200,
-            "status": "OK" if not conflicts else "WARNING",
-            "message": "Import was successful."
-            if not conflicts
-            else "One more conflicts encountered, please check import summary.",
-            "response": {
+        conflicts: dict[tuple[str, str], dict[str, Any]] = {}
+        rejected: list[int] = []
+
+        def conflict(index: int | None, code: str, *args: str) -> None:
+            key = (code, args[0] if args else "")
+            c = conflicts.get(key)
+            if c is None:
+                c = conflicts[key] = {
+                    "object": args[0] if args else "",
+                    "objects": {},
+                    "value": MESSAGES.get(code, code).format(*args, "", "", "", ""),
+                    "errorCode": code,
+                    "property": PROPERTY.get(code),
+                    "indexes": [],
+                }
+            if index is not None:
+                c["indexes"].append(index)
+
+        def summary(status: str, description: str) -> dict[str, Any]:
+            return {
                 "responseType": "ImportSummary",
                 "status": status,
-                "importOptions": {"importStrategy": strategy, "idSchemes": {"idScheme": "CODE"}},
-                "description": "Import process completed successfully",
+                "importOptions": {
+                    "idSchemes": {"idScheme": scheme.upper()},
+                    "importStrategy": strategy,
+                },
+                "description": description,
                 "importCount": counts,
-                "conflicts": conflicts,
+                "conflicts": list(conflicts.values()),
+                "rejectedIndexes": rejected,
                 "dataSetComplete": "false",
-            },
-        }
+            }
+
+        # Outer data set, org unit and attribute option combo: any gap aborts the set.
+        data_set = self._find(self.data_sets, body.get("dataSet"), scheme)
+        if body.get("dataSet") and data_set is None:
+            conflict(None, "E7600", str(body["dataSet"]))
+        outer_ou = body.get("orgUnit")
+        if outer_ou and self._find(self.org_units, outer_ou, scheme) is None:
+            conflict(None, "E7603", str(outer_ou))
+        outer_aoc = body.get("attributeOptionCombo")
+        if outer_aoc and self._find(self.cocs, outer_aoc, scheme) is None:
+            conflict(None, "E7604", str(outer_aoc))
+        if conflicts:
+            counts["ignored"] += 0
+            return summary("ERROR", "Import process was aborted")
+
+        today = self.today()
+        for index, dv in enumerate(body.get("dataValues") or []):
+            item = {**{k: body.get(k) for k in ("period", "orgUnit", "attributeOptionCombo")}}
+            item.update({k: v for k, v in dv.items() if v is not None})
+            before = len(conflicts), sum(len(c["indexes"]) for c in conflicts.values())
+            de = self._find(self.data_elements, item.get("dataElement"), scheme)
+            period = _parse_period(str(item.get("period") or ""))
+            ou = self._find(self.org_units, item.get("orgUnit"), scheme)
+            coc = (
+                self._find(self.cocs, item.get("categoryOptionCombo"), scheme)
+                if item.get("categoryOptionCombo")
+                else self.cocs[DEFAULT_COC]
+            )
+            aoc = (
+                self._find(self.cocs, item.get("attributeOptionCombo"), scheme)
+                if item.get("attributeOptionCombo")
+                else self.cocs[DEFAULT_COC]
+            )
+            deleted = bool(dv.get("deleted"))
+            raw = dv.get("value")
+            value = None if raw is None or str(raw).strip() == "" else str(raw).strip()
+            if de is None:
+                conflict(index, "E7610", str(item.get("dataElement")))
+            elif period is None:
+                conflict(index, "E7611", str(item.get("period")))
+            elif ou is None:
+                conflict(index, "E7612", str(item.get("orgUnit")))
+            elif coc is None:
+                conflict(index, "E7613", str(item.get("categoryOptionCombo")))
+            elif aoc is None:
+                conflict(index, "E7615", str(item.get("attributeOptionCombo")))
+            elif value is None and not deleted and strategy != "DELETE":
+                conflict(index, "E7618", str(item.get("dataElement")))
+            elif value is not None and (error := _type_error(value, de)) is not None:
+                conflict(index, "E7619", str(item.get("dataElement")), error)
+            else:
+                self._period_checks(index, conflict, item, period, de, ou, data_set, today)
+            after = len(conflicts), sum(len(c["indexes"]) for c in conflicts.values())
+            if after != before:
+                counts["ignored"] += 1
+                rejected.append(index)
+                continue
+            assert de is not None and ou is not None and coc is not None and aoc is not None
+            key: Key = (de.uid, str(item["period"]), ou.uid, coc.uid, aoc.uid)
+            existing = self.values.get(key)
+            zero_insignificant = (
+                value is not None
+                and _is_zero(value)
+                and not de.attrs.get("zeroIsSignificant", False)
+                and de.attrs.get("aggregationType") not in ("AVERAGE", "AVERAGE_SUM_ORG_UNIT")
+            )
+            if zero_insignificant and (existing is None or strategy == "CREATE"):
+                continue  # skipped: neither stored nor counted
+            if existing is not None:
+                if strategy in ("CREATE_AND_UPDATE", "UPDATE"):
+                    if value is None or deleted or zero_insignificant:
+                        del self.values[key]
+                        counts["deleted"] += 1
+                    elif existing == value:
+                        counts["ignored"] += 1  # dataValueUpdateShouldBeIgnored
+                    else:
+                        self.values[key] = value
+                        counts["updated"] += 1
+                elif strategy == "DELETE":
+                    del self.values[key]
+                    counts["deleted"] += 1
+                else:
+                    counts["ignored"] += 1
+                    rejected.append(index)
+            elif strategy in ("CREATE_AND_UPDATE", "CREATE"):
+                if value is None or deleted:
+                    counts["ignored"] += 1  # a null value is never created
+                else:
+                    self.values[key] = value
+                    counts["imported"] += 1
+            else:
+                counts["ignored"] += 1
+                rejected.append(index)
+        return summary(
+            "WARNING" if conflicts else "SUCCESS", "Import process completed successfully"
+        )
+
+    def _period_checks(
+        self,
+        index: int,
+        conflict: Callable[..., None],
+        item: dict[str, Any],
+        period: tuple[date, date],
+        de: Obj,
+        ou: Obj,
+        data_set: Obj | None,
+        today: date,
+    ) -> None:
+        """Expiry, open future periods and approval against the data sets of the value."""
+        sets = [data_set] if data_set is not None else self._sets_of(de)
+        pe = str(item["period"])
+        for ds in sets:
+            expiry = int(ds.attrs.get("expiryDays", 0))
+            if expiry and today > period[1] + timedelta(days=expiry):
+                conflict(index, "E7640", pe, ds.uid)
+                return
+        for ds in sets:
+            latest = (
+                today
+                - timedelta(days=1)
+                + timedelta(days=int(ds.attrs.get("openFuturePeriods", 0)))
+            )
+            if period[0] > latest:
+                conflict(
+                    index,
+                    "E7641",
+                    pe,
+                    str(item.get("dataElement")),
+                    ds.uid,
+                    latest.strftime("%Y%m%d"),
+                )
+                return
+        if (ou.uid, pe) in self.approved:
+            conflict(index, "E7642", ou.uid, pe, "default", sets[0].uid if sets else "")
+
+    def _sets_of(self, de: Obj) -> list[Obj]:
+        return [
+            ds
+            for ds in self.data_sets.values()
+            if any(e["dataElement"]["id"] == de.uid for e in ds.attrs.get("dataSetElements", []))
+        ]
+
+    def read_back(
+        self, data_set: str, periods: set[str], org_units: list[str], scheme: str = "uid"
+    ) -> list[dict[str, Any]]:
+        with self.lock:
+            ds = self._find(self.data_sets, data_set, scheme)
+            if ds is None:
+                return []
+            elements = {e["dataElement"]["id"] for e in ds.attrs.get("dataSetElements", [])}
+            ous = {o.uid for ident in org_units if (o := self._find(self.org_units, ident, scheme))}
+            out = []
+            for (de, pe, ou, coc, aoc), v in sorted(self.values.items()):
+                if de in elements and ou in ous and pe in periods:
+                    out.append(
+                        {
+                            "dataElement": self.ident(self.data_elements[de], scheme),
+                            "period": pe,
+                            "orgUnit": self.ident(self.org_units[ou], scheme),
+                            "categoryOptionCombo": self.ident(self.cocs[coc], scheme),
+                            "attributeOptionCombo": self.ident(self.cocs[aoc], scheme),
+                            "value": v,
+                        }
+                    )
+            return out
+
+    def held(self) -> dict[tuple[str, str, str, str], str]:
+        """Stored values by (data element, period, org unit, category option combo) codes."""
+        with self.lock:
+            return {
+                (
+                    self.ident(self.data_elements[de], "code"),
+                    pe,
+                    self.ident(self.org_units[ou], "code"),
+                    self.ident(self.cocs[coc], "code"),
+                ): v
+                for (de, pe, ou, coc, _aoc), v in self.values.items()
+            }
+
+
+def _parse_period(pe: str) -> tuple[date, date] | None:
+    """Daily ``yyyyMMdd`` periods (all our data set uses)."""
+    if not re.fullmatch(r"\d{8}", pe):
+        return None
+    try:
+        day = datetime.strptime(pe, "%Y%m%d").date()
+    except ValueError:
+        return None
+    return day, day
+
+
+def _is_zero(value: str) -> bool:
+    try:
+        return float(value) == 0.0
+    except ValueError:
+        return False
+
+
+def _type_error(value: str, de: Obj) -> str | None:
+    """``ValidationUtils.valueIsValid`` for the numeric types a count can have."""
+    kind = de.attrs.get("valueType", "INTEGER_ZERO_OR_POSITIVE")
+    if kind == "INTEGER_ZERO_OR_POSITIVE" and not re.fullmatch(r"(0|[1-9]\d*)", value):
+        return "value_not_zero_or_positive_integer"
+    if kind == "INTEGER_POSITIVE" and not re.fullmatch(r"[1-9]\d*", value):
+        return "value_not_positive_integer"
+    if kind == "INTEGER" and not re.fullmatch(r"(0|-?[1-9]\d*)", value):
+        return "value_not_integer"
+    if kind == "NUMBER" and not re.fullmatch(r"-?\d+(\.\d+)?", value):
+        return "value_not_numeric"
+    return None
+
+
+def _web_message(summary: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    if summary["status"] == "ERROR":
+        status, code, message = "ERROR", 409, "An error occurred, please check import summary."
+    elif summary["status"] == "WARNING":
+        status, code = "WARNING", 409
+        message = "One more conflicts encountered, please check import summary."
+    else:
+        status, code, message = "OK", 200, "Import was successful."
+    return code, {
+        "httpStatus": "OK" if code == 200 else "Conflict",
+        "httpStatusCode": code,
+        "status": status,
+        "message": message,
+        "response": summary,
+    }
+
+
+def _error(code: int, message: str, error_code: str | None = None) -> JSONResponse:
+    phrase = {401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+    body: dict[str, Any] = {
+        "httpStatus": phrase.get(code, "Error"),
+        "httpStatusCode": code,
+        "status": "ERROR",
+        "message": message,
+    }
+    if error_code:
+        body["errorCode"] = error_code
+    return JSONResponse(body, code)
+
+
+_FILTER = re.compile(r"^(id|code):(eq|in):(.*)$")
 
 
 def create_app(fake: FakeMeIs) -> FastAPI:
-    app = FastAPI(title="Fake M&E IS (DHIS2 dataValueSets)")
+    app = FastAPI(title="Fake M&E IS (DHIS2 2.41 dataValueSets)")
 
-    def _authorised(request: Request) -> bool:
-        if fake.username is None:
-            return True
+    def authorities(request: Request) -> set[str] | None:
+        """The caller's authorities, or None when not authenticated."""
         header = request.headers.get("authorization", "")
-        if not header.lower().startswith("basic "):
-            return False
-        try:
-            user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
-        except ValueError:
-            return False
-        return user == fake.username and pw == fake.password
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() == "apitoken":
+            return fake.tokens.get(credential.strip())
+        if scheme.lower() == "basic":
+            try:
+                user, _, pw = base64.b64decode(credential).decode().partition(":")
+            except ValueError:
+                return None
+            account = fake.accounts.get(user)
+            if account is not None and account.password == pw:
+                return account.authorities
+            return None
+        if not fake.accounts and not fake.tokens:
+            return {"ALL"}  # an open instance (a quick demo)
+        return None
 
-    @app.post("/api/dataValueSets")
-    async def import_data_values(request: Request) -> JSONResponse:
-        record = {
+    async def import_data_values(request: Request, version: int | None) -> JSONResponse:
+        record: dict[str, Any] = {
             "at": time.time(),
             "query": dict(request.query_params),
             "idempotency_key": request.headers.get("idempotency-key"),
         }
         fake.requests.append(record)
         fake.arrived.set()
-        if not _authorised(request):
+        held = authorities(request)
+        if held is None:
             record["status"] = 401
-            return JSONResponse({"httpStatusCode": 401, "message": "Unauthorized"}, 401)
+            return _error(401, "Unauthorized")
+        if not held & {"ALL", "F_DATAVALUE_ADD"}:
+            record["status"] = 403
+            return _error(403, "Access is denied")
         if fake.faults.delay_s:
-            import asyncio
-
             await asyncio.sleep(fake.faults.delay_s)
         if fake.hold is not None and not fake.hold.is_set():
-            import asyncio
-
             await asyncio.to_thread(fake.hold.wait, 120)
         with fake.lock:
             if fake.faults.throttle > 0:
@@ -178,42 +546,108 @@ def create_app(fake: FakeMeIs) -> FastAPI:
             if fake.faults.fail > 0:
                 fake.faults.fail -= 1
                 record["status"] = fake.faults.fail_status
-                return JSONResponse(
-                    {"httpStatusCode": fake.faults.fail_status, "message": "Injected failure"},
-                    fake.faults.fail_status,
-                )
+                return _error(fake.faults.fail_status, "Injected failure")
         try:
             body = await request.json()
         except ValueError:
             record["status"] = 400
-            return JSONResponse({"httpStatusCode": 400, "message": "Invalid JSON"}, 400)
+            return _error(400, "Invalid JSON")
         if not isinstance(body, dict):
             record["status"] = 400
-            return JSONResponse({"httpStatusCode": 400, "message": "Expected an object"}, 400)
-        strategy = request.query_params.get("importStrategy", "CREATE_AND_UPDATE")
-        dry_run = request.query_params.get("dryRun", "false").lower() == "true"
+            return _error(400, "Expected an object")
+        q = request.query_params
+        strategy = q.get("importStrategy", "CREATE_AND_UPDATE").upper()
+        dry_run = q.get("dryRun", "false").lower() == "true"
         record["body"] = body
-        summary = fake.import_values(body, strategy, dry_run=dry_run)
-        record["status"] = 200
-        record["summary"] = summary["response"]["importCount"]
-        return JSONResponse(summary)
+        summary = await asyncio.to_thread(
+            fake.import_values,
+            body,
+            strategy,
+            id_scheme=q.get("idScheme", "uid"),
+            dry_run=dry_run,
+        )
+        record["summary"] = summary["importCount"]
+        record["conflicts"] = summary["conflicts"]
+        if version is not None and version < 38:
+            record["status"] = 200
+            return JSONResponse(summary)  # the plain ImportSummary of 2.3x
+        code, message = _web_message(summary)
+        record["status"] = code
+        return JSONResponse(message, code)
+
+    @app.post("/api/dataValueSets")
+    async def post_values(request: Request) -> JSONResponse:
+        return await import_data_values(request, None)
+
+    @app.post("/api/{version}/dataValueSets")
+    async def post_values_versioned(version: int, request: Request) -> JSONResponse:
+        return await import_data_values(request, version)
 
     @app.get("/api/dataValueSets")
-    def read_data_values(orgUnit: str | None = None, period: str | None = None) -> dict[str, Any]:
-        with fake.lock:
-            values = [
-                {
-                    "dataElement": de,
-                    "period": pe,
-                    "orgUnit": ou,
-                    "categoryOptionCombo": coc,
-                    "attributeOptionCombo": aoc,
-                    "value": v,
-                }
-                for (de, pe, ou, coc, aoc), v in sorted(fake.values.items())
-                if (orgUnit is None or ou == orgUnit) and (period is None or pe == period)
-            ]
-        return {"dataValues": values}
+    def read_data_values(request: Request) -> JSONResponse:
+        if authorities(request) is None:
+            return _error(401, "Unauthorized")
+        q = request.query_params
+        scheme = q.get("idScheme", "uid").lower()
+        data_sets = q.getlist("dataSet")
+        org_units = q.getlist("orgUnit")
+        periods = set(q.getlist("period"))
+        # DefaultDataValueSetService.validate: an IllegalQueryException, HTTP 409.
+        if not data_sets:
+            return _error(409, MESSAGES["E2001"], "E2001")
+        if periods and (q.get("startDate") or q.get("endDate")):
+            return _error(409, MESSAGES["E2003"], "E2003")
+        if q.get("startDate") and q.get("endDate"):
+            d = date.fromisoformat(q["startDate"])
+            while d <= date.fromisoformat(q["endDate"]):
+                periods.add(d.strftime("%Y%m%d"))
+                d += timedelta(days=1)
+        if not periods:
+            return _error(409, MESSAGES["E2002"], "E2002")
+        if not org_units:
+            return _error(409, MESSAGES["E2006"], "E2006")
+        values = [v for ds in data_sets for v in fake.read_back(ds, periods, org_units, scheme)]
+        return JSONResponse({"dataValues": values})
+
+    def listing(kind: str, request: Request) -> JSONResponse:
+        if authorities(request) is None:
+            return _error(401, "Unauthorized")
+        table = fake._table(kind)
+        items = list(table.values())
+        for f in request.query_params.getlist("filter"):
+            match = _FILTER.match(f)
+            if not match:
+                return _error(409, f"Invalid filter: {f}")
+            prop, op, raw = match.groups()
+            wanted = set(raw.strip("[]").split(",")) if op == "in" else {raw}
+            items = [o for o in items if (o.uid if prop == "id" else o.code) in wanted]
+        return JSONResponse({kind: [{**o.attrs, "id": o.uid, "code": o.code} for o in items]})
+
+    for _kind in ("dataElements", "organisationUnits", "categoryOptionCombos", "dataSets"):
+
+        def _route(request: Request, kind: str = _kind) -> JSONResponse:
+            return listing(kind, request)
+
+        app.add_api_route(f"/api/{_kind}", _route, methods=["GET"])
+
+    @app.get("/api/system/info")
+    def system_info(request: Request) -> JSONResponse:
+        if authorities(request) is None:
+            return _error(401, "Unauthorized")
+        return JSONResponse(
+            {
+                "version": "2.41.9",
+                "serverDate": datetime.combine(fake.today(), datetime.min.time()).isoformat(),
+                "serverTimeZoneId": fake.system_timezone,
+            }
+        )
+
+    @app.get("/api/me")
+    def me(request: Request) -> JSONResponse:
+        held = authorities(request)
+        if held is None:
+            return _error(401, "Unauthorized")
+        return JSONResponse({"username": "gnahat", "authorities": sorted(held)})
 
     @app.post("/_fake/faults")
     async def set_faults(request: Request) -> dict[str, Any]:
@@ -227,6 +661,11 @@ def create_app(fake: FakeMeIs) -> FastAPI:
         )
         return {"ok": True}
 
+    @app.post("/_fake/metadata")
+    async def load_metadata(request: Request) -> dict[str, Any]:
+        fake.load_metadata(await request.json())
+        return {"ok": True}
+
     @app.get("/_fake/requests")
     def list_requests() -> list[dict[str, Any]]:
         return list(fake.requests)
@@ -237,6 +676,33 @@ def create_app(fake: FakeMeIs) -> FastAPI:
         return {"ok": True}
 
     return app
+
+
+def serve_registry(
+    fake: FakeMeIs,
+    sessions: Any,
+    mapping_path: Path,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    timezone: str = "Asia/Yerevan",
+) -> None:
+    """Make ``fake`` the M&E IS of the registry in ``sessions``, as the demo and the
+    scenarios run it: a server on Yerevan time (``clock``, default the wall clock), holding
+    the package `forward metadata --org-units` makes from the mapping written to
+    ``mapping_path`` (the registry's, with ``server_timezone`` set to match)."""
+    from zoneinfo import ZoneInfo
+
+    from collector import mapping
+
+    with sessions() as s:
+        m = mapping.derive_from_db(s)
+    m.options["server_timezone"] = timezone
+    mapping_path.write_text(mapping.to_csv(m), encoding="utf-8")
+    fake.load_metadata(mapping.metadata_package(m, org_units=True))
+    zone = ZoneInfo(timezone)
+    now = clock or (lambda: datetime.now(UTC))
+    fake.today = lambda: now().astimezone(zone).date()
+    fake.system_timezone = timezone
 
 
 class FakeMeIsServer:

@@ -131,6 +131,10 @@ class Report:
     me_is_compared: int = 0
     """Sum of the counts the M&E IS holds that were compared with the collector's."""
     me_is_mismatches: int = 0
+    me_is_conflicts: int = 0
+    """Conflicts the M&E IS reported over the run (a mapping or metadata gap)."""
+    me_is_ignored: int = 0
+    """Values it counted ignored (sent again unchanged, or a zero it does not keep)."""
     faults: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +147,7 @@ class Report:
             and self.queued == 0
             and self.acknowledged == self.stored
             and self.me_is_mismatches == 0
+            and self.me_is_conflicts == 0
             and self.wrong_day == 0
             and self.counted > 0  # a proof over zeros proves nothing
             and self.me_is_compared > 0
@@ -164,6 +169,7 @@ class Report:
             f"on a wrong day            {self.wrong_day}",
             f"values at the M&E IS      {self.me_is_values} ({self.me_is_mismatches} differ)",
             f"counts compared there     {self.me_is_compared}",
+            f"M&E IS conflicts, ignored {self.me_is_conflicts}, {self.me_is_ignored}",
             f"result                    {'OK' if self.ok else 'FAILED'}",
         ]
 
@@ -180,6 +186,7 @@ class CollectorProcess:
         *,
         log_path: Path | None = None,
         metrics_token: str = "",
+        mapping: Path | None = None,
     ) -> None:
         self.log_path = log_path
         self.metrics_token = metrics_token
@@ -200,6 +207,8 @@ class CollectorProcess:
                 GNAHAT_FORWARD_INTERVAL_S="1",
                 GNAHAT_FORWARD_BACKOFF_MAX_S="2",
             )
+            if mapping is not None:
+                self.env["GNAHAT_FORWARD_MAPPING"] = str(mapping)
         self.port = port
         self.proc: subprocess.Popen[str] | None = None
         self.dropped_before = 0
@@ -346,7 +355,7 @@ def run_scenario(
     from device import protocol as p
     from simulator.broker import MosquittoBroker, free_port
     from simulator.faults import TcpProxy
-    from simulator.me_is import FakeMeIs, FakeMeIsServer
+    from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
     from simulator.units import UnitProcess, unit_config
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -375,6 +384,8 @@ def run_scenario(
     me_is = FakeMeIsServer(
         FakeMeIs(username=ME_IS_USER, password=ME_IS_PASSWORD), port=port(3)
     ).start()
+    # It holds what `forward metadata` makes for this registry, and nothing else.
+    serve_registry(me_is.fake, sessions, workdir / "mapping.csv")
     collector = CollectorProcess(
         url,
         broker.url,
@@ -382,6 +393,7 @@ def run_scenario(
         me_is.url,
         log_path=workdir / "collector.log",
         metrics_token=metrics_token,
+        mapping=workdir / "mapping.csv",
     )
     proxy = TcpProxy(broker.host, broker.port, listen_port=port(2)).start()
     units: list[UnitProcess] = []
@@ -475,9 +487,13 @@ def run_scenario(
             me_is.start()
         if progress:
             progress.write("waiting for the M&E IS to hold what the collector holds\n")
-        report.me_is_values, report.me_is_mismatches, report.me_is_compared = _reconcile_me_is(
-            sessions, me_is
-        )
+        (
+            report.me_is_values,
+            report.me_is_mismatches,
+            report.me_is_compared,
+            report.me_is_conflicts,
+            report.me_is_ignored,
+        ) = _reconcile_me_is(sessions, me_is, workdir / "mapping.csv")
     finally:
         for t in timers:
             t.cancel()
@@ -531,51 +547,64 @@ def run_scenario(
     return report
 
 
-def _expected_me_is(sessions: Any) -> dict[tuple[str, str, str, str], str]:
-    """What the M&E IS should hold: the forwarder's own payloads for every finished-or-
-    running day (by the collector's timezone), built from the aggregates."""
+def _expected_me_is(sessions: Any, mapping_path: Path) -> dict[tuple[str, str, str, str], str]:
+    """What the M&E IS should hold, from the aggregates themselves (not from the
+    forwarder's payloads): every level's count per (day, centre, service) of every day the
+    forwarder may push by now, under the codes of the mapping derived from the registry;
+    zeros included (the package makes them significant)."""
+    from collector import mapping
     from collector.config import Settings
     from collector.forward import Forwarder
     from collector.models import Centre, DailyAggregate, Service
 
-    fwd = Forwarder(sessions, Settings(forward_url="http://unused", forward_today=True))
+    fwd = Forwarder(
+        sessions,
+        Settings(forward_url="http://unused", forward_today=True, forward_mapping=mapping_path),
+    )
     try:
-        last = fwd.last_day(datetime.now(UTC))
-        out: dict[tuple[str, str, str, str], str] = {}
         with sessions() as s:
-            codes = dict(s.execute(select(Centre.id, Centre.code)).all())
+            m = fwd.refresh_mapping(s)
+            last = fwd.last_day(datetime.now(UTC))
+            centres = dict(s.execute(select(Centre.id, Centre.code)).all())
             services = dict(s.execute(select(Service.id, Service.code)).all())
-            pairs = s.execute(select(DailyAggregate.day, DailyAggregate.centre_id).distinct()).all()
-            for day, centre_id in pairs:
-                if day > last:
-                    continue
-                payload = fwd.adapter.build(
-                    codes[centre_id], day, fwd.cells(s, day, centre_id, services)
-                )
-                for dv in payload["dataValues"]:
-                    key = (dv["dataElement"], payload["period"], payload["orgUnit"])
-                    out[(*key, dv["categoryOptionCombo"])] = dv["value"]
-        return out
+            sums: dict[tuple[str, str, str, str], int] = {}
+            for cell in s.scalars(select(DailyAggregate).where(DailyAggregate.day <= last)):
+                service = services.get(cell.service_id, mapping.NO_SERVICE)
+                for level in range(1, cell.scale + 1):
+                    de = m.data_elements[(cell.scale, level)].code
+                    key = (
+                        de,
+                        cell.day.strftime("%Y%m%d"),
+                        m.org_units[centres[cell.centre_id]].code,
+                        m.services[service].code,
+                    )
+                    sums[key] = sums.get(key, 0) + getattr(cell, f"n{level}")
+        return {k: str(v) for k, v in sums.items()}
     finally:
         fwd.http.close()
 
 
-def _reconcile_me_is(sessions: Any, me_is: Any, timeout: float = 120.0) -> tuple[int, int, int]:
+def _reconcile_me_is(
+    sessions: Any, me_is: Any, mapping_path: Path, timeout: float = 120.0
+) -> tuple[int, int, int, int, int]:
     """Wait (bounded) until the fake M&E IS holds exactly the collector's aggregates;
-    return (values there, values that differ or are missing, sum of the counts compared)."""
+    return (values there, values that differ or are missing, sum of the counts compared,
+    conflicts it reported, values it counted ignored)."""
     import time
 
-    expected = _expected_me_is(sessions)
+    expected = _expected_me_is(sessions, mapping_path)
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while True:
-        with me_is.fake.lock:
-            held = {(de, pe, ou, coc): v for (de, pe, ou, coc, _a), v in me_is.fake.values.items()}
+        held = me_is.fake.held()
         differ = sum(1 for k, v in expected.items() if held.get(k) != v)
         differ += sum(1 for k in held if k not in expected)
         if differ == 0 or time.monotonic() > deadline:
             compared = sum(int(v) for k, v in expected.items() if held.get(k) == v)
-            return len(held), differ, compared
+            answers = [r for r in list(me_is.fake.requests) if "summary" in r]
+            conflicts = sum(len(r.get("conflicts") or []) for r in answers)
+            ignored = sum(int(r["summary"].get("ignored", 0)) for r in answers)
+            return len(held), differ, compared, conflicts, ignored
         pause.wait(0.5)  # the forwarder pushes every second
 
 

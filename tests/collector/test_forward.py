@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector import mapping
 from collector.config import Settings
 from collector.forward import Forwarder, judge_response, retry_after_seconds
 from collector.metrics import Metrics
@@ -23,8 +24,9 @@ from tests.collector.helpers import DEV, T0, event, msg
 
 DAY = date(2026, 11, 24)
 PERIOD = "20261124"
-SVC = "SOC_ASSISTANCE"  # the service at DEV's desk
+SVC = "GNAHAT_SVC_SOC_ASSISTANCE"  # the combo of the service at DEV's desk
 OTHER = "am-sh-gyumri1-d02"  # same centre, EMPLOYMENT
+EMPLOYMENT = "GNAHAT_SVC_EMPLOYMENT"
 
 
 @dataclass
@@ -58,9 +60,18 @@ class Env:
         self._made: list[Forwarder] = []
 
     def values(self, org: str = "SH-GYUMRI1") -> dict[tuple[str, str, str], str]:
-        return {
-            (de, pe, coc): v for (de, pe, ou, coc, _aoc), v in self.fake.values.items() if ou == org
-        }
+        """What the M&E IS holds for ``org``, by codes."""
+        return {(de, pe, coc): v for (de, pe, ou, coc), v in self.fake.held().items() if ou == org}
+
+    def load_package(self, **options: str) -> dict[str, Any]:
+        """Load into the fake what `forward metadata --org-units` makes (the mapping
+        derived from the registry, with ``options``); return the package."""
+        with self.sessions() as s:
+            m = mapping.derive_from_db(s)
+        m.options.update(options)
+        package = mapping.metadata_package(m, org_units=True)
+        self.fake.load_metadata(package)
+        return package
 
     def advance(self, **delta: float) -> None:
         self.now[0] += timedelta(**delta)
@@ -71,6 +82,8 @@ def env(store: Store, sessions: sessionmaker[Session], database_url: str) -> Ite
     fake = FakeMeIs(username="gnahat", password="pw")
     with FakeMeIsServer(fake) as server:
         e = Env(store, sessions, server, [T0 + timedelta(days=1)], Metrics(), database_url)
+        fake.today = lambda: e.now[0].astimezone(UTC).date()  # the server's clock: UTC
+        e.load_package()
         yield e
         for fwd in e._made:
             fwd.stop()
@@ -108,10 +121,10 @@ def test_a_finished_day_is_pushed_once_as_absolute_counts(env: Env) -> None:
         ("GNAHAT_R4_2", PERIOD, SVC): "0",
         ("GNAHAT_R4_3", PERIOD, SVC): "0",
         ("GNAHAT_R4_4", PERIOD, SVC): "3",
-        ("GNAHAT_R4_1", PERIOD, "EMPLOYMENT"): "0",
-        ("GNAHAT_R4_2", PERIOD, "EMPLOYMENT"): "0",
-        ("GNAHAT_R4_3", PERIOD, "EMPLOYMENT"): "2",
-        ("GNAHAT_R4_4", PERIOD, "EMPLOYMENT"): "0",
+        ("GNAHAT_R4_1", PERIOD, EMPLOYMENT): "0",
+        ("GNAHAT_R4_2", PERIOD, EMPLOYMENT): "0",
+        ("GNAHAT_R4_3", PERIOD, EMPLOYMENT): "2",
+        ("GNAHAT_R4_4", PERIOD, EMPLOYMENT): "0",
     }
     req = env.fake.requests[0]
     assert req["query"] == {"importStrategy": "CREATE_AND_UPDATE", "idScheme": "code"}
@@ -192,30 +205,48 @@ def test_refusals_are_parked_with_the_reason_and_retried_on_request(env: Env) ->
     assert env.metrics.registry.get_sample_value("gnahat_forward_parked_batches") == 0
 
 
-def test_wrong_credentials_park_rather_than_hammer(env: Env) -> None:
+def test_wrong_credentials_are_named_and_retried_with_backoff(env: Env) -> None:
     press(env, range(1, 3))
     fwd = env.forwarder(forward_password="wrong")
-    assert fwd.run_once().outcomes == {"parked": 1}
+    assert fwd.run_once().outcomes == {"retry": 1}
     with env.sessions() as s:
-        assert "HTTP 401" in (s.scalars(select(ForwardBatch.last_error)).one() or "")
+        b = s.scalars(select(ForwardBatch)).one()
+        assert (b.state, b.problem) == ("pending", "auth")
+        assert "HTTP 401: the M&E IS refused the credentials" in (b.last_error or "")
+        assert b.next_attempt_at == env.now[0] + timedelta(seconds=5)
 
 
-def test_conflicts_are_a_warning_and_a_wholly_ignored_batch_is_parked(env: Env) -> None:
+def test_a_mapping_conflict_stays_pending_and_goes_once_the_metadata_is_fixed(env: Env) -> None:
     press(env, range(1, 3))
     press(env, range(1, 3), device="am-er-avan-d01", stream="s2")
-    env.fake.org_units = {"SH-GYUMRI1"}  # the M&E IS does not know ER-AVAN
-    env.fake.data_elements = {f"GNAHAT_R4_{lvl}" for lvl in (1, 2, 3)}  # nor R4_4
+    env.fake.forget("dataElements", "GNAHAT_R4_4")  # an administrator left gaps
+    env.fake.forget("organisationUnits", "ER-AVAN")
     fwd = env.forwarder()
-    assert fwd.run_once().outcomes == {"parked": 1, "warning": 1}
+    assert fwd.run_once().outcomes == {"refused": 2}
     with env.sessions() as s:
         by_key = {b.batch_key: b for b in s.scalars(select(ForwardBatch))}
     gy, av = by_key[f"SH-GYUMRI1/{PERIOD}"], by_key[f"ER-AVAN/{PERIOD}"]
-    assert gy.state == "sent" and "GNAHAT_R4_4: Data element not found" in (gy.warning or "")
-    assert av.state == "parked" and "Org unit not found" in (av.last_error or "")
-    assert (
-        env.metrics.registry.get_sample_value("gnahat_forward_pushes_total", {"outcome": "warning"})
-        == 1
+    assert (gy.state, gy.problem) == ("pending", "mapping")
+    assert "E7610 GNAHAT_R4_4: Data element not found" in (gy.last_error or "")
+    assert (av.state, av.problem) == ("pending", "mapping")
+    assert "the whole set was refused: E7603 ER-AVAN" in (av.last_error or "")
+    held = env.values()
+    assert held[("GNAHAT_R4_1", PERIOD, SVC)] == "0"  # the values it could take are there
+    assert ("GNAHAT_R4_4", PERIOD, SVC) not in held
+    assert env.values("ER-AVAN") == {}
+    env.advance(seconds=30)
+    assert fwd.run_once().outcomes == {}  # it waits rather than hammering
+    env.load_package()  # the administrator imports the package: the gaps are closed
+    env.advance(minutes=2)
+    assert fwd.run_once().outcomes == {"sent": 2}  # nothing else was done here
+    assert env.values()[("GNAHAT_R4_4", PERIOD, SVC)] == "2"
+    assert sum(int(v) for v in env.values("ER-AVAN").values()) == 2
+    # Only the refused value went the second time: the rest was confirmed already.
+    assert [dv["dataElement"] for dv in env.fake.requests[-2]["body"]["dataValues"]] in (
+        ["GNAHAT_R4_4"],
+        ["GNAHAT_R4_1", "GNAHAT_R4_2", "GNAHAT_R4_3", "GNAHAT_R4_4"],
     )
+    assert sum(1 for r in env.fake.requests if r.get("conflicts")) == 2
 
 
 def test_an_me_is_down_for_a_week_loses_nothing(env: Env) -> None:
@@ -259,13 +290,22 @@ def test_employees_stay_out_unless_configured_and_then_pseudonymous(env: Env) ->
     with env.sessions() as s, s.begin():
         s.query(ForwardBatch).delete()
     fwd = env.forwarder(forward_employee_level=True, pseudonym_key="k" * 32)
+    # The ministry created an attribute option combo per pseudonym (and "UNATTRIBUTED").
+    pseudonyms = [fwd._pseudonym("SH-GYUMRI1-E03"), "UNATTRIBUTED"]
+    env.fake.load_metadata(
+        {
+            "categoryOptionCombos": [
+                {"id": mapping.stable_uid("aoc", p), "code": p} for p in pseudonyms
+            ]
+        }
+    )
     fwd.plan()  # same day, now per employee: new content, a new version
-    fwd.send_due()
+    assert fwd.send_due() == {"sent": 1}
     body = str(env.fake.requests[-1]["body"])
     assert "SH-GYUMRI1-E03" not in body
-    combos = {aoc for (_de, _pe, _ou, _coc, aoc) in env.fake.values}
-    assert len(combos) == 1 and next(iter(combos)).startswith("E")
-    assert fwd._pseudonym("SH-GYUMRI1-E03") in combos  # stable for one key
+    combos = {env.fake.cocs[aoc].code for (_de, _pe, _ou, _coc, aoc) in env.fake.values}
+    assert combos == {fwd._pseudonym("SH-GYUMRI1-E03")}  # stable for one key
+    assert fwd._pseudonym("SH-GYUMRI1-E03").startswith("E")
     # Rotating the session secret (after a leak) must not re-identify anyone upstream.
     rotated = env.forwarder(
         forward_employee_level=True, pseudonym_key="k" * 32, secret_key="r" * 32
@@ -277,10 +317,10 @@ def test_employees_stay_out_unless_configured_and_then_pseudonymous(env: Env) ->
 
 def test_dry_run_checks_the_mapping_and_changes_nothing(env: Env) -> None:
     press(env, range(1, 3))
-    env.fake.org_units = {"ER-AVAN"}
+    env.fake.forget("organisationUnits", "SH-GYUMRI1")
     results = env.forwarder().dry_run(DAY)
-    assert [(c, o.kind) for c, o in results] == [("SH-GYUMRI1", "parked")]
-    assert "Org unit not found" in results[0][1].detail
+    assert [(c, o.kind) for c, o in results] == [("SH-GYUMRI1", "refused")]
+    assert "E7603 SH-GYUMRI1: Org unit not found" in results[0][1].detail
     assert env.fake.requests[-1]["query"]["dryRun"] == "true"
     assert env.fake.values == {}
     with env.sessions() as s:
@@ -322,30 +362,66 @@ def test_a_stuck_me_is_does_not_hold_up_ingest(env: Env) -> None:
 @pytest.mark.parametrize(
     ("status", "headers", "body", "kind"),
     [
+        # 2.3x: the bare import summary with HTTP 200.
         (
             200,
             {},
             b'{"status":"SUCCESS","importCount":{"imported":2,"updated":0,"ignored":0}}',
             "sent",
         ),
-        (200, {}, b'{"response":{"status":"SUCCESS","importCount":{"updated":4}}}', "sent"),
+        # Unchanged values count ignored (2.38.6+), a zero that is not significant is
+        # skipped: counts alone never make a push fail.
+        (200, {}, b'{"status":"SUCCESS","importCount":{"imported":0,"ignored":8}}', "sent"),
+        (
+            200,
+            {},
+            b'{"status":"OK","response":{"status":"SUCCESS","importCount":{"ignored":4}}}',
+            "sent",
+        ),
+        # 2.38+: a WebMessage, 409 for WARNING and ERROR, conflicts with an errorCode.
         (
             409,
             {},
-            b'{"response":{"status":"WARNING","importCount":{"imported":1,"ignored":1},'
-            b'"conflicts":[{"object":"X","value":"bad"}]}}',
-            "warning",
+            b'{"status":"WARNING","response":{"status":"WARNING","importCount":{"imported":1,'
+            b'"ignored":1},"conflicts":[{"object":"X","value":"bad","errorCode":"E7610",'
+            b'"indexes":[1]}]}}',
+            "refused",
         ),
         (
             409,
             {},
-            b'{"response":{"status":"ERROR","importCount":{"ignored":2},'
-            b'"conflicts":[{"object":"X","value":"bad"}]}}',
-            "parked",
+            b'{"response":{"status":"ERROR","importCount":{"ignored":0},'
+            b'"conflicts":[{"object":"OU","value":"not found","errorCode":"E7603"}]}}',
+            "refused",
+        ),
+        (
+            409,
+            {},
+            b'{"response":{"status":"WARNING","importCount":{"ignored":2},'
+            b'"conflicts":[{"object":"20261124","value":"expired","errorCode":"E7640"}]}}',
+            "locked",
+        ),
+        (
+            409,
+            {},
+            b'{"response":{"status":"WARNING","importCount":{"ignored":2},'
+            b'"conflicts":[{"object":"20261124","value":"approved","errorCode":"E7642"}]}}',
+            "locked",
+        ),
+        # 2.3x conflicts carry no code: refused values, retried.
+        (
+            200,
+            {},
+            b'{"status":"WARNING","importCount":{"ignored":1},'
+            b'"conflicts":[{"object":"X","value":"Data element not found"}]}',
+            "refused",
         ),
         (200, {}, b"<html>login</html>", "parked"),
         (302, {"location": "/login"}, b"", "parked"),
         (404, {}, b'{"message":"Not found"}', "parked"),
+        (409, {}, b'{"httpStatusCode":409,"message":"conflict"}', "parked"),
+        (401, {}, b"", "retry"),
+        (403, {}, b'{"message":"Access is denied"}', "retry"),
         (503, {}, b"down", "retry"),
         (429, {"retry-after": "30"}, b"", "retry"),
     ],
@@ -405,17 +481,20 @@ def test_forward_commands(
     monkeypatch.setenv("GNAHAT_FORWARD_URL", env.server.url)
     monkeypatch.setenv("GNAHAT_FORWARD_USERNAME", "gnahat")
     monkeypatch.setenv("GNAHAT_FORWARD_PASSWORD", "pw")
-    env.fake.org_units = {"ER-AVAN"}
+    env.fake.forget("organisationUnits", "SH-GYUMRI1")
     assert main(["forward", "dry-run", "--day", "2026-10-25"]) == 1
-    assert "SH-GYUMRI1\tPARKED\tthe M&E IS took no value" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "SH-GYUMRI1\tREFUSED\tthe whole set was refused: E7603 SH-GYUMRI1" in out
     assert main(["forward", "run"]) == 0
-    assert "1 parked" in capsys.readouterr().out
+    assert "1 refused" in capsys.readouterr().out
     assert main(["forward", "status"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("1 parked") and "SH-GYUMRI1/20261025\tparked" in out
-    env.fake.org_units = None  # fixed on the M&E IS side
+    assert out.startswith("1 pending") and "SH-GYUMRI1/20261025\tpending" in out
+    assert "values refused: a mapping or metadata gap - the whole set was refused" in out
+    env.load_package()  # fixed on the M&E IS side
     assert main(["forward", "retry"]) == 2
-    assert main(["forward", "retry", "--all"]) == 0
+    assert main(["forward", "retry", "--all"]) == 0  # now, rather than at the next try
+    assert "1 batch(es) re-queued" in capsys.readouterr().out
     assert main(["forward", "run"]) == 0
     assert "1 sent" in capsys.readouterr().out
     assert main(["forward", "status"]) == 0

@@ -1,0 +1,201 @@
+"""``forward check``: does the live M&E IS hold everything the mapping names?
+
+Read-only calls to DHIS2's Web API (``GET /api/system/info``, ``/api/me``,
+``/api/dataSets``, ``/api/dataElements``, ``/api/categoryOptionCombos``,
+``/api/organisationUnits`` with ``filter=code:in:[...]`` or ``filter=id:in:[...]``,
+``fields`` and ``paging=false``), compared with the mapping: each gap is reported before
+the first push would find it as a conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from collector.mapping import Entry, Mapping
+
+#: Value types that hold a count (``ValidationUtils.valueIsValid``): zero must be valid.
+COUNT_TYPES = {"INTEGER_ZERO_OR_POSITIVE", "INTEGER", "NUMBER"}
+SUPPORTED = ((2, 38), (2, 41))
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error", "warning" or "ok"
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.level.upper():7s} {self.text}"
+
+
+class CheckFailed(RuntimeError):
+    pass
+
+
+def _get(http: httpx.Client, base: str, path: str, **params: Any) -> Any:
+    try:
+        r = http.get(base.rstrip("/") + path, params=params)
+    except httpx.HTTPError as exc:
+        raise CheckFailed(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+    if r.status_code in (401, 403):
+        raise CheckFailed(f"GET {path}: HTTP {r.status_code}: the M&E IS refused the account")
+    if r.status_code != 200:
+        raise CheckFailed(f"GET {path}: HTTP {r.status_code}: {r.text[:200]}")
+    try:
+        return r.json()
+    except ValueError as exc:
+        raise CheckFailed(f"GET {path}: not JSON (is this a DHIS2 Web API?)") from exc
+
+
+def _lookup(
+    http: httpx.Client,
+    base: str,
+    kind: str,
+    m: Mapping,
+    entries: Iterable[Entry],
+    fields: str,
+) -> dict[str, dict[str, Any]]:
+    """The objects of ``kind`` named by ``entries``, by the identifier we send."""
+    prop = "code" if m.id_scheme == "code" else "id"
+    wanted = sorted({m.ident(e) for e in entries})
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 100):
+        chunk = wanted[start : start + 100]
+        doc = _get(
+            http,
+            base,
+            f"/api/{kind}",
+            filter=f"{prop}:in:[{','.join(chunk)}]",
+            fields=fields,
+            paging="false",
+        )
+        for obj in doc.get(kind, []) if isinstance(doc, dict) else []:
+            found[str(obj.get(prop))] = obj
+    return found
+
+
+def check(m: Mapping, http: httpx.Client, base: str) -> list[Finding]:
+    out: list[Finding] = []
+
+    def err(text: str) -> None:
+        out.append(Finding("error", text))
+
+    def warn(text: str) -> None:
+        out.append(Finding("warning", text))
+
+    info = _get(http, base, "/api/system/info")
+    version = str(info.get("version", "?"))
+    try:
+        major_minor = tuple(int(x) for x in version.split("-")[0].split(".")[:2])
+    except ValueError:
+        major_minor = (0, 0)
+    if not (SUPPORTED[0] <= major_minor <= SUPPORTED[1]):
+        warn(f"DHIS2 {version}: forwarding is written for 2.38 to 2.41")
+    else:
+        out.append(Finding("ok", f"DHIS2 {version}"))
+    zone = str(info.get("serverTimeZoneId", ""))
+    ours = m.options["server_timezone"]
+    if zone and zone.removeprefix("Etc/") != ours.removeprefix("Etc/"):
+        warn(
+            f"the server's clock runs in {zone}, the mapping says server_timezone {ours}: "
+            "set it to match, or a day may be pushed before its period opens"
+        )
+    me = _get(http, base, "/api/me", fields="authorities")
+    held = set(me.get("authorities", [])) if isinstance(me, dict) else set()
+    if not held & {"ALL", "F_DATAVALUE_ADD"}:
+        err("the account lacks the F_DATAVALUE_ADD authority: every push would get HTTP 403")
+
+    assert m.data_set is not None
+    sets = _lookup(
+        http,
+        base,
+        "dataSets",
+        m,
+        [m.data_set],
+        "id,code,name,periodType,openFuturePeriods,expiryDays,"
+        "dataSetElements[dataElement[id]],organisationUnits[id]",
+    )
+    ds = sets.get(m.ident(m.data_set))
+    if ds is None:
+        err(f"data set {m.ident(m.data_set)} not found: every push would be aborted (E7600)")
+    else:
+        if ds.get("periodType") != "Daily":
+            err(f"data set {m.ident(m.data_set)} has period type {ds.get('periodType')}, not Daily")
+        if int(ds.get("openFuturePeriods") or 0) < m.open_future_periods:
+            warn(
+                f"data set openFuturePeriods is {ds.get('openFuturePeriods') or 0}, the mapping "
+                f"says {m.open_future_periods}: the last day is refused until it opens (E7641)"
+            )
+        expiry = int(ds.get("expiryDays") or 0)
+        if expiry:
+            warn(
+                f"data set expiryDays is {expiry}: a day that comes in later than that is "
+                "locked there (E7640) and reported, not retried"
+            )
+        out.append(Finding("ok", f"data set {m.ident(m.data_set)}"))
+
+    elements = _lookup(
+        http,
+        base,
+        "dataElements",
+        m,
+        m.data_elements.values(),
+        "id,code,name,valueType,zeroIsSignificant,aggregationType,categoryCombo[id]",
+    )
+    in_set = {
+        str((e.get("dataElement") or {}).get("id")) for e in (ds or {}).get("dataSetElements", [])
+    }
+    combos: set[str] = set()
+    for (scale, level), entry in sorted(m.data_elements.items()):
+        ident = m.ident(entry)
+        de = elements.get(ident)
+        if de is None:
+            err(f"data element {ident} (R{scale}_{level}) not found (E7610)")
+            continue
+        if de.get("valueType") not in COUNT_TYPES:
+            err(
+                f"data element {ident} has value type {de.get('valueType')}: "
+                "zero is refused (E7619)"
+            )
+        if m.zeros_significant and not de.get("zeroIsSignificant"):
+            err(
+                f"data element {ident} is not zeroIsSignificant: the zeros the mapping sends "
+                "would be dropped (set zeros to omit, or make it significant)"
+            )
+        if ds is not None and de.get("id") not in in_set:
+            err(f"data element {ident} is not in data set {m.ident(m.data_set)}")
+        combos.add(str((de.get("categoryCombo") or {}).get("id")))
+    cocs = _lookup(
+        http,
+        base,
+        "categoryOptionCombos",
+        m,
+        m.services.values(),
+        "id,code,name,categoryCombo[id]",
+    )
+    for key, entry in sorted(m.services.items()):
+        ident = m.ident(entry)
+        coc = cocs.get(ident)
+        if coc is None:
+            err(f"category option combo {ident} (service {key}) not found (E7613)")
+        elif combos and str((coc.get("categoryCombo") or {}).get("id")) not in combos:
+            err(
+                f"category option combo {ident} (service {key}) is not in the data elements' "
+                "category combo"
+            )
+    units = _lookup(http, base, "organisationUnits", m, m.org_units.values(), "id,code,name")
+    assigned = {str(o.get("id")) for o in (ds or {}).get("organisationUnits", [])}
+    for key, entry in sorted(m.org_units.items()):
+        ident = m.ident(entry)
+        ou = units.get(ident)
+        if ou is None:
+            err(f"org unit {ident} (centre {key}) not found (E7603)")
+        elif ds is not None and str(ou.get("id")) not in assigned:
+            err(f"org unit {ident} (centre {key}) is not assigned to the data set")
+    found = len(m.data_elements) + len(m.services) + len(m.org_units)
+    if not any(f.level == "error" for f in out):
+        out.append(Finding("ok", f"all {found} mapped objects exist and are assigned"))
+    return out
