@@ -512,12 +512,14 @@ class Forwarder:
             candidates |= set(s.execute(newest.where(DailyAggregate.day == last_day)))
             # Batches that could not be built, or were refused for the mapping, are built
             # again: the mapping (or the registry it derives from) may have been fixed.
+            # A changed mapping (a file edited, or a registry change it derives from: a
+            # service renamed) changes what every batch names upstream: all batches are
+            # built again, so values under the old names are deleted there and totals do
+            # not double; the unchanged ones cost a hash comparison.
             remap = _meta(s, "forward_mapping_digest") != mapping.digest()
             if remap:
-                stuck = select(ForwardBatch.day, ForwardBatch.centre_id).where(
-                    ForwardBatch.problem.in_(["unmapped", "mapping"])
-                )
-                candidates |= {(d, c) for d, c in s.execute(stuck) if d <= last_day}
+                known = select(ForwardBatch.day, ForwardBatch.centre_id)
+                candidates |= {(d, c) for d, c in s.execute(known) if d <= last_day}
             sweep_tag = now.astimezone(self.tz).date().isoformat()
             sweep = _meta(s, "forward_swept_on") != sweep_tag
             if sweep:
