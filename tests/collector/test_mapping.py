@@ -1,0 +1,131 @@
+"""The mapping file (errors by line and field), the metadata package made from it, and
+`forward check` against the fake M&E IS (read-only calls), through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collector import mapping
+from collector.cli import main
+from simulator.me_is import FakeMeIs, FakeMeIsServer
+
+GOOD = """kind,key,uid,code,name,value
+option,id_scheme,,,,uid
+option,zeros,,,,omit
+data_set,,aBcDeFgHiJ1,MOLSA_RATINGS,Ratings,
+data_element,R4_1,bBcDeFgHiJ1,,Level 1,
+data_element,R4_2,bBcDeFgHiJ2,,Level 2,
+service,EMPLOYMENT,cBcDeFgHiJ1,,Employment,
+org_unit,SH-GYUMRI1,dBcDeFgHiJ1,,Gyumri centre,
+"""
+
+
+def test_a_ministry_mapping_with_uids_reads() -> None:
+    m = mapping.parse(GOOD, "mapping.csv")
+    assert m.id_scheme == "uid" and not m.zeros_significant
+    assert m.ident(m.org_units["SH-GYUMRI1"]) == "dBcDeFgHiJ1"
+    assert m.element(4, 2) is not None and m.element(5, 1) is None
+    assert mapping.parse(mapping.to_csv(m)).digest() == m.digest()  # round trip
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        ("data_element,R9_1,bBcDeFgHiJ3,,x,", "line 9, field key: 'R9_1' is not R<scale>_<level>"),
+        ("org_unit,ER-AVAN,12345678901,,x,", "line 9, field uid: '12345678901' is not a DHIS2 UID"),
+        ("org_unit,ER-AVAN,,OU_AVAN,x,", "line 9, field uid: id_scheme is uid, so org_unit"),
+        ("option,zeros,,,,sometimes", "line 9, field key: option 'zeros' already on line 3"),
+        ("option,colour,,,,blue", "line 9, field key: unknown option 'colour'"),
+        ("service,EMPLOYMENT,cBcDeFgHiJ2,,x,", "line 9, field key: service 'EMPLOYMENT' already"),
+        (
+            "org_unit,ER-AVAN,dBcDeFgHiJ1,,x,",
+            "line 9, field uid: 'dBcDeFgHiJ1' already used on line 8",
+        ),
+        ("widget,x,,,,", "line 9, field kind: 'widget' is not one of"),
+    ],
+)
+def test_errors_name_the_line_and_the_field(line: str, want: str) -> None:
+    with pytest.raises(mapping.MappingError) as caught:
+        mapping.parse(GOOD + line + "\n", "mapping.csv")
+    assert want in str(caught.value)
+    assert str(caught.value).startswith("mapping.csv line 9")
+
+
+def test_every_problem_at_once_and_a_missing_column() -> None:
+    text = GOOD.replace("option,zeros,,,,omit", "option,zeros,,,,never") + "org_unit,,x,,,\n"
+    with pytest.raises(mapping.MappingError) as caught:
+        mapping.parse(text)
+    assert [(n, f) for n, f, _ in caught.value.problems] == [(3, "value"), (9, "key"), (9, "uid")]
+    with pytest.raises(mapping.MappingError, match="line 1, field value: missing column"):
+        mapping.parse("kind,key,uid,code,name\n")
+
+
+def test_the_package_is_consistent_with_the_mapping() -> None:
+    m = mapping.derive([("SH-GYUMRI1", "Gyumri")], [("EMPLOYMENT", "Employment")], [4])
+    package = mapping.metadata_package(m)
+    assert package == mapping.metadata_package(mapping.parse(mapping.to_csv(m)))  # stable
+    [ds] = package["dataSets"]
+    assert ds["periodType"] == "Daily" and ds["openFuturePeriods"] == 1 and ds["expiryDays"] == 0
+    assert ds["organisationUnits"] == [{"id": m.org_units["SH-GYUMRI1"].uid}]
+    assert "organisationUnits" not in package  # the ministry's own, only referenced
+    elements = {e["code"]: e for e in package["dataElements"]}
+    assert sorted(elements) == [f"GNAHAT_R4_{n}" for n in range(1, 5)]
+    assert all(
+        e["valueType"] == "INTEGER_ZERO_OR_POSITIVE" and e["zeroIsSignificant"]
+        for e in elements.values()
+    )
+    assert {e["dataElement"]["id"] for e in ds["dataSetElements"]} == {
+        e["id"] for e in elements.values()
+    }
+    combos = {c["code"]: c for c in package["categoryOptionCombos"]}
+    assert set(combos) == {"GNAHAT_SVC_EMPLOYMENT", "GNAHAT_SVC_NONE"}
+    cc = package["categoryCombos"][0]["id"]
+    assert all(c["categoryCombo"]["id"] == cc for c in combos.values())
+    assert all(mapping.UID_RE.match(e["id"]) for e in package["dataElements"])
+
+
+@pytest.fixture
+def cli_env(
+    database_url: str, store: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Path:
+    monkeypatch.setenv("GNAHAT_DATABASE_URL", database_url)
+    monkeypatch.setenv("GNAHAT_FORWARD_USERNAME", "gnahat")
+    monkeypatch.setenv("GNAHAT_FORWARD_PASSWORD", "pw")
+    return tmp_path
+
+
+def test_forward_mapping_metadata_and_check_from_the_cli(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["forward", "mapping"]) == 0
+    path = cli_env / "mapping.csv"
+    path.write_text(capsys.readouterr().out, encoding="utf-8")
+    monkeypatch.setenv("GNAHAT_FORWARD_MAPPING", str(path))
+    assert main(["forward", "metadata", "--org-units"]) == 0
+    package = json.loads(capsys.readouterr().out)
+    fake = FakeMeIs(username="gnahat", password="pw")
+    fake.load_metadata(package)
+    with FakeMeIsServer(fake) as server:
+        monkeypatch.setenv("GNAHAT_FORWARD_URL", server.url)
+        assert main(["forward", "check"]) == 0
+        out = capsys.readouterr().out
+        assert "OK      DHIS2 2.41.9" in out and "mapped objects exist and are assigned" in out
+        fake.forget("dataElements", "GNAHAT_R4_3")  # an administrator skipped one
+        assert main(["forward", "check"]) == 1
+        out = capsys.readouterr().out
+        assert "ERROR   data element GNAHAT_R4_3 (R4_3) not found (E7610)" in out
+        assert "mapped objects exist" not in out
+        fake.load_metadata(package)
+        fake.accounts["gnahat"].authorities = {"F_VIEW_DATA"}
+        assert main(["forward", "check"]) == 1
+        assert "lacks the F_DATAVALUE_ADD authority" in capsys.readouterr().out
+        fake.accounts["gnahat"].authorities = {"ALL"}
+        fake.data_elements[next(iter(fake.data_elements))].attrs["zeroIsSignificant"] = False
+        assert main(["forward", "check"]) == 1
+        assert "is not zeroIsSignificant" in capsys.readouterr().out
+    path.write_text(path.read_text().replace("option,id_scheme,,,,code", "option,id_scheme,,,,urn"))
+    assert main(["forward", "mapping"]) == 2
+    assert "line 2, field value: id_scheme is code or uid" in capsys.readouterr().err
