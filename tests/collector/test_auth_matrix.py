@@ -66,6 +66,10 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
     ("GET", "/healthz"): ("/healthz", PUBLIC),
     ("GET", "/metrics"): ("/metrics", api({"t_admin", "t_technician"})),
     ("GET", "/api/v1/feeds/events"): ("/api/v1/feeds/events", api({"t_admin", "t_analyst"})),
+    ("GET", "/api/v1/feeds/aggregates"): (
+        "/api/v1/feeds/aggregates",
+        api({"t_admin", "t_analyst"}),
+    ),
     ("GET", "/api/v1/devices"): ("/api/v1/devices", api({"t_admin", "t_technician"})),
     ("GET", "/api/v1/devices/{device}/gaps"): (
         "/api/v1/devices/am-sh-gyumri1-d01/gaps",
@@ -85,6 +89,8 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
         api({"t_admin", "t_analyst", "t_manager_a", "t_manager_b"}),
     ),
     ("GET", "/api/v1/open/centres"): ("/api/v1/open/centres", PUBLIC),
+    ("GET", "/api/v1/open/centres.csv"): ("/api/v1/open/centres.csv", PUBLIC),
+    ("GET", "/api/v1/open/datapackage.json"): ("/api/v1/open/datapackage.json", PUBLIC),
     ("GET", "/"): ("/", expect(303)),
     ("GET", "/login"): ("/login", PUBLIC),
     ("POST", "/login"): ("/login", expect(401)),  # wrong password, right CSRF token

@@ -38,6 +38,9 @@ def test_zero_loss_under_faults(database_url: str, tmp_path: Path, broker_factor
     # Through an M&E IS outage and 503s it holds exactly the collector's daily counts —
     # real counts: visitors press at human rates, so the scores are not all bursts.
     assert report.me_is_values > 0 and report.me_is_mismatches == 0
+    # Against the 2.41-like fake holding the generated package: a clean exchange, no
+    # conflict and no value sent twice unchanged.
+    assert report.me_is_conflicts == 0 and report.me_is_ignored == 0
     assert report.counted > 4000 and report.counted + report.excluded == report.stored
     assert report.me_is_compared == report.counted
     assert report.wrong_day == 0

@@ -1,18 +1,21 @@
-"""The analyst feed of stored events, cursor-paged, NDJSON or CSV."""
+"""The analyst feeds: stored events (cursor-paged, NDJSON or CSV) and aggregate series
+(JSON, CSV or SDMX-CSV)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
+from collector import series as series_mod
 from collector.api.deps import SessionDep, StateDep, require
-from collector.api.params import AUTH_RESPONSES, NDJSON_OR_CSV, Cursor
+from collector.api.params import AUTH_RESPONSES, NDJSON_OR_CSV, Cursor, End, Start, period
 from collector.auth import Role
 from collector.models import ApiToken, AuditLog, Centre, Employee, Event, Service
 
@@ -123,3 +126,84 @@ def events_feed(
     # orjson: UTF-8 bytes straight away (Armenian as is), datetimes as ISO 8601.
     body = b"".join(orjson.dumps(r) + b"\n" for r in records)
     return Response(body, media_type="application/x-ndjson; charset=utf-8", headers=headers)
+
+
+#: How far back of the call a nightly job should start its next ``updated_since``: a
+#: cell stamped just before this call may commit just after it.
+UPDATED_MARGIN = timedelta(minutes=10)
+
+AGGREGATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Rows of the series; `X-Next-Updated-Since` is where a nightly job "
+        "goes on from.",
+        "content": {
+            "application/json": {},
+            "text/csv": {},
+            "application/vnd.sdmx.data+csv; version=2.0.0": {},
+        },
+    }
+}
+
+
+@router.get("/aggregates", response_class=Response, responses=AGGREGATE_RESPONSES)
+def aggregates_feed(
+    session: SessionDep,
+    state: StateDep,
+    token: Annotated[ApiToken, Depends(require(Role.ANALYST))],
+    start: Start = None,
+    end: End = None,
+    grain: Annotated[
+        Literal["day", "week", "month"], Query(description="day, ISO week or month")
+    ] = "day",
+    by: Annotated[
+        Literal["centre", "marz", "service", "national"], Query(description="the grouping")
+    ] = "centre",
+    updated_since: Annotated[
+        datetime | None,
+        Query(
+            description="Only rows with a cell changed at or after this time (ISO 8601; "
+            "without a zone: UTC). Late events included: the whole row comes again."
+        ),
+    ] = None,
+    format: Annotated[Literal["json", "csv", "sdmx-csv"], Query()] = "json",
+) -> Response:
+    """Counts per score level, n and CSAT with its Wilson 95 % interval, per period
+    (day, ISO week, month) and group (centre, marz, service, the country), one row per
+    rating scale. Weeks and months are those that overlap ``start..end``; only the days
+    inside it are counted."""
+    today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
+    first, last = period(start, end, today)
+    since = updated_since
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    rows = series_mod.series(session, first, last, grain=grain, by=by, updated_since=since)
+    records = [r.record(grain, by) for r in rows]
+    session.add(
+        AuditLog(
+            at=state.clock(),
+            actor=f"token:{token.id}",
+            action="feed.aggregates",
+            detail={"grain": grain, "by": by, "rows": len(records), "format": format},
+        )
+    )
+    session.commit()
+    headers = {"X-Next-Updated-Since": (state.clock() - UPDATED_MARGIN).isoformat()}
+    if format == "csv":
+        return Response(
+            series_mod.to_csv(records), media_type="text/csv; charset=utf-8", headers=headers
+        )
+    if format == "sdmx-csv":
+        return Response(
+            series_mod.sdmx_csv(records),
+            media_type="application/vnd.sdmx.data+csv; version=2.0.0; charset=utf-8",
+            headers=headers,
+        )
+    body = {
+        "start": first.isoformat(),
+        "end": last.isoformat(),
+        "grain": grain,
+        "by": by,
+        "updated_since": since.isoformat() if since else None,
+        "rows": records,
+    }
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)

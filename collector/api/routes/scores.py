@@ -163,6 +163,101 @@ def open_data(
     return Response(body, media_type=media, headers=headers)
 
 
+@router.get(
+    "/open/centres.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "The open data as CSV"}},
+)
+def open_data_csv(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    start: Start = None,
+    end: End = None,
+) -> Response:
+    """The open data as CSV under a file name: the resource of the data package."""
+    return open_data(request, session, state, start, end, "csv")
+
+
+#: Frictionless Table Schema of the open data CSV (https://specs.frictionlessdata.io/).
+OPEN_SCHEMA: dict[str, Any] = {
+    "fields": [
+        {"name": "start", "type": "date", "format": "default", "description": "First day"},
+        {"name": "end", "type": "date", "format": "default", "description": "Last day"},
+        {
+            "name": "centre",
+            "type": "string",
+            "description": "Integrated social service centre (registry code)",
+            "constraints": {"required": True},
+        },
+        {
+            "name": "service",
+            "type": "string",
+            "description": "Service code; NONE where the desk had none",
+            "constraints": {"required": True},
+        },
+        {
+            "name": "n",
+            "type": "integer",
+            "description": "Ratings; empty where the cell is suppressed",
+            "constraints": {"minimum": scores.PUBLIC_MIN_N},
+        },
+        {
+            "name": "csat",
+            "type": "number",
+            "description": "Share of ratings in the top two levels",
+            "constraints": {"minimum": 0, "maximum": 1},
+        },
+        {
+            "name": "csat_low",
+            "type": "number",
+            "description": "Wilson 95 % interval, lower bound",
+            "constraints": {"minimum": 0, "maximum": 1},
+        },
+        {
+            "name": "csat_high",
+            "type": "number",
+            "description": "Wilson 95 % interval, upper bound",
+            "constraints": {"minimum": 0, "maximum": 1},
+        },
+    ],
+    "missingValues": [""],
+    "primaryKey": ["start", "end", "centre", "service"],
+}
+
+
+@router.get("/open/datapackage.json")
+def open_data_package() -> dict[str, Any]:
+    """Public: a Frictionless Tabular Data Package describing the open data (its resource
+    is `centres.csv` beside it: the last 30 days)."""
+    return {
+        "profile": "tabular-data-package",
+        "name": "gnahat-centre-ratings",
+        "title": "Visitor ratings of Armenia's integrated social service centres",
+        "description": "Share of satisfied visitors (top two levels) per centre and "
+        f"service, with its 95 % interval; cells under {scores.PUBLIC_MIN_N} ratings and "
+        "the cells that would reveal them are suppressed.",
+        "licenses": [
+            {
+                "name": "CC-BY-4.0",
+                "title": "Creative Commons Attribution 4.0",
+                "path": "https://creativecommons.org/licenses/by/4.0/",
+            }
+        ],
+        "resources": [
+            {
+                "name": "centres",
+                "path": "centres.csv",
+                "profile": "tabular-data-resource",
+                "format": "csv",
+                "mediatype": "text/csv",
+                "encoding": "utf-8",
+                "schema": OPEN_SCHEMA,
+            }
+        ],
+    }
+
+
 def _open_body(session: Any, first: date, last: date, format: str) -> tuple[bytes, str]:
     rows = scores.public_table(session, first, last)
     if format == "csv":

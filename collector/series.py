@@ -1,0 +1,198 @@
+"""Aggregate series for analysts: counts per level, n and CSAT with its interval, by day,
+ISO week or month, and by centre, marz, service or the whole country.
+
+Rows come from the daily aggregates (one GROUP BY over the period) and are bucketed
+here. Each row carries ``updated_at``, the newest change of any cell behind it, so a
+nightly job asks ``updated_since`` and gets every row a late event touched, whole.
+
+Three encodings: JSON, CSV (one row per series row) and SDMX-CSV 2.0 (one observation
+per row and measure, see :func:`sdmx_csv`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from collector.models import Centre, DailyAggregate, Service
+from collector.scores import Counts, wilson
+
+Grain = Literal["day", "week", "month"]
+By = Literal["centre", "marz", "service", "national"]
+NATIONAL = "AM"
+NO_SERVICE = "NONE"
+COLUMNS = (
+    "period",
+    "grain",
+    "by",
+    "group",
+    "scale",
+    "n",
+    "n1",
+    "n2",
+    "n3",
+    "n4",
+    "n5",
+    "csat",
+    "csat_low",
+    "csat_high",
+    "updated_at",
+)
+#: The SDMX structure the SDMX-CSV answer refers to (agency, id, version).
+DSD = ("AM_MLSA", "GNAHAT_RATINGS", "1.0")
+SDMX_DIMENSIONS = ("FREQ", "REF_AREA", "SERVICE", "SCALE", "MEASURE", "TIME_PERIOD")
+MEASURES = ("N", "N1", "N2", "N3", "N4", "N5", "CSAT", "CSAT_LOW", "CSAT_HIGH")
+FREQ = {"day": "D", "week": "W", "month": "M"}
+
+
+def bucket(day: date, grain: Grain) -> str:
+    """The period a day belongs to: ``2026-11-24``, ISO week ``2026-W48``, ``2026-11``."""
+    if grain == "day":
+        return day.isoformat()
+    if grain == "week":
+        year, week, _ = day.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{day.year}-{day.month:02d}"
+
+
+@dataclass
+class Row:
+    period: str
+    group: str
+    scale: int
+    counts: Counts
+    updated_at: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, grain: str, by: str) -> dict[str, Any]:
+        c = self.counts
+        levels = c.levels + [None] * (5 - c.scale)
+        out: dict[str, Any] = {
+            "period": self.period,
+            "grain": grain,
+            "by": by,
+            "group": self.group,
+            "scale": c.scale,
+            "n": c.n,
+            **{f"n{i + 1}": levels[i] for i in range(5)},
+            "csat": None,
+            "csat_low": None,
+            "csat_high": None,
+            "updated_at": self.updated_at,
+        }
+        if c.n:
+            lo, hi = wilson(c.top_two, c.n)
+            out.update(
+                csat=round(c.top_two / c.n, 4), csat_low=round(lo, 4), csat_high=round(hi, 4)
+            )
+        return out
+
+
+def series(
+    session: Session,
+    first: date,
+    last: date,
+    *,
+    grain: Grain = "day",
+    by: By = "centre",
+    updated_since: datetime | None = None,
+) -> list[Row]:
+    a = DailyAggregate
+    group_col: Any
+    if by == "centre":
+        group_col = Centre.code
+    elif by == "marz":
+        group_col = Centre.marz
+    elif by == "service":
+        group_col = func.coalesce(Service.code, NO_SERVICE)
+    else:
+        group_col = None
+    cols: list[Any] = [
+        a.day,
+        a.scale,
+        *(func.sum(getattr(a, f"n{i}")) for i in range(1, 6)),
+        func.max(a.changed_at),
+    ]
+    query = select(*cols, *([group_col] if group_col is not None else []))
+    if by in ("centre", "marz"):
+        query = query.join(Centre, Centre.id == a.centre_id)
+    elif by == "service":
+        query = query.outerjoin(Service, Service.id == a.service_id)
+    query = query.where(a.day >= first, a.day <= last).group_by(
+        a.day, a.scale, *([group_col] if group_col is not None else [])
+    )
+    rows: dict[tuple[str, str, int], Row] = {}
+    for r in session.execute(query):
+        day, scale = r[0], int(r[1])
+        group = str(r[8]) if group_col is not None else NATIONAL
+        key = (bucket(day, grain), group, scale)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = Row(key[0], group, scale, Counts(scale), r[7])
+        row.counts.add([int(x or 0) for x in r[2:7]])
+        if r[7] > row.updated_at:
+            row.updated_at = r[7]
+    out = sorted(rows.values(), key=lambda x: (x.period, x.group, x.scale))
+    if updated_since is not None:
+        out = [x for x in out if x.updated_at >= updated_since]
+    return out
+
+
+def to_csv(records: Iterable[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow(
+            {
+                **r,
+                "updated_at": r["updated_at"].isoformat(),
+                **{k: "" if r[k] is None else r[k] for k in COLUMNS if k != "updated_at"},
+            }
+        )
+    return buf.getvalue()
+
+
+def sdmx_csv(records: Iterable[dict[str, Any]]) -> str:
+    """SDMX-CSV 2.0: ``STRUCTURE,STRUCTURE_ID,ACTION``, the dimensions, ``OBS_VALUE``.
+
+    Dimensions: ``FREQ`` (D, W, M), ``REF_AREA`` (centre code, marz ISO 3166-2 code, or
+    ``AM``), ``SERVICE`` (service code, ``_T`` for all), ``SCALE``, ``MEASURE`` (N, N1-N5,
+    CSAT, CSAT_LOW, CSAT_HIGH) and ``TIME_PERIOD`` (SDMX's ``2026-11-24``,
+    ``2026-W48``, ``2026-11``). Every observation is ``ACTION`` I (information).
+    """
+    agency, ident, version = DSD
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["STRUCTURE", "STRUCTURE_ID", "ACTION", *SDMX_DIMENSIONS, "OBS_VALUE"])
+    for r in records:
+        if r["by"] == "service":
+            area, service = NATIONAL, r["group"]
+        else:
+            area, service = r["group"], "_T"
+        for measure in MEASURES:
+            value = r[measure.lower()]
+            if value is None:
+                continue
+            w.writerow(
+                [
+                    "datastructure",
+                    f"{agency}:{ident}({version})",
+                    "I",
+                    FREQ[r["grain"]],
+                    area,
+                    service,
+                    r["scale"],
+                    measure,
+                    r["period"],
+                    value,
+                ]
+            )
+    return buf.getvalue()
