@@ -24,7 +24,6 @@ import logging
 import os
 import random
 import socket
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,10 +34,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector import mapping as mapping_mod
+from collector import outbox
 from collector.config import Settings
 from collector.models import Centre, DailyAggregate, Employee, ForwardBatch, Meta, Service
 
@@ -416,9 +415,16 @@ class Forwarder:
         self.rng = rng
         self.tz = ZoneInfo(settings.timezone)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.backoff = outbox.Backoff(BACKOFF_BASE_S, settings.forward_backoff_max_s, rng)
+        self.lease = outbox.Lease(
+            sessions,
+            "forward_lease",
+            self.owner,
+            max(3 * settings.forward_interval_s, 30.0),
+            lambda: self.clock(),
+        )
+        self.worker = outbox.Worker("gnahat-forwarder", settings.forward_interval_s, self._round)
+        self._stop = self.worker.stopping
         self.check_lease = False
         """Renew the lease before each push (set by :meth:`run_once`, the serving path)."""
 
@@ -600,8 +606,7 @@ class Forwarder:
 
     def backoff_s(self, attempts: int) -> float:
         """Capped exponential backoff with jitter (between half and all of the step)."""
-        step = min(self.settings.forward_backoff_max_s, BACKOFF_BASE_S * 2 ** (attempts - 1))
-        return float(step * (0.5 + self.rng() / 2))
+        return self.backoff.wait(attempts)
 
     def send_due(self, limit: int = 200) -> dict[str, int]:
         now = self.clock()
@@ -741,45 +746,12 @@ class Forwarder:
         return report
 
     def hold_lease(self) -> bool:
-        """Take or renew the forwarding lease (one forwarder per database at a time).
-
-        A compare-and-swap on one ``meta`` row, the same on SQLite and PostgreSQL: the
-        lease is ours if it is free, expired, or already ours; it lasts three rounds, so
-        another ``serve`` process takes over within that after this one stops or dies.
-        """
-        now = self.clock()
-        until = now + timedelta(seconds=max(3 * self.settings.forward_interval_s, 30.0))
-        mine = f"{self.owner}|{until.isoformat()}"
-        with self.sessions() as s:
-            try:
-                with s.begin():
-                    if s.get(Meta, "forward_lease") is None:
-                        s.add(Meta(key="forward_lease", value=""))
-            except IntegrityError:
-                pass  # another process created the row first
-        with self.sessions() as s, s.begin():
-            row = s.get(Meta, "forward_lease")
-            if row is None:
-                return False
-            owner, _, expires = row.value.partition("|")
-            if owner != self.owner and expires and datetime.fromisoformat(expires) > now:
-                return False
-            taken = s.execute(
-                update(Meta)
-                .where(Meta.key == "forward_lease", Meta.value == row.value)
-                .values(value=mine)
-            )
-            return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+        """Take or renew the forwarding lease (one forwarder per database at a time; it
+        lasts three rounds: see :class:`collector.outbox.Lease`)."""
+        return self.lease.hold()
 
     def release_lease(self) -> None:
-        with self.sessions() as s, s.begin():
-            row = s.get(Meta, "forward_lease")
-            if row is not None and row.value.partition("|")[0] == self.owner:
-                s.execute(
-                    update(Meta)
-                    .where(Meta.key == "forward_lease", Meta.value == row.value)
-                    .values(value="")
-                )
+        self.lease.release()
 
     def update_gauges(self) -> None:
         if self.metrics is None:
@@ -810,19 +782,13 @@ class Forwarder:
         """Re-queue parked and locked batches, and make failed pending ones due now (all,
         or those named), after a fix on either side (for a locked period: once an
         administrator opened it)."""
-        now = self.clock()
+        where = ForwardBatch.state.in_([PARKED, LOCKED]) | (
+            (ForwardBatch.state == PENDING) & ForwardBatch.problem.is_not(None)
+        )
+        if keys is not None:
+            where = where & ForwardBatch.batch_key.in_(list(keys))
         with self.sessions() as s, s.begin():
-            query = select(ForwardBatch).where(
-                ForwardBatch.state.in_([PARKED, LOCKED])
-                | ((ForwardBatch.state == PENDING) & ForwardBatch.problem.is_not(None))
-            )
-            if keys is not None:
-                query = query.where(ForwardBatch.batch_key.in_(list(keys)))
-            batches = s.scalars(query).all()
-            for b in batches:
-                b.state, b.attempts, b.next_attempt_at, b.updated_at = PENDING, 0, now, now
-                b.pending_since = now
-        return len(batches)
+            return outbox.requeue(s, ForwardBatch, self.clock(), where)
 
     def status(self) -> list[ForwardBatch]:
         with self.sessions() as s:
@@ -858,37 +824,22 @@ class Forwarder:
 
     # ------------------------------------------------------------ background
 
+    def _round(self) -> bool:
+        report = self.run_once()
+        if report.planned or report.outcomes:
+            log.info("forwarding: %s", report)
+        # A catch-up (an outage, a back-filled centre) goes on at once while rounds
+        # come back full and nothing failed.
+        return sum(report.outcomes.values()) >= 200 and "retry" not in report.outcomes
+
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="gnahat-forwarder", daemon=True)
-        self._thread.start()
+        self.worker.start()
 
     def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            full = False
-            try:
-                report = self.run_once()
-                if report.planned or report.outcomes:
-                    log.info("forwarding: %s", report)
-                # A catch-up (an outage, a back-filled centre) goes on at once while
-                # rounds come back full and nothing failed.
-                full = sum(report.outcomes.values()) >= 200 and "retry" not in report.outcomes
-            except Exception:  # a bug or a database hiccup must not end forwarding
-                log.exception("forwarding round failed; trying again next round")
-            if full:
-                continue
-            self._wake.wait(self.settings.forward_interval_s)
-            self._wake.clear()
+        self.worker.wake()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(self.settings.forward_timeout_s + 5)
-            self._thread = None
+        self.worker.stop(self.settings.forward_timeout_s + 5)
         try:
             self.release_lease()  # another process may take over at once
         except Exception:
