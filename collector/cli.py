@@ -124,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     fwd_sub.add_parser(
         "check", help="ask the M&E IS (read-only) whether everything mapped exists; 1 on a gap"
     )
+    wh = sub.add_parser("webhook", help="webhooks: a push when a day's aggregates change")
+    wh_sub = wh.add_subparsers(dest="action", required=True, metavar="ACTION")
+    wa = wh_sub.add_parser("add", help="register a receiver; prints its signing secret once")
+    wa.add_argument("url")
+    wa.add_argument("--name", default="")
+    wa.add_argument("--centre", action="append", default=[], help="only this centre (repeat)")
+    wh_sub.add_parser("list", help="receivers, with their deliveries by state")
+    wr = wh_sub.add_parser("remove", help="stop sending to a receiver")
+    wr.add_argument("id", type=int)
+    wh_sub.add_parser("status", help="deliveries not delivered, with the reason")
+    wt = wh_sub.add_parser("retry", help="re-queue parked deliveries")
+    wt.add_argument("ids", nargs="*", type=int, metavar="ID")
+    wt.add_argument("--all", action="store_true")
     fd = fwd_sub.add_parser("dry-run", help="check a day's mapping with the M&E IS (dryRun)")
     fd.add_argument("--day", required=True, type=date.fromisoformat, help="YYYY-MM-DD")
     fd.add_argument("--centre", help="one centre code (default: all with ratings that day)")
@@ -482,6 +495,76 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from collector import webhooks
+    from collector.models import Webhook, WebhookDelivery
+
+    sessions = _sessions(settings)
+    if args.action == "add":
+        try:
+            with sessions() as s, s.begin():
+                hook, secret = webhooks.add(s, args.url, name=args.name, centres=args.centre)
+                hook_id = hook.id
+        except webhooks.WebhookError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"webhook {hook_id} -> {args.url}")
+        print(f"signing secret (shown once; Standard Webhooks): {secret}")
+        return 0
+    if args.action == "list":
+        with sessions() as s:
+            states: dict[int, dict[str, int]] = {}
+            for hook_id, state, n in s.execute(
+                select(WebhookDelivery.webhook_id, WebhookDelivery.state, func.count()).group_by(
+                    WebhookDelivery.webhook_id, WebhookDelivery.state
+                )
+            ):
+                states.setdefault(hook_id, {})[state] = n
+            for h in s.scalars(select(Webhook).order_by(Webhook.id)):
+                counts = ", ".join(f"{n} {k}" for k, n in sorted(states.get(h.id, {}).items()))
+                print(
+                    f"{h.id}\t{'active' if h.active else 'removed'}\t{h.name}\t{h.url}\t"
+                    f"{h.centres or 'all centres'}\t{counts or 'no deliveries yet'}"
+                )
+        return 0
+    if args.action == "remove":
+        with sessions() as s, s.begin():
+            hook = s.get(Webhook, args.id)
+            if hook is None:
+                print(f"error: no webhook {args.id}", file=sys.stderr)
+                return 2
+            hook.active = False
+        print(f"webhook {args.id} removed (its waiting deliveries are parked)")
+        return 0
+    if args.action == "status":
+        with sessions() as s:
+            rows = s.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.state != "sent")
+                .order_by(WebhookDelivery.id)
+            ).all()
+            for d in rows:
+                when = d.next_attempt_at.isoformat() if d.next_attempt_at else "-"
+                print(
+                    f"{d.id}\t{d.batch_key}\t{d.state}\tv{d.version}\ttries {d.attempts}\t"
+                    f"{when}\t{d.last_error or ''}".rstrip()
+                )
+            if not rows:
+                print("every delivery delivered")
+        return 0
+    if not args.ids and not args.all:
+        print("error: name delivery ids or give --all", file=sys.stderr)
+        return 2
+    sender = webhooks.WebhookSender(sessions, settings)
+    try:
+        print(f"{sender.retry(None if args.all else args.ids)} delivery(ies) re-queued")
+    finally:
+        sender.http.close()
+    return 0
+
+
 PROBLEMS = {
     "link": "the M&E IS did not answer",
     "server": "the M&E IS failed (5xx or throttled)",
@@ -549,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "forward":
         return cmd_forward(settings, args)
+    if args.command == "webhook":
+        return cmd_webhook(settings, args)
     if args.command == "user":
         return cmd_user(settings, args)
     if args.command == "retention":

@@ -150,6 +150,17 @@ class Settings(BaseSettings):
         description="Also forward per employee, as pseudonyms in `attributeOptionCombo`.",
     )
 
+    webhooks_enabled: bool = Field(
+        True, description="Send webhook deliveries from this `serve` process (a lease)."
+    )
+    webhook_interval_s: float = Field(
+        30.0, gt=0, description="How often changed days are looked for and webhooks sent."
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Timeout of one webhook request.")
+    webhook_backoff_max_s: float = Field(
+        3600.0, gt=0, description="Longest wait between retries of a failing webhook delivery."
+    )
+
     @field_validator("mqtt_url")
     @classmethod
     def _check_mqtt_url(cls, value: str) -> str:

@@ -48,6 +48,15 @@ def create_app(
 
         forwarder = Forwarder(sessions, settings, metrics=metrics, clock=forward_clock or utcnow)
     state.forwarder = forwarder
+    webhooks = None
+    if settings.webhooks_enabled:
+        from collector.webhooks import WebhookSender
+        from collector.webhooks import utcnow as webhook_now
+
+        webhooks = WebhookSender(
+            sessions, settings, metrics=metrics, clock=forward_clock or webhook_now
+        )
+    state.webhooks = webhooks
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +64,8 @@ def create_app(
             state.ingest.start()
         if forwarder is not None:
             forwarder.start()  # its own thread and sessions: a slow M&E IS never holds ingest
+        if webhooks is not None:
+            webhooks.start()  # the same outbox mechanism, its own thread and lease
         # What start-up built lives as long as the process: keep it out of every later
         # full collection (those pauses were the tail of the JSON-heavy answers).
         gc.collect()
@@ -64,6 +75,8 @@ def create_app(
         finally:
             if forwarder is not None:
                 forwarder.stop()
+            if webhooks is not None:
+                webhooks.stop()
             if state.ingest is not None:
                 state.ingest.stop()
             engine.dispose()

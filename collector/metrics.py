@@ -94,6 +94,20 @@ class Metrics:
             "Batches the M&E IS refused, waiting for an operator",
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "gnahat_webhook_deliveries_total",
+            "Webhook deliveries by outcome (sent, retry, parked)",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "gnahat_webhook_pending_deliveries", "Webhook deliveries waiting", registry=r
+        )
+        self.webhook_parked = Gauge(
+            "gnahat_webhook_parked_deliveries",
+            "Webhook deliveries refused by their receiver, waiting for an operator",
+            registry=r,
+        )
         self.forward_locked = Gauge(
             "gnahat_forward_locked_batches",
             "Batches whose period the M&E IS has closed (expired, approved)",

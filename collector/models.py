@@ -328,6 +328,44 @@ class ForwardBatch(Base):
     full_send: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class Webhook(Base):
+    """A receiver that wants a push when a day's aggregates change (analysts' systems)."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str] = mapped_column(String(500))
+    secret: Mapped[str] = mapped_column(String(100))
+    """The signing secret (Standard Webhooks ``whsec_...``); shown once at creation."""
+    centres: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Centre codes (comma-separated) it is about; empty: every centre."""
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """The outbox of webhooks: one row per (webhook, centre, day), versioned like
+    :class:`ForwardBatch` (``send_key`` is the ``webhook-id`` header of a version)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    batch_key: Mapped[str] = mapped_column(String(100), unique=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    send_key: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[Any] = mapped_column(JSON)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # ---------------------------------------------------------------- access
 
 

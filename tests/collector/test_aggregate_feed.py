@@ -131,7 +131,8 @@ def test_csv_reads_with_pandas_and_sdmx_csv_with_an_sdmx_library(
     dsd.measures.getdefault("OBS_VALUE")
     message = sdmx.read_sdmx(io.BytesIO(r.content), format="csv", structure=dsd)
     values = {
-        (o.key["REF_AREA"].value, o.key["MEASURE"].value): float(o.value) for o in message.data[0].obs
+        (o.key["REF_AREA"].value, o.key["MEASURE"].value): float(o.value)
+        for o in message.data[0].obs
     }
     assert values[("AM-SH", "N")] == 9 and values[("AM-ER", "N4")] == 3
     assert values[("AM-ER", "CSAT")] == 1.0 and ("AM-ER", "N5") not in values
