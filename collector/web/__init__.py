@@ -25,7 +25,16 @@ from collector.api.deps import SessionDep, StateDep
 from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
 from collector.clientaddr import client_address
-from collector.models import AuditLog, Centre, DayNote, Event, Flag, Service, User
+from collector.models import (
+    AuditLog,
+    Centre,
+    DayNote,
+    Event,
+    Flag,
+    ForwardBatch,
+    Service,
+    User,
+)
 from collector.users import LoginRefused, RateLimited, login
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
@@ -73,6 +82,21 @@ TEXT: dict[str, dict[str, str]] = {
         "future": "Նշումը վերաբերում է արդեն եղած օրվան, ոչ ապագային։",
         "uncertain_day": "{n} գնահատական թվագրված է մոտավորապես․ սարքի ժամացույցը "
         "ճշգրտված չէր, և օրը կարող է տարբերվել",
+        "me_is": "Ուղարկում ՄԳՏՀ (մոնիթորինգի և գնահատման տեղեկատվական համակարգ)",
+        "me_is_all": "Այս ժամանակահատվածի բոլոր օրերը հասել են ՄԳՏՀ։",
+        "me_is_state": "Վիճակ",
+        "me_is_reason": "Պատճառ",
+        "fwd_pending": "սպասում է",
+        "fwd_parked": "կանգնեցված է",
+        "fwd_locked": "փակված է ՄԳՏՀ-ում",
+        "fwd_link": "ՄԳՏՀ-ն չի պատասխանում",
+        "fwd_server": "ՄԳՏՀ-ի խափանում",
+        "fwd_auth": "ՄԳՏՀ-ն մերժել է հաշիվը",
+        "fwd_mapping": "տվյալների համապատասխանեցման բաց",
+        "fwd_not_open": "ժամանակահատվածը դեռ բաց չէ ՄԳՏՀ-ում",
+        "fwd_locked_reason": "ժամանակահատվածը փակված է ՄԳՏՀ-ում",
+        "fwd_unmapped": "համապատասխանեցումը չի ընդգրկում",
+        "fwd_answer": "անհասկանալի պատասխան",
     },
     "en": {
         "app": "Gnahat",
@@ -111,6 +135,21 @@ TEXT: dict[str, dict[str, str]] = {
         "skip": "Skip to content",
         "unattributed": "No staff member",
         "future": "A note is about a day that has happened, not a future one.",
+        "me_is": "Delivery to the M&E IS",
+        "me_is_all": "Every day of this period has reached the M&E IS.",
+        "me_is_state": "State",
+        "me_is_reason": "Reason",
+        "fwd_pending": "waiting",
+        "fwd_parked": "stopped",
+        "fwd_locked": "locked in the M&E IS",
+        "fwd_link": "the M&E IS does not answer",
+        "fwd_server": "the M&E IS is failing",
+        "fwd_auth": "the M&E IS refused the account",
+        "fwd_mapping": "a mapping or metadata gap",
+        "fwd_not_open": "the period is not open yet in the M&E IS",
+        "fwd_locked_reason": "the period is closed in the M&E IS",
+        "fwd_unmapped": "the mapping does not cover it",
+        "fwd_answer": "an answer that cannot be used",
         "uncertain_day": "{n} ratings dated by estimate: the unit's clock was not set, "
         "so their day may be off",
     },
@@ -309,6 +348,19 @@ def dashboard(
             .group_by(Event.day)
         ).all()
     )
+    # Days of this centre that have not reached the M&E IS, and why (forwarding on).
+    undelivered = None
+    if state.settings.forward_url:
+        undelivered = session.execute(
+            select(ForwardBatch.day, ForwardBatch.state, ForwardBatch.problem)
+            .where(
+                ForwardBatch.centre_id == chosen.id,
+                ForwardBatch.day >= first,
+                ForwardBatch.day <= last,
+                ForwardBatch.state != "sent",
+            )
+            .order_by(ForwardBatch.day)
+        ).all()
     staff = None
     if user.role in (Role.ADMIN.value, Role.MANAGER.value):
         staff = scores.employee_scores(session, chosen.id, first, last)
@@ -336,6 +388,7 @@ def dashboard(
         days=days,
         notes=notes,
         uncertain=uncertain,
+        undelivered=undelivered,
         staff=staff,
         can_note=user.role in (Role.ADMIN.value, Role.MANAGER.value),
         saved=bool(saved),

@@ -320,3 +320,52 @@ def test_admins_list_and_end_sessions_from_the_cli(
     with sessions() as s:
         actions = s.scalars(select(AuditLog.action)).all()
     assert "sessions.end" in actions
+
+
+def test_days_not_delivered_to_the_me_is_are_shown_with_the_reason(
+    database_url: str, sessions: sessionmaker[Session], store: Store
+) -> None:
+    from collector.models import Centre, ForwardBatch
+
+    store.process([msg(event(i), device="am-sh-gyumri1-d01") for i in range(1, 4)])
+    add_user(sessions, "anna", Role.MANAGER, ["SH-GYUMRI1"])
+    with sessions() as s, s.begin():
+        centre = s.scalar(select(Centre.id).where(Centre.code == "SH-GYUMRI1"))
+        for day, state, problem in (
+            (T0.date() - timedelta(days=2), "locked", "locked"),
+            (T0.date() - timedelta(days=1), "pending", "mapping"),
+            (T0.date(), "sent", None),
+        ):
+            s.add(
+                ForwardBatch(
+                    batch_key=f"SH-GYUMRI1/{day:%Y%m%d}",
+                    day=day,
+                    centre_id=centre,
+                    version=1,
+                    send_key="k",
+                    payload={},
+                    payload_hash="h",
+                    state=state,
+                    problem=problem,
+                    attempts=1,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+    settings = Settings(
+        database_url=database_url, forward_url="http://127.0.0.1:9", forward_enabled=False
+    )
+    app = create_app(settings)
+    app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
+    with TestClient(app, base_url="http://testserver") as client:
+        assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+        en = client.get("/dashboard?lang=en").text
+        section = en[en.index('id="me-is"') :]
+        assert re.search(r"2026-11-22</th><td>locked in the M&amp;E IS</td>\s*<td>the period is "
+                         r"closed in the M&amp;E IS", section)  # fmt: skip
+        assert re.search(
+            r"2026-11-23</th><td>waiting</td>\s*<td>a mapping or metadata gap", section
+        )
+        assert "2026-11-24</th><td>" not in section  # delivered
+        hy = client.get("/dashboard?lang=hy").text
+        assert "փակված է ՄԳՏՀ-ում" in hy and "տվյալների համապատասխանեցման բաց" in hy
