@@ -4,7 +4,7 @@ one shape (FastAPI's validation error: ``{"detail": [{"loc", "msg", "type"}]}``)
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Form, Query
@@ -62,6 +62,41 @@ End = Annotated[
     ),
 ]
 FormDay = Annotated[date, BeforeValidator(_day), Form(json_schema_extra=_DAY_SCHEMA)]
+
+_ISO_INSTANT = re.compile(
+    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
+    r"(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?$"
+)
+INSTANT_RULE = "ISO 8601, e.g. 2026-11-24T06:00:00Z (without a zone: UTC)"
+
+
+def _instant(value: Any) -> Any:
+    """Only an ISO 8601 date and time within the day bounds (no numbers: ``0.5`` is not a
+    time); without a zone it is UTC."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_INSTANT.match(value):
+        raise ValueError(f"a time is written {INSTANT_RULE}")
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if not MIN_DAY <= when.date() <= MAX_DAY:
+        raise ValueError(f"a time lies within {MIN_DAY.isoformat()}..{MAX_DAY.isoformat()}")
+    return when
+
+
+Instant = Annotated[
+    datetime | None,
+    BeforeValidator(_instant),
+    Query(
+        description=f"A moment ({INSTANT_RULE}).",
+        json_schema_extra={
+            "type": "string",
+            "format": "date-time",
+            "pattern": _ISO_INSTANT.pattern.replace("\\d{4}", "(20[0-9]{2}|2100)", 1),
+        },
+    ),
+]
 Cursor = Annotated[
     int,
     Query(ge=0, le=MAX_ID, description="Cursor: id of the last event already read (0..2^63-1)"),

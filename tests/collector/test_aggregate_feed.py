@@ -146,6 +146,8 @@ def test_bad_parameters_are_refused(url: str, analyst: dict[str, str]) -> None:
         {"by": "employee"},
         {"format": "xlsx"},
         {"updated_since": "yesterday"},
+        {"updated_since": "0.5"},  # a number is not a time
+        {"updated_since": "1999-12-31T00:00:00Z"},
         {"start": "2026-12-01", "end": "2026-11-01"},
     ):
         assert httpx.get(base, params=params, headers=analyst).status_code == 422, params

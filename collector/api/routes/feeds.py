@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,15 @@ from sqlalchemy import select
 
 from collector import series as series_mod
 from collector.api.deps import SessionDep, StateDep, require
-from collector.api.params import AUTH_RESPONSES, NDJSON_OR_CSV, Cursor, End, Start, period
+from collector.api.params import (
+    AUTH_RESPONSES,
+    NDJSON_OR_CSV,
+    Cursor,
+    End,
+    Instant,
+    Start,
+    period,
+)
 from collector.auth import Role
 from collector.models import ApiToken, AuditLog, Centre, Employee, Event, Service
 
@@ -158,13 +166,7 @@ def aggregates_feed(
     by: Annotated[
         Literal["centre", "marz", "service", "national"], Query(description="the grouping")
     ] = "centre",
-    updated_since: Annotated[
-        datetime | None,
-        Query(
-            description="Only rows with a cell changed at or after this time (ISO 8601; "
-            "without a zone: UTC). Late events included: the whole row comes again."
-        ),
-    ] = None,
+    updated_since: Instant = None,
     format: Annotated[Literal["json", "csv", "sdmx-csv"], Query()] = "json",
 ) -> Response:
     """Counts per score level, n and CSAT with its Wilson 95 % interval, per period
