@@ -161,6 +161,23 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Longest wait between retries of a failing webhook delivery."
     )
 
+    alerts_enabled: bool = Field(
+        True, description="Evaluate alert rules and send notices from this `serve` process."
+    )
+    alert_interval_s: float = Field(60.0, gt=0, description="How often alert rules are evaluated.")
+    alert_renotify_s: float = Field(
+        3600.0, gt=0, description="First reminder of an open, unacknowledged alert (doubling)."
+    )
+    alert_renotify_max_s: float = Field(
+        86400.0, gt=0, description="Longest wait between reminders of an open alert."
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for alert emails; unset: none.")
+    smtp_port: int = Field(25, ge=1, le=65535, description="Its port.")
+    smtp_starttls: bool = Field(False, description="Use STARTTLS (then verify the certificate).")
+    smtp_username: str | None = Field(None, description="SMTP login, if the server wants one.")
+    smtp_password: str | None = Field(None, description="Its password.")
+    smtp_from: str = Field("gnahat@localhost", description="The From: address of alert emails.")
+
     @field_validator("mqtt_url")
     @classmethod
     def _check_mqtt_url(cls, value: str) -> str:

@@ -79,6 +79,7 @@ def generate(seed: int = 2026) -> dict[str, list[tuple[object, ...]]]:
                 "",
                 lat,
                 lon,
+                "",  # opening hours: the usual office hours
             )
         )
     for s in SERVICES:

@@ -14,6 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from collector import security, web
 from collector.api.deps import AppState
+from collector.api.routes import alerts as alert_routes
 from collector.api.routes import devices, feeds, ops, scores
 from collector.config import Settings
 from collector.db import make_engine, session_factory
@@ -57,6 +58,13 @@ def create_app(
             sessions, settings, metrics=metrics, clock=forward_clock or webhook_now
         )
     state.webhooks = webhooks
+    alerts = None
+    if settings.alerts_enabled:
+        from collector.alerts import AlertEngine
+        from collector.alerts import utcnow as alerts_now
+
+        alerts = AlertEngine(sessions, settings, metrics=metrics, clock=forward_clock or alerts_now)
+    state.alerts = alerts
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +74,8 @@ def create_app(
             forwarder.start()  # its own thread and sessions: a slow M&E IS never holds ingest
         if webhooks is not None:
             webhooks.start()  # the same outbox mechanism, its own thread and lease
+        if alerts is not None:
+            alerts.start()
         # What start-up built lives as long as the process: keep it out of every later
         # full collection (those pauses were the tail of the JSON-heavy answers).
         gc.collect()
@@ -77,6 +87,8 @@ def create_app(
                 forwarder.stop()
             if webhooks is not None:
                 webhooks.stop()
+            if alerts is not None:
+                alerts.stop()
             if state.ingest is not None:
                 state.ingest.stop()
             engine.dispose()
@@ -94,6 +106,7 @@ def create_app(
     app.include_router(feeds.router)
     app.include_router(devices.router)
     app.include_router(scores.router)
+    app.include_router(alert_routes.router)
     app.include_router(web.router)
     security.install(app, production=settings.environment == "production")
     app.add_middleware(

@@ -108,6 +108,20 @@ class Metrics:
             "Webhook deliveries refused by their receiver, waiting for an operator",
             registry=r,
         )
+        self.alert_notices = Counter(
+            "gnahat_alert_notices_total",
+            "Alert notices by channel and outcome (sent, retry, parked)",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.alerts_open = Gauge(
+            "gnahat_alerts_open", "Alerts open and not acknowledged", registry=r
+        )
+        self.alert_notices_parked = Gauge(
+            "gnahat_alert_notices_parked",
+            "Alert notices refused for good (a bad address, no SMTP server)",
+            registry=r,
+        )
         self.forward_locked = Gauge(
             "gnahat_forward_locked_batches",
             "Batches whose period the M&E IS has closed (expired, approved)",

@@ -97,6 +97,8 @@ class Centre(Base):
     address: Mapped[str] = mapped_column(String(300), default="")
     latitude: Mapped[float | None] = mapped_column(Float, nullable=True)
     longitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hours: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """Opening hours (:mod:`collector.hours`); empty: the usual office hours."""
 
 
 class Service(Base):
@@ -350,6 +352,82 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    batch_key: Mapped[str] = mapped_column(String(100), unique=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    send_key: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[Any] = mapped_column(JSON)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AlertRule(Base):
+    """A rule's parameters: the default (``centre_id`` null) or one centre's override.
+    Rules without a row use the defaults in :mod:`collector.alerts`."""
+
+    __tablename__ = "alert_rules"
+    __table_args__ = (UniqueConstraint("kind", "centre_id", name="uq_alert_rules_kind_centre"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    centre_id: Mapped[int | None] = mapped_column(ForeignKey("centres.id"), nullable=True)
+    params: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Alert(Base):
+    """A condition worth a person's attention: ``open`` while it holds, ``acknowledged``
+    once someone said they are on it (with a comment), ``closed`` when it cleared."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_kind_subject", "kind", "subject"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(120))
+    centre_id: Mapped[int | None] = mapped_column(ForeignKey("centres.id"), nullable=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    detail: Mapped[Any] = mapped_column(JSON)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    acked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    ack_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notices: Mapped[int] = mapped_column(Integer, default=0)
+    next_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AlertRecipient(Base):
+    """Who hears of alerts: an email address or a webhook URL, for some centres (or all)
+    from a severity up, in Armenian or English."""
+
+    __tablename__ = "alert_recipients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(16))  # "email" or "webhook"
+    address: Mapped[str] = mapped_column(String(500))
+    secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lang: Mapped[str] = mapped_column(String(8))
+    centres: Mapped[str | None] = mapped_column(Text, nullable=True)
+    min_severity: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AlertNotification(Base):
+    """The outbox of alert notices: one row per (alert, recipient, notice)."""
+
+    __tablename__ = "alert_notifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("alert_recipients.id"))
     batch_key: Mapped[str] = mapped_column(String(100), unique=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
     send_key: Mapped[str] = mapped_column(String(120))

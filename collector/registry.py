@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from collector import hours
 from collector.models import (
     Assignment,
     AuditLog,
@@ -59,6 +60,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "address",
         "latitude",
         "longitude",
+        "hours",
     ),
     "services": ("code", "name_hy", "name_en"),
     "employees": ("code", "centre", "name", "position"),
@@ -259,6 +261,11 @@ def _import_centres(ctx: _Ctx, rows: list[tuple[int, dict[str, str]]], now: date
         c.name_hy, c.name_en, c.marz = r["name_hy"], r["name_en"], r["marz"]
         c.community, c.address = r["community"], r.get("address", "")
         c.latitude, c.longitude = lat, lon
+        try:
+            hours.parse(r.get("hours"))
+            c.hours = r.get("hours") or None
+        except hours.HoursError as exc:
+            ctx.errors.append(CsvError("centres", line, "hours", str(exc)))
         ctx.session.add(c)
         ctx.centres[c.code] = c
 
@@ -451,6 +458,7 @@ def export_registry(session: Session) -> dict[str, str]:
                 c.address,
                 "" if c.latitude is None else c.latitude,
                 "" if c.longitude is None else c.longitude,
+                c.hours or "",
             )
             for c in centres.values()
         ),

@@ -125,6 +125,40 @@ def day_payload(session: Session, centre: Centre, day: date) -> dict[str, Any]:
     }
 
 
+def post_signed(
+    http: httpx.Client,
+    url: str,
+    secret: str,
+    msg_id: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> tuple[str, str, int | None, float | None]:
+    """POST ``payload`` (with a ``timestamp``) signed by the Standard Webhooks scheme;
+    returns (outcome, reason, HTTP status, Retry-After seconds) for the outbox: ``sent``
+    on a 2xx, ``retry`` on a network error, 408, 425, 429 or 5xx, ``parked`` otherwise.
+    Webhooks and alert notices both send with it."""
+    body = json.dumps({**payload, "timestamp": now.isoformat()}, ensure_ascii=False)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Signer(secret).sign(msg_id, now, body),
+    }
+    try:
+        r = http.post(url, content=body.encode(), headers=headers)
+    except httpx.HTTPError as exc:
+        return "retry", f"{type(exc).__name__}: {exc}", None, None
+    if 200 <= r.status_code < 300:
+        return outbox.SENT, "", r.status_code, None
+    text = r.text[:200].strip()
+    if r.status_code >= 500 or r.status_code in RETRY_STATUSES:
+        after = retry_after_seconds(r.headers.get("retry-after"), now)
+        return "retry", f"HTTP {r.status_code}: {text}", r.status_code, after
+    if r.status_code == 410:
+        return outbox.PARKED, "HTTP 410: the receiver is gone", r.status_code, None
+    return outbox.PARKED, f"HTTP {r.status_code}: {text}", r.status_code, None
+
+
 class WebhookSender:
     """Plans and sends webhook deliveries; one per deployment (a lease), in ``serve``."""
 
@@ -254,30 +288,9 @@ class WebhookSender:
     def _send(
         self, hook: Webhook, row: WebhookDelivery
     ) -> tuple[str, str, int | None, float | None]:
-        body = json.dumps(
-            {**row.payload, "timestamp": self.clock().isoformat()}, ensure_ascii=False
+        return post_signed(
+            self.http, hook.url, hook.secret, row.send_key, row.payload, self.clock()
         )
-        stamp = self.clock()
-        signature = Signer(hook.secret).sign(row.send_key, stamp, body)
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": row.send_key,
-            "webhook-timestamp": str(int(stamp.timestamp())),
-            "webhook-signature": signature,
-        }
-        try:
-            r = self.http.post(hook.url, content=body.encode(), headers=headers)
-        except httpx.HTTPError as exc:
-            return "retry", f"{type(exc).__name__}: {exc}", None, None
-        if 200 <= r.status_code < 300:
-            return outbox.SENT, "", r.status_code, None
-        text = r.text[:200].strip()
-        if r.status_code >= 500 or r.status_code in RETRY_STATUSES:
-            after = retry_after_seconds(r.headers.get("retry-after"), self.clock())
-            return "retry", f"HTTP {r.status_code}: {text}", r.status_code, after
-        if r.status_code == 410:
-            return outbox.PARKED, "HTTP 410: the receiver is gone", r.status_code, None
-        return outbox.PARKED, f"HTTP {r.status_code}: {text}", r.status_code, None
 
     # ------------------------------------------------------------ operators and loop
 

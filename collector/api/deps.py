@@ -26,6 +26,7 @@ class AppState:
     ingest: Ingest | None = None
     forwarder: Any = None  # collector.forward.Forwarder when forwarding runs here
     webhooks: Any = None  # collector.webhooks.WebhookSender when webhooks are sent here
+    alerts: Any = None  # collector.alerts.AlertEngine when alerts run here
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     business_clock: Callable[[], datetime] | None = None
     """What "today" is for scores and the dashboard (the demo's simulated days); by

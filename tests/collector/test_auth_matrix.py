@@ -92,6 +92,18 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
     ("GET", "/api/v1/open/centres.csv"): ("/api/v1/open/centres.csv", PUBLIC),
     ("GET", "/api/v1/open/datapackage.json"): ("/api/v1/open/datapackage.json", PUBLIC),
     ("GET", "/"): ("/", expect(303)),
+    ("GET", "/api/v1/alerts"): (
+        "/api/v1/alerts",
+        api({"t_admin", "t_analyst", "t_technician", "t_manager_a", "t_manager_b"}),
+    ),
+    # A form post, not JSON: refused as such (422) once the caller may acknowledge.
+    ("POST", "/api/v1/alerts/{alert_id}/ack"): (
+        "/api/v1/alerts/1/ack",
+        {
+            **api({"t_admin", "t_manager_a", "t_manager_b"}),
+            **dict.fromkeys(["t_admin", "t_manager_a", "t_manager_b"], 422),
+        },
+    ),
     ("GET", "/login"): ("/login", PUBLIC),
     ("POST", "/login"): ("/login", expect(401)),  # wrong password, right CSRF token
     ("POST", "/logout"): ("/logout", expect(303)),
