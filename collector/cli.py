@@ -124,6 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
     fwd_sub.add_parser(
         "check", help="ask the M&E IS (read-only) whether everything mapped exists; 1 on a gap"
     )
+    al = sub.add_parser("alert", help="alerts: rules, recipients, the alerts themselves")
+    al_sub = al.add_subparsers(dest="action", required=True, metavar="ACTION")
+    al_list = al_sub.add_parser("list", help="open and acknowledged alerts (--all: closed too)")
+    al_list.add_argument("--all", action="store_true")
+    al_list.add_argument("--lang", choices=["hy", "en"], default="en")
+    aa = al_sub.add_parser("ack", help="acknowledge an alert with a comment")
+    aa.add_argument("id", type=int)
+    aa.add_argument("--comment", required=True)
+    aa.add_argument("--by", default="cli")
+    al_sub.add_parser("rules", help="every rule's parameters: defaults and overrides")
+    ar = al_sub.add_parser("rule", help="set a rule's parameters (all centres, or one)")
+    ar.add_argument("kind")
+    ar.add_argument("params", nargs="+", metavar="KEY=VALUE")
+    ar.add_argument("--centre", help="only this centre (an override)")
+    arc = al_sub.add_parser("recipient", help="who hears of alerts")
+    arc_sub = arc.add_subparsers(dest="recipient_action", required=True, metavar="ACTION")
+    ra = arc_sub.add_parser("add", help="an email address or a webhook URL")
+    ra.add_argument("channel", choices=["email", "webhook"])
+    ra.add_argument("address")
+    ra.add_argument("--name", default="")
+    ra.add_argument("--lang", choices=["hy", "en"], default="hy")
+    ra.add_argument("--centre", action="append", default=[], help="only this centre (repeat)")
+    ra.add_argument("--min-severity", choices=["info", "warning", "critical"], default="warning")
+    arc_sub.add_parser("list", help="recipients")
+    rr = arc_sub.add_parser("remove", help="stop notifying a recipient")
+    rr.add_argument("id", type=int)
+    al_sub.add_parser("run", help="evaluate the rules and send notices, once, now")
     wh = sub.add_parser("webhook", help="webhooks: a push when a day's aggregates change")
     wh_sub = wh.add_subparsers(dest="action", required=True, metavar="ACTION")
     wa = wh_sub.add_parser("add", help="register a receiver; prints its signing secret once")
@@ -565,6 +592,117 @@ def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r}: write KEY=VALUE")
+    value: Any = raw
+    for conv in (int, float):
+        try:
+            value = conv(raw)
+            break
+        except ValueError:
+            continue
+    if raw in ("true", "false"):
+        value = raw == "true"
+    return key, value
+
+
+def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from collector import alerts
+    from collector.models import AlertRecipient, AlertRule, Centre
+
+    sessions = _sessions(settings)
+    now = datetime.now(UTC)
+    try:
+        if args.action == "list":
+            states = (*alerts.ACTIVE, alerts.CLOSED) if args.all else alerts.ACTIVE
+            with sessions() as s:
+                rows = alerts.listing(s, centres=None, states=states, lang=args.lang)
+            for a in rows:
+                print(
+                    f"{a['id']}\t{a['state']}\t{a['severity']}\t{a['centre'] or '-'}\t"
+                    f"{a['opened_at']:%Y-%m-%d %H:%M}\t{a['text']}"
+                )
+            if not rows:
+                print("no alerts")
+            return 0
+        if args.action == "ack":
+            with sessions() as s, s.begin():
+                alerts.acknowledge(s, args.id, args.by, args.comment, now)
+            print(f"alert {args.id} acknowledged")
+            return 0
+        if args.action == "rules":
+            with sessions() as s:
+                codes = dict(s.execute(select(Centre.id, Centre.code)).all())
+                overrides = list(s.scalars(select(AlertRule).order_by(AlertRule.kind)))
+            for kind, params in alerts.DEFAULTS.items():
+                print(f"{kind}\tdefault\t{params}")
+                for r in overrides:
+                    if r.kind == kind:
+                        where = codes.get(r.centre_id, "all centres") if r.centre_id else "all"
+                        print(f"{kind}\t{where}\t{r.params}")
+            return 0
+        if args.action == "rule":
+            params = dict(_param(p) for p in args.params)
+            with sessions() as s, s.begin():
+                centre_id = None
+                if args.centre:
+                    centre_id = s.scalar(select(Centre.id).where(Centre.code == args.centre))
+                    if centre_id is None:
+                        raise ValueError(f"no centre {args.centre}")
+                alerts.set_rule(s, args.kind, params, centre_id, now)
+            print(f"{args.kind} set for {args.centre or 'all centres'}: {params}")
+            return 0
+        if args.action == "recipient":
+            if args.recipient_action == "add":
+                with sessions() as s, s.begin():
+                    r, secret = alerts.add_recipient(
+                        s,
+                        args.channel,
+                        args.address,
+                        name=args.name,
+                        lang=args.lang,
+                        centres=args.centre,
+                        min_severity=args.min_severity,
+                        now=now,
+                    )
+                    rid = r.id
+                print(f"recipient {rid}: {args.channel} {args.address}")
+                if secret:
+                    print(f"signing secret (shown once; Standard Webhooks): {secret}")
+                return 0
+            if args.recipient_action == "list":
+                with sessions() as s:
+                    for r in s.scalars(select(AlertRecipient).order_by(AlertRecipient.id)):
+                        state = "active" if r.active else "removed"
+                        print(
+                            f"{r.id}\t{state}\t{r.channel}\t{r.address}\t{r.lang}\t"
+                            f"{r.min_severity}+\t{r.centres or 'all centres'}"
+                        )
+                return 0
+            with sessions() as s, s.begin():
+                rec = s.get(AlertRecipient, args.id)
+                if rec is None:
+                    raise ValueError(f"no recipient {args.id}")
+                rec.active = False
+            print(f"recipient {args.id} removed")
+            return 0
+        engine = alerts.AlertEngine(sessions, settings)
+        try:
+            print(engine.run_once() or "nothing to do")
+        finally:
+            engine.stop()
+        return 0
+    except (ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 PROBLEMS = {
     "link": "the M&E IS did not answer",
     "server": "the M&E IS failed (5xx or throttled)",
@@ -634,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_forward(settings, args)
     if args.command == "webhook":
         return cmd_webhook(settings, args)
+    if args.command == "alert":
+        return cmd_alert(settings, args)
     if args.command == "user":
         return cmd_user(settings, args)
     if args.command == "retention":

@@ -302,3 +302,32 @@ def test_opening_hours_in_the_registry_are_checked(sessions: sessionmaker[Sessio
         assert s.scalar(select(Centre.hours).where(Centre.code == "SH-GYUMRI1")) == (
             "Mo-Sa 09:00-18:00"
         )
+
+
+def test_alert_commands(
+    env: Env, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from collector.cli import main
+
+    monkeypatch.setenv("GNAHAT_DATABASE_URL", database_url)
+    monkeypatch.setenv("GNAHAT_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("GNAHAT_SMTP_PORT", str(env.smtp_port))
+    assert main(["alert", "rule", "unit_silent", "minutes=5", "--centre", "SH-GYUMRI1"]) == 0
+    assert main(["alert", "rule", "unit_silent", "hours=5"]) == 2
+    assert "no parameter hours" in capsys.readouterr().err
+    assert main(["alert", "rules"]) == 0
+    assert "unit_silent\tSH-GYUMRI1\t{'minutes': 5}" in capsys.readouterr().out
+    assert main(["alert", "recipient", "add", "email", "it@gyumri.example", "--lang", "en"]) == 0
+    assert main(["alert", "recipient", "add", "webhook", "ftp://x"]) == 2
+    assert main(["alert", "recipient", "list"]) == 0
+    assert "\tactive\temail\tit@gyumri.example\ten\twarning+" in capsys.readouterr().out
+    env.heard(datetime.now(UTC) - timedelta(days=10))  # silent for days of opening time
+    assert main(["alert", "run"]) == 0
+    assert "'opened': 1" in capsys.readouterr().out
+    assert len(env.mailbox.messages) == 1
+    assert main(["alert", "list"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("1\topen\tcritical\tSH-GYUMRI1\t")
+    assert main(["alert", "ack", "1", "--comment", "cable replaced", "--by", "aram"]) == 0
+    assert main(["alert", "ack", "9", "--comment", "x"]) == 2
+    assert main(["alert", "recipient", "remove", "1"]) == 0
