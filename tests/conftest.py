@@ -16,6 +16,11 @@ import pytest
 from simulator.broker import MosquittoBroker, mosquitto_binary
 
 IN_CI = bool(os.environ.get("CI"))
+# The alert engine and the webhook sender run in every `serve` by default, on the wall
+# clock; an app a test builds would raise alerts about the test's own fixtures. Tests
+# that exercise them build them (or turn them on) themselves.
+os.environ.setdefault("GNAHAT_ALERTS_ENABLED", "false")
+os.environ.setdefault("GNAHAT_WEBHOOKS_ENABLED", "false")
 PG_URL_ENV = "GNAHAT_TEST_DATABASE_URL"
 
 

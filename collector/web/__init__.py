@@ -16,16 +16,19 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
+from collector import alerts as alert_mod
 from collector import scores, websessions
 from collector.api.deps import SessionDep, StateDep
 from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
 from collector.clientaddr import client_address
 from collector.models import (
+    Alert,
     AuditLog,
     Centre,
     DayNote,
@@ -97,6 +100,19 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_locked_reason": "ժամանակահատվածը փակված է ՄԳՏՀ-ում",
         "fwd_unmapped": "համապատասխանեցումը չի ընդգրկում",
         "fwd_answer": "անհասկանալի պատասխան",
+        "alerts": "Ազդանշաններ",
+        "no_alerts": "Բաց ազդանշաններ չկան։",
+        "sev_info": "տեղեկություն",
+        "sev_warning": "զգուշացում",
+        "sev_critical": "կրիտիկական",
+        "st_open": "բաց",
+        "st_acknowledged": "հաստատված",
+        "since": "սկսած",
+        "ack": "Հաստատել",
+        "ack_comment": "Մեկնաբանություն (ինչ է արվում)",
+        "acked_by": "Հաստատել է {who}․ {comment}",
+        "ack_saved": "Ազդանշանը հաստատված է։",
+        "ack_closed": "Այս ազդանշանն արդեն փակված է։",
     },
     "en": {
         "app": "Gnahat",
@@ -150,6 +166,19 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_locked_reason": "the period is closed in the M&E IS",
         "fwd_unmapped": "the mapping does not cover it",
         "fwd_answer": "an answer that cannot be used",
+        "alerts": "Alerts",
+        "no_alerts": "No open alerts.",
+        "sev_info": "info",
+        "sev_warning": "warning",
+        "sev_critical": "critical",
+        "st_open": "open",
+        "st_acknowledged": "acknowledged",
+        "since": "since",
+        "ack": "Acknowledge",
+        "ack_comment": "Comment (what is being done)",
+        "acked_by": "Acknowledged by {who}: {comment}",
+        "ack_saved": "The alert is acknowledged.",
+        "ack_closed": "This alert has closed already.",
         "uncertain_day": "{n} ratings dated by estimate: the unit's clock was not set, "
         "so their day may be off",
     },
@@ -304,6 +333,7 @@ def dashboard(
     end: End = None,
     lang: Annotated[str | None, Query(max_length=8)] = None,
     saved: Annotated[int, Query(ge=0, le=1)] = 0,
+    acked: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     lang = _lang(request, lang)
     user = _current_user(request, session, state)
@@ -361,6 +391,9 @@ def dashboard(
             )
             .order_by(ForwardBatch.day)
         ).all()
+    open_alerts = alert_mod.listing(
+        session, centres={chosen.code}, states=alert_mod.ACTIVE, lang=lang
+    )
     staff = None
     if user.role in (Role.ADMIN.value, Role.MANAGER.value):
         staff = scores.employee_scores(session, chosen.id, first, last)
@@ -389,9 +422,12 @@ def dashboard(
         notes=notes,
         uncertain=uncertain,
         undelivered=undelivered,
+        alerts=open_alerts,
+        tz=ZoneInfo(state.settings.timezone),
         staff=staff,
         can_note=user.role in (Role.ADMIN.value, Role.MANAGER.value),
         saved=bool(saved),
+        acked=bool(acked),
     )
 
 
@@ -436,3 +472,42 @@ def add_note(
     )
     session.commit()
     return RedirectResponse(f"/dashboard?centre={centre}&saved=1", status_code=303)
+
+
+@router.post("/dashboard/alerts/{alert_id}/ack")
+def acknowledge_alert(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    alert_id: Annotated[int, PathParam(ge=1, le=2**31 - 1)],
+    comment: Annotated[str, Form(min_length=1, max_length=1000)],
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """A manager of the alert's centre (or an admin) says someone is on it."""
+    lang = _lang(request, None)
+    user = _current_user(request, session, state)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    if not _csrf_ok(request, csrf):
+        return _page(request, "message.html", lang, 403, user=user, message="CSRF")
+    alert = session.get(Alert, alert_id)
+    code = (
+        session.scalar(select(Centre.code).where(Centre.id == alert.centre_id))
+        if alert is not None and alert.centre_id is not None
+        else None
+    )
+    allowed = scoped_centres(user.role, user.centres)
+    if (
+        alert is None
+        or user.role not in (Role.ADMIN.value, Role.MANAGER.value)
+        or (allowed is not None and code not in allowed)
+    ):
+        return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
+    try:
+        alert_mod.acknowledge(session, alert_id, f"user:{user.username}", comment, state.clock())
+    except ValueError:
+        return _page(
+            request, "message.html", lang, 409, user=user, message=TEXT[lang]["ack_closed"]
+        )
+    session.commit()
+    return RedirectResponse(f"/dashboard?centre={code}&acked=1#alerts", status_code=303)

@@ -112,6 +112,11 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
         "/dashboard/notes",
         {**WEB_IN, "s_admin": 303, "s_manager_a": 303, "s_analyst": 403, "s_manager_b": 403},
     ),
+    # No such alert: refused before anything is looked at, 403 for every session.
+    ("POST", "/dashboard/alerts/{alert_id}/ack"): (
+        "/dashboard/alerts/999/ack",
+        {**WEB_IN, **dict.fromkeys(SESSIONS, 403)},
+    ),
 }
 #: More than one request for a route where scope matters.
 VARIANTS: list[tuple[str, str, dict[str, int]]] = [
@@ -184,6 +189,8 @@ def call(c: TestClient, method: str, url: str) -> int:
         data.update(username="s_admin", password="wrong password here")
     if url == "/dashboard/notes":
         data.update(centre=A, day="2026-11-24", text="matrix")
+    if url.startswith("/dashboard/alerts/"):
+        data.update(comment="matrix")
     return c.post(url, data=data).status_code
 
 

@@ -369,3 +369,50 @@ def test_days_not_delivered_to_the_me_is_are_shown_with_the_reason(
         assert "2026-11-24</th><td>" not in section  # delivered
         hy = client.get("/dashboard?lang=hy").text
         assert "փակված է ՄԳՏՀ-ում" in hy and "տվյալների համապատասխանեցման բաց" in hy
+
+
+def test_a_manager_acknowledges_an_alert_with_a_comment(
+    client: TestClient, sessions: sessionmaker[Session]
+) -> None:
+    from collector.models import Alert, Centre
+
+    with sessions() as s, s.begin():
+        gy = s.scalar(select(Centre.id).where(Centre.code == "SH-GYUMRI1"))
+        s.add(
+            Alert(
+                kind="unit_clock",
+                subject="unit:am-sh-gyumri1-d01",
+                centre_id=gy,
+                severity="warning",
+                state="open",
+                detail={"device": "am-sh-gyumri1-d01", "centre": "SH-GYUMRI1", "desk": "01"},
+                opened_at=T0,
+                seen_at=T0,
+                notices=1,
+            )
+        )
+    assert log_in(client, "aram").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/dashboard?centre=SH-GYUMRI1&lang=en").text
+    assert "reports that its clock is not synchronised" in page
+    assert "/dashboard/alerts/1/ack" not in page  # analysts see, managers act
+    denied = client.post("/dashboard/alerts/1/ack", data={"comment": "x", "csrf": csrf_of(page)})
+    assert denied.status_code == 403
+    client.post("/logout", data={"csrf": csrf_of(page)})
+    assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/dashboard?lang=hy").text
+    assert "սարքի ժամացույցը ճշգրտված չէ" in page and "զգուշացում" in page
+    r = client.post(
+        "/dashboard/alerts/1/ack",
+        data={"comment": "NTP fixed by the technician", "csrf": csrf_of(page)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"].endswith("acked=1#alerts")
+    page = client.get("/dashboard?acked=1&lang=en").text
+    assert "The alert is acknowledged." in page
+    assert "Acknowledged by user:anna: NTP fixed by the technician" in page
+    with sessions() as s:
+        alert = s.get(Alert, 1)
+        assert alert is not None and alert.state == "acknowledged"
+        assert s.scalar(select(AuditLog.actor).where(AuditLog.action == "alert.acknowledged")) == (
+            "user:anna"
+        )
