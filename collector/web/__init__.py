@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from collector import alerts as alert_mod
-from collector import scores, websessions
+from collector import fleet, scores, websessions
 from collector.api.deps import SessionDep, StateDep
 from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
@@ -101,6 +101,21 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_unmapped": "համապատասխանեցումը չի ընդգրկում",
         "fwd_answer": "անհասկանալի պատասխան",
         "alerts": "Ազդանշաններ",
+        "units": "Սարքեր",
+        "desk": "Սեղան",
+        "unit": "Սարք",
+        "presence": "Կապ",
+        "online": "միացված",
+        "offline": "անջատված",
+        "last_heard": "Վերջին կապ",
+        "last_rating": "Վերջին գնահատական",
+        "queue": "Չուղարկված",
+        "clock": "Ժամացույց",
+        "synced": "ճշգրտված",
+        "unsynced": "ճշգրտված չէ",
+        "missing": "Բացակայող",
+        "never": "երբեք",
+        "minutes_old": "{n} րոպե",
         "no_alerts": "Բաց ազդանշաններ չկան։",
         "sev_info": "տեղեկություն",
         "sev_warning": "զգուշացում",
@@ -167,6 +182,21 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_unmapped": "the mapping does not cover it",
         "fwd_answer": "an answer that cannot be used",
         "alerts": "Alerts",
+        "units": "Units",
+        "desk": "Desk",
+        "unit": "Unit",
+        "presence": "Link",
+        "online": "online",
+        "offline": "offline",
+        "last_heard": "Last heard",
+        "last_rating": "Last rating",
+        "queue": "Unsent",
+        "clock": "Clock",
+        "synced": "synchronised",
+        "unsynced": "not synchronised",
+        "missing": "Missing",
+        "never": "never",
+        "minutes_old": "{n} min",
         "no_alerts": "No open alerts.",
         "sev_info": "info",
         "sev_warning": "warning",
@@ -391,6 +421,7 @@ def dashboard(
             )
             .order_by(ForwardBatch.day)
         ).all()
+    units = fleet.centre_units(session, chosen.id, state.clock())
     open_alerts = alert_mod.listing(
         session, centres={chosen.code}, states=alert_mod.ACTIVE, lang=lang
     )
@@ -423,6 +454,7 @@ def dashboard(
         uncertain=uncertain,
         undelivered=undelivered,
         alerts=open_alerts,
+        units=units,
         tz=ZoneInfo(state.settings.timezone),
         staff=staff,
         can_note=user.role in (Role.ADMIN.value, Role.MANAGER.value),

@@ -416,3 +416,31 @@ def test_a_manager_acknowledges_an_alert_with_a_comment(
         assert s.scalar(select(AuditLog.actor).where(AuditLog.action == "alert.acknowledged")) == (
             "user:anna"
         )
+
+
+def test_the_units_of_a_centre_with_their_link_queue_clock_and_gaps(
+    client: TestClient, store: Store
+) -> None:
+    from device import protocol as p
+
+    device = "am-sh-gyumri1-d01"
+    health = p.Health(
+        device=device,
+        at=T0.isoformat(),
+        queue_depth=12,
+        oldest_unacked_s=300.0,
+        uptime_s=60.0,
+        firmware="1.0",
+        clock_synced=False,
+    )
+    store.process([msg(p.encode_health(health), device=device, kind="health", at=T0)])
+    store.process([msg(event(20, device=device), device=device)])  # seqs 8..19 never came
+    assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/dashboard?lang=en").text
+    units = page[page.index('id="units"') : page.index('id="services"')]
+    row = re.search(rf"<th scope=\"row\">01</th><td>{device}</td>.*?</tr>", units, re.S)
+    assert row, units
+    cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", row.group(0)))
+    assert "offline" in cells and "12 (5 min)" in cells and "not synchronised" in cells
+    assert cells.rstrip("|").endswith("|12")  # 12 missing: seqs 8..19
+    assert "never" in units  # desks whose units were never heard
