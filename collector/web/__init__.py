@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from collector import alerts as alert_mod
-from collector import fleet, scores, websessions
+from collector import charts, fleet, scores, websessions
 from collector.api.deps import SessionDep, StateDep
 from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
@@ -102,6 +102,28 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_answer": "անհասկանալի պատասխան",
         "alerts": "Ազդանշաններ",
         "units": "Սարքեր",
+        "p_day": "Այսօր",
+        "p_week": "Այս շաբաթ",
+        "p_month": "Այս ամիս",
+        "p_30": "Վերջին 30 օր",
+        "compare": "Գոհունակությունը՝ {csat} ({n} գնահատական)։ Նախորդ ժամանակահատվածում "
+        "({first}–{last})՝ {prev} ({prev_n})։ Փոփոխություն՝ {delta} տոկոսային կետ։",
+        "compare_none": "Նախորդ ժամանակահատվածում ({first}–{last}) գնահատականներ չկան։",
+        "pictures": "Պատկերներ",
+        "pic_trend": "Գոհունակությունն ըստ օրերի",
+        "pic_trend_desc": "Գիծը՝ գոհունակության բաժինը, գոտին՝ 95 % միջակայքը, "
+        "ներքևի սյուները՝ գնահատականների թիվը, {period}",
+        "pic_levels": "Գնահատականների բաշխումն ըստ մակարդակների",
+        "pic_levels_desc": "Յուրաքանչյուր մակարդակի բաժինը և թիվը",
+        "pic_services": "Ծառայություններ՝ կողք կողքի",
+        "pic_services_desc": "Գոհունակության բաժինը և 95 % միջակայքը ըստ ծառայության",
+        "pic_heatmap": "Գնահատականներն ըստ ժամի և շաբաթվա օրվա",
+        "pic_heatmap_desc": "Կենտրոնի գնահատականների թիվը ըստ ժամի (սյուներ) և օրվա (տողեր)",
+        "as_table": "Ցույց տալ աղյուսակով",
+        "level": "Մակարդակ {level} / {scale}",
+        "level_h": "Մակարդակ",
+        "share": "Բաժին",
+        "hour": "Ժամ",
         "desk": "Սեղան",
         "unit": "Սարք",
         "presence": "Կապ",
@@ -183,6 +205,28 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_answer": "an answer that cannot be used",
         "alerts": "Alerts",
         "units": "Units",
+        "p_day": "Today",
+        "p_week": "This week",
+        "p_month": "This month",
+        "p_30": "Last 30 days",
+        "compare": "Satisfaction {csat} ({n} ratings). Previous period ({first} to {last}): "
+        "{prev} ({prev_n}). Change: {delta} percentage points.",
+        "compare_none": "No ratings in the previous period ({first} to {last}).",
+        "pictures": "Pictures",
+        "pic_trend": "Satisfaction by day",
+        "pic_trend_desc": "Line: the satisfied share; band: its 95 % interval; bars along "
+        "the bottom: the number of ratings; {period}",
+        "pic_levels": "Ratings by level",
+        "pic_levels_desc": "The share and number of ratings at each level",
+        "pic_services": "Services side by side",
+        "pic_services_desc": "Satisfied share and its 95 % interval per service",
+        "pic_heatmap": "Ratings by hour and weekday",
+        "pic_heatmap_desc": "The centre's ratings per hour (columns) and weekday (rows)",
+        "as_table": "Show as a table",
+        "level": "Level {level} of {scale}",
+        "level_h": "Level",
+        "share": "Share",
+        "hour": "Hour",
         "desk": "Desk",
         "unit": "Unit",
         "presence": "Link",
@@ -387,6 +431,7 @@ def dashboard(
     }
     summary = scores.centre_scores(session, first, last, [chosen.id])
     days = scores.daily_series(session, chosen.id, first, last)
+    pictures = _pictures(session, chosen, first, last, summary, days, services, lang, state)
     notes: dict[date, list[DayNote]] = {}
     for note in session.scalars(
         select(DayNote)
@@ -454,6 +499,8 @@ def dashboard(
         uncertain=uncertain,
         undelivered=undelivered,
         alerts=open_alerts,
+        pictures=pictures,
+        periods=_periods(today),
         units=units,
         tz=ZoneInfo(state.settings.timezone),
         staff=staff,
@@ -461,6 +508,89 @@ def dashboard(
         saved=bool(saved),
         acked=bool(acked),
     )
+
+
+def _share(summary: dict[str, Any] | None) -> tuple[int, int]:
+    """(top two, n) over every scale of a centre's total: scale-free."""
+    top = n = 0
+    for t in (summary or {}).get("total", []):
+        top += sum(t["counts"][-2:])
+        n += t["n"]
+    return top, n
+
+
+def _periods(today: date) -> list[tuple[str, date, date]]:
+    """The quick periods: today, this ISO week, this month, the last 30 days."""
+    return [
+        ("p_day", today, today),
+        ("p_week", today - timedelta(days=today.weekday()), today),
+        ("p_month", today.replace(day=1), today),
+        ("p_30", today - timedelta(days=29), today),
+    ]
+
+
+def _pictures(
+    session: Any,
+    centre: Centre,
+    first: date,
+    last: date,
+    summary: list[dict[str, Any]],
+    days: list[dict[str, Any]],
+    services: dict[str, str],
+    lang: str,
+    state: Any,
+) -> dict[str, Any]:
+    t = TEXT[lang]
+    tz = ZoneInfo(state.settings.timezone)
+    period = f"{first.isoformat()}..{last.isoformat()}"
+    now_sum = summary[0] if summary else None
+    top, n = _share(now_sum)
+    length = (last - first).days + 1
+    prev_last = first - timedelta(days=1)
+    prev_first = prev_last - timedelta(days=length - 1)
+    prev = scores.centre_scores(session, prev_first, prev_last, [centre.id])
+    p_top, p_n = _share(prev[0] if prev else None)
+    compare = {
+        "csat": top / n if n else None,
+        "n": n,
+        "prev_csat": p_top / p_n if p_n else None,
+        "prev_n": p_n,
+        "prev_first": prev_first,
+        "prev_last": prev_last,
+    }
+    levels = []
+    for tot in (now_sum or {}).get("total", []):
+        for i, c in enumerate(tot["counts"]):
+            share = c / tot["n"] if tot["n"] else 0.0
+            levels.append(
+                (t["level"].format(level=i + 1, scale=tot["scale"]), share, None, f" ({c})")
+            )
+    service_bars = [
+        (
+            services.get(sv["service"], sv["service"]),
+            sv["csat"] or 0.0,
+            tuple(sv["csat_ci95"]) if sv["csat_ci95"] else None,
+            f" (n = {sv['n']})",
+        )
+        for sv in (now_sum or {}).get("services", [])
+        if sv["n"]
+    ]
+    grid = charts.hour_counts(session, centre.id, first, last, tz)
+    return {
+        "compare": compare,
+        "trend": charts.trend(
+            days, t["pic_trend"], t["pic_trend_desc"].format(period=period), "trend"
+        ),
+        "levels": charts.bars(levels, t["pic_levels"], t["pic_levels_desc"], "levels"),
+        "levels_table": levels,
+        "services": charts.bars(
+            service_bars, t["pic_services"], t["pic_services_desc"], "services-chart"
+        ),
+        "heatmap": charts.heatmap(grid, lang, t["pic_heatmap"], t["pic_heatmap_desc"]),
+        "grid": grid,
+        "hours": [h for h in range(24) if any(grid[d][h] for d in range(7))],
+        "weekdays": charts.WEEKDAYS[lang],
+    }
 
 
 @router.post("/dashboard/notes")

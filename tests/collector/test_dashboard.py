@@ -444,3 +444,29 @@ def test_the_units_of_a_centre_with_their_link_queue_clock_and_gaps(
     assert "offline" in cells and "12 (5 min)" in cells and "not synchronised" in cells
     assert cells.rstrip("|").endswith("|12")  # 12 missing: seqs 8..19
     assert "never" in units  # desks whose units were never heard
+
+
+def test_pictures_with_text_alternatives_periods_and_a_comparison(
+    client: TestClient, store: Store
+) -> None:
+    device = "am-sh-gyumri1-d01"
+    # The week before: all content; this period (the 24th): 7 content from the fixture
+    # plus 3 unhappy, at 10:00 and 11:00 on a Tuesday.
+    store.process([msg(event(100 + i, device=device, score=4, at=T0 - timedelta(days=8)),
+                       device=device) for i in range(5)])  # fmt: skip
+    store.process([msg(event(200 + i, device=device, score=1, at=T0 + timedelta(hours=1)),
+                       device=device) for i in range(3)])  # fmt: skip
+    assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/dashboard?lang=en&start=2026-11-18&end=2026-11-24").text
+    for ident in ("trend", "levels", "services-chart", "heatmap"):
+        assert f'aria-labelledby="{ident}-t {ident}-d"' in page, ident
+    assert '<title id="trend-t">Satisfaction by day</title>' in page
+    assert "Previous period (2026-11-11 to 2026-11-17): 100 % (5)" in page
+    assert "Satisfaction 77 % (13 ratings)" in page and "Change: -23 percentage points" in page
+    heat = page[page.index('id="heatmap-t"') :]
+    assert ">10<" in heat  # 10 ratings on Tuesday at 10:00, written in the cell
+    table = page[page.index("Ratings by hour and weekday</figcaption>") :]
+    assert re.search(r'<th scope="row">10</th><td class="num">0</td><td class="num">10</td>', table)
+    assert 'aria-current="page">Today' not in page  # a custom period
+    hy = client.get("/dashboard?lang=hy").text
+    assert "Գոհունակությունն ըստ օրերի" in hy and "Վերջին 30 օր" in hy

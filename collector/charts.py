@@ -1,0 +1,189 @@
+"""Server-rendered SVG pictures for the dashboard: no script, no CDN, nothing to fetch.
+
+Each picture is an ``<svg role="img">`` with a ``<title>`` and a ``<desc>`` in the page's
+language, and the page puts the same figures in a table beside it, so a screen reader
+(or a printout) loses nothing. Values are written on the marks as well as shown by
+length or shade, never by colour alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from markupsafe import Markup, escape
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from collector.models import Event, Flag
+
+W, H = 640, 220
+PAD_L, PAD_R, PAD_T, PAD_B = 44, 12, 12, 40
+ACCENT = "#0b4f8a"
+BAND = "#9cc3e6"
+WEEKDAYS = {
+    "hy": ("Երկ", "Երք", "Չրք", "Հնգ", "Ուրբ", "Շբթ", "Կիր"),
+    "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+}
+
+
+def _svg(body: str, title: str, desc: str, ident: str, width: int = W, height: int = H) -> Markup:
+    return Markup(
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" '
+        f'aria-labelledby="{ident}-t {ident}-d" xmlns="http://www.w3.org/2000/svg">'
+        f'<title id="{ident}-t">{escape(title)}</title><desc id="{ident}-d">{escape(desc)}</desc>'
+        f"{body}</svg>"
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.0f} %"
+
+
+def trend(days: Sequence[dict[str, Any]], title: str, desc: str, ident: str = "trend") -> Markup:
+    """CSAT per day as a line with its 95 % band, and the number of ratings as bars."""
+    if not days:
+        return Markup("")
+    inner_w, inner_h = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+    step = inner_w / max(1, len(days))
+    top_n = max(d["n"] for d in days) or 1
+
+    def x(i: int) -> float:
+        return PAD_L + step * (i + 0.5)
+
+    def y(v: float) -> float:
+        return PAD_T + inner_h * (1 - v)
+
+    parts = []
+    for v in (0, 0.5, 1):
+        parts.append(
+            f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+            f'stroke="#ccc" stroke-width="1"/><text x="{PAD_L - 6}" y="{y(v) + 4:.1f}" '
+            f'text-anchor="end" font-size="11">{_pct(v)}</text>'
+        )
+    # Ratings per day: short bars along the bottom (their height: n against the busiest).
+    for i, d in enumerate(days):
+        h = 28 * d["n"] / top_n
+        parts.append(
+            f'<rect x="{x(i) - step * 0.35:.1f}" y="{H - PAD_B - h:.1f}" width="{step * 0.7:.1f}" '
+            f'height="{h:.1f}" fill="#ddd"><title>{escape(d["day"].isoformat())}: '
+            f"n = {d['n']}</title></rect>"
+        )
+    upper = " ".join(f"{x(i):.1f},{y(d['csat_ci95'][1]):.1f}" for i, d in enumerate(days))
+    lower = " ".join(
+        f"{x(i):.1f},{y(d['csat_ci95'][0]):.1f}" for i, d in reversed(list(enumerate(days)))
+    )
+    parts.append(f'<polygon points="{upper} {lower}" fill="{BAND}" opacity="0.6"/>')
+    line = " ".join(f"{x(i):.1f},{y(d['csat']):.1f}" for i, d in enumerate(days))
+    parts.append(f'<polyline points="{line}" fill="none" stroke="{ACCENT}" stroke-width="2"/>')
+    for i, d in enumerate(days):
+        parts.append(
+            f'<circle cx="{x(i):.1f}" cy="{y(d["csat"]):.1f}" r="3" fill="{ACCENT}">'
+            f"<title>{escape(d['day'].isoformat())}: {_pct(d['csat'])} "
+            f"({_pct(d['csat_ci95'][0])}–{_pct(d['csat_ci95'][1])}), n = {d['n']}</title></circle>"
+        )
+    first, last = days[0]["day"].isoformat(), days[-1]["day"].isoformat()
+    parts.append(f'<text x="{PAD_L}" y="{H - 8}" font-size="11">{first}</text>')
+    parts.append(
+        f'<text x="{W - PAD_R}" y="{H - 8}" font-size="11" text-anchor="end">{last}</text>'
+    )
+    return _svg("".join(parts), title, desc, ident)
+
+
+def bars(
+    items: Sequence[tuple[str, float, tuple[float, float] | None, str]],
+    title: str,
+    desc: str,
+    ident: str,
+) -> Markup:
+    """Horizontal bars (0..100 %) with a label, the value written, and an optional 95 %
+    interval as a whisker: ``(label, share, (low, high) or None, note)``."""
+    if not items:
+        return Markup("")
+    row, label_w = 30, 230
+    height = PAD_T + row * len(items) + 24
+    inner = W - label_w - 70
+    parts = []
+    for i, (label, share, ci, note) in enumerate(items):
+        top = PAD_T + i * row
+        width = inner * share
+        parts.append(
+            f'<text x="{label_w - 8}" y="{top + 18}" text-anchor="end" font-size="12">'
+            f"{escape(label[:36])}</text>"
+            f'<rect x="{label_w}" y="{top + 6}" width="{width:.1f}" height="16" fill="{ACCENT}"/>'
+        )
+        if ci is not None:
+            lo, hi = label_w + inner * ci[0], label_w + inner * ci[1]
+            parts.append(
+                f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{top + 14}" y2="{top + 14}" '
+                f'stroke="#111" stroke-width="1.5"/>'
+                f'<line x1="{lo:.1f}" x2="{lo:.1f}" y1="{top + 9}" y2="{top + 19}" stroke="#111"/>'
+                f'<line x1="{hi:.1f}" x2="{hi:.1f}" y1="{top + 9}" y2="{top + 19}" stroke="#111"/>'
+            )
+        parts.append(
+            f'<text x="{label_w + inner + 6}" y="{top + 18}" font-size="12">{_pct(share)}'
+            f"{escape(note)}</text>"
+        )
+    return _svg("".join(parts), title, desc, ident, height=height)
+
+
+def hour_counts(
+    session: Session, centre_id: int, first: date, last: date, tz: ZoneInfo
+) -> list[list[int]]:
+    """Counted ratings of a centre by weekday (rows, Monday first) and local hour."""
+    grid = [[0] * 24 for _ in range(7)]
+    rows = session.execute(
+        select(Event.pressed_at).where(
+            Event.centre_id == centre_id,
+            Event.day >= first,
+            Event.day <= last,
+            Event.type == "rating",
+            Event.flags.op("&")(int(Flag.BURST)) == 0,
+        )
+    )
+    for (at,) in rows:
+        if isinstance(at, datetime):
+            local = at.astimezone(tz)
+            grid[local.weekday()][local.hour] += 1
+    return grid
+
+
+def heatmap(grid: list[list[int]], lang: str, title: str, desc: str) -> Markup:
+    """Ratings by hour of day (columns) and weekday (rows); the count is written in each
+    cell, the shade repeats it."""
+    hours = [h for h in range(24) if any(grid[d][h] for d in range(7))] or list(range(9, 18))
+    first_h, last_h = min(hours), max(hours)
+    cols = list(range(first_h, last_h + 1))
+    cell_w = min(40, (W - 50) / max(1, len(cols)))
+    cell_h = 24
+    peak = max(max(r) for r in grid) or 1
+    parts = []
+    for j, h in enumerate(cols):
+        parts.append(
+            f'<text x="{50 + j * cell_w + cell_w / 2:.1f}" y="14" text-anchor="middle" '
+            f'font-size="11">{h:02d}</text>'
+        )
+    for d in range(7):
+        y = 20 + d * cell_h
+        parts.append(
+            f'<text x="44" y="{y + 16}" text-anchor="end" font-size="11">{WEEKDAYS[lang][d]}</text>'
+        )
+        for j, h in enumerate(cols):
+            n = grid[d][h]
+            shade = n / peak
+            fill = f"rgba(11,79,138,{0.08 + 0.85 * shade:.2f})" if n else "#f4f4f4"
+            ink = "#fff" if shade > 0.55 else "#111"
+            x = 50 + j * cell_w
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y}" width="{cell_w - 2:.1f}" height="{cell_h - 2}" '
+                f'fill="{fill}"/>'
+            )
+            if n:
+                parts.append(
+                    f'<text x="{x + cell_w / 2 - 1:.1f}" y="{y + 15}" text-anchor="middle" '
+                    f'font-size="10" fill="{ink}">{n}</text>'
+                )
+    height = 20 + 7 * cell_h + 6
+    return _svg("".join(parts), title, desc, "heatmap", height=height)
