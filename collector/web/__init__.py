@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from collector import alerts as alert_mod
 from collector import charts, fleet, scores, websessions
+from collector import series as series_mod
 from collector.api.deps import SessionDep, StateDep
 from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
@@ -102,6 +103,23 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_answer": "անհասկանալի պատասխան",
         "alerts": "Ազդանշաններ",
         "units": "Սարքեր",
+        "ministry": "Նախարարություն. բոլոր կենտրոնները",
+        "ministry_link": "Բոլոր կենտրոնները",
+        "dashboard_link": "Կենտրոն",
+        "marzes": "Մարզեր",
+        "marz": "Մարզ",
+        "centres_n": "Կենտրոններ",
+        "rankings": "Կենտրոնների դասակարգում",
+        "rank": "Տեղ",
+        "score": "Գնահատված գոհունակություն",
+        "rank_rule": "Դասակարգումը կրճատում է փոքր նմուշները դեպի ազգային միջինը "
+        "(Դիրիխլեի նախնական բաշխում)։ Միջակայքերը հատվելու դեպքում տարբերությունը "
+        "վստահելի չէ։",
+        "too_few": "Դատելու համար քիչ գնահատականներ (< {n})",
+        "all_judged": "Բոլոր կենտրոններն ունեն բավարար գնահատականներ։",
+        "pic_national": "Գոհունակությունն ըստ օրերի, ամբողջ երկրում",
+        "pic_rankings": "Կենտրոններ՝ գնահատված գոհունակությամբ",
+        "pic_rankings_desc": "Յուրաքանչյուր կենտրոնի գնահատված գոհունակությունը և 95 % միջակայքը",
         "p_day": "Այսօր",
         "p_week": "Այս շաբաթ",
         "p_month": "Այս ամիս",
@@ -205,6 +223,23 @@ TEXT: dict[str, dict[str, str]] = {
         "fwd_answer": "an answer that cannot be used",
         "alerts": "Alerts",
         "units": "Units",
+        "ministry": "Ministry: every centre",
+        "ministry_link": "All centres",
+        "dashboard_link": "Centre",
+        "marzes": "Marzes",
+        "marz": "Marz",
+        "centres_n": "Centres",
+        "rankings": "Centre rankings",
+        "rank": "Rank",
+        "score": "Estimated satisfaction",
+        "rank_rule": "Rankings shrink small samples towards the national share (a "
+        "Dirichlet prior); where two intervals overlap, the order between them is not "
+        "certain.",
+        "too_few": "Too few ratings to judge (< {n})",
+        "all_judged": "Every centre has enough ratings.",
+        "pic_national": "Satisfaction by day, the whole country",
+        "pic_rankings": "Centres by estimated satisfaction",
+        "pic_rankings_desc": "Each centre's estimated satisfaction and its 95 % interval",
         "p_day": "Today",
         "p_week": "This week",
         "p_month": "This month",
@@ -591,6 +626,116 @@ def _pictures(
         "hours": [h for h in range(24) if any(grid[d][h] for d in range(7))],
         "weekdays": charts.WEEKDAYS[lang],
     }
+
+
+MARZ_NAMES = {
+    "AM-ER": ("Yerevan", "Երևան"),
+    "AM-AG": ("Aragatsotn", "Արագածոտն"),
+    "AM-AR": ("Ararat", "Արարատ"),
+    "AM-AV": ("Armavir", "Արմավիր"),
+    "AM-GR": ("Gegharkunik", "Գեղարքունիք"),
+    "AM-KT": ("Kotayk", "Կոտայք"),
+    "AM-LO": ("Lori", "Լոռի"),
+    "AM-SH": ("Shirak", "Շիրակ"),
+    "AM-SU": ("Syunik", "Սյունիք"),
+    "AM-TV": ("Tavush", "Տավուշ"),
+    "AM-VD": ("Vayots Dzor", "Վայոց ձոր"),
+}
+#: Below this many ratings in the period, a centre is listed as too few to judge.
+JUDGE_MIN_N = 30
+
+
+@router.get("/ministry")
+def ministry(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    start: Start = None,
+    end: End = None,
+    lang: Annotated[str | None, Query(max_length=8)] = None,
+) -> Response:
+    """Every centre at a glance, for the ministry's analysts (and admins): marzes,
+    rankings with their intervals, the centres with too few ratings to judge, and the
+    national pictures."""
+    lang = _lang(request, lang)
+    user = _current_user(request, session, state)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    if user.role not in (Role.ADMIN.value, Role.ANALYST.value):
+        return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
+    t = TEXT[lang]
+    today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
+    last = min(end or today, today)
+    first = start or max(last - timedelta(days=29), MIN_DAY)
+    if first > last or (last - first).days >= MAX_DAYS:
+        first = max(last - timedelta(days=29), MIN_DAY)
+    ranked = scores.centre_rankings(session, first, last)
+    judged = [r for r in ranked if r["n"] >= JUDGE_MIN_N]
+    for i, r in enumerate(judged, start=1):
+        r["rank"] = i
+    centres = {c.code: c for c in session.scalars(select(Centre).order_by(Centre.code))}
+    counted = {r["centre"]: r["n"] for r in ranked}
+    too_few = [
+        (c, counted.get(code, 0))
+        for code, c in centres.items()
+        if counted.get(code, 0) < JUDGE_MIN_N
+    ]
+    marz: dict[str, list[int]] = {}
+    for row in series_mod.series(session, first, last, grain="month", by="marz"):
+        acc = marz.setdefault(row.group, [0, 0])
+        acc[0] += row.counts.top_two
+        acc[1] += row.counts.n
+    marz_rows = []
+    for code, (top, n) in sorted(marz.items()):
+        lo, hi = scores.wilson(top, n)
+        names = MARZ_NAMES.get(code, (code, code))
+        marz_rows.append(
+            {
+                "code": code,
+                "name": names[1] if lang == "hy" else names[0],
+                "n": n,
+                "csat": top / n if n else None,
+                "ci": (lo, hi),
+                "centres": sum(1 for c in centres.values() if c.marz == code),
+            }
+        )
+    national_days: dict[date, list[int]] = {}
+    for row in series_mod.series(session, first, last, grain="day", by="national"):
+        acc = national_days.setdefault(date.fromisoformat(row.period), [0, 0])
+        acc[0] += row.counts.top_two
+        acc[1] += row.counts.n
+    days = []
+    for day, (top, n) in sorted(national_days.items()):
+        if n:
+            lo, hi = scores.wilson(top, n)
+            days.append({"day": day, "n": n, "csat": top / n, "csat_ci95": [lo, hi]})
+    rank_bars = [
+        (
+            r["name_hy"] if lang == "hy" else r["name_en"],
+            r["score"],
+            (r["score_ci95"][0], r["score_ci95"][1]),
+            f" (n = {r['n']})",
+        )
+        for r in judged
+    ]
+    period = f"{first.isoformat()}..{last.isoformat()}"
+    return _page(
+        request,
+        "ministry.html",
+        lang,
+        user=user,
+        first=first,
+        last=last,
+        marz=marz_rows,
+        ranked=judged,
+        too_few=too_few,
+        min_n=JUDGE_MIN_N,
+        trend=charts.trend(
+            days, t["pic_national"], t["pic_trend_desc"].format(period=period), "national"
+        ),
+        ranks_chart=charts.bars(rank_bars, t["pic_rankings"], t["pic_rankings_desc"], "rankings"),
+        periods=_periods(today),
+    )
 
 
 @router.post("/dashboard/notes")

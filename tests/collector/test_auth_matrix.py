@@ -108,6 +108,7 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
     ("POST", "/login"): ("/login", expect(401)),  # wrong password, right CSRF token
     ("POST", "/logout"): ("/logout", expect(303)),
     ("GET", "/dashboard"): ("/dashboard", WEB_IN),
+    ("GET", "/ministry"): ("/ministry", {**WEB_IN, "s_manager_a": 403, "s_manager_b": 403}),
     ("POST", "/dashboard/notes"): (
         "/dashboard/notes",
         {**WEB_IN, "s_admin": 303, "s_manager_a": 303, "s_analyst": 403, "s_manager_b": 403},

@@ -470,3 +470,25 @@ def test_pictures_with_text_alternatives_periods_and_a_comparison(
     assert 'aria-current="page">Today' not in page  # a custom period
     hy = client.get("/dashboard?lang=hy").text
     assert "Գոհունակությունն ըստ օրերի" in hy and "Վերջին 30 օր" in hy
+
+
+def test_the_ministry_sees_every_centre_managers_do_not(client: TestClient, store: Store) -> None:
+    # Gyumri 1: 40 more ratings (enough to judge); Avan keeps its 4 (too few).
+    store.process([msg(event(300 + i, device="am-sh-gyumri1-d03", score=1 + i % 4),
+                       device="am-sh-gyumri1-d03") for i in range(40)])  # fmt: skip
+    assert log_in(client, "aram").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/ministry?lang=en&start=2026-11-01&end=2026-11-24").text
+    marz = page[page.index('id="marzes"') : page.index('id="rankings"')]
+    assert "Shirak <span" in marz and "Yerevan <span" in marz
+    ranks = page[page.index('id="rankings"') : page.index('id="too-few"')]
+    assert "Gyumri 1 territorial centre</a>" in ranks and "Avan territorial centre" not in ranks
+    assert 'aria-labelledby="rankings-t rankings-d"' in ranks
+    few = page[page.index('id="too-few"') :]
+    assert "Avan territorial centre</a>: 4" in few and "Ashtarak territorial centre</a>: 0" in few
+    assert 'aria-labelledby="national-t national-d"' in page
+    hy = client.get("/ministry?lang=hy").text
+    assert "Շիրակ" in hy and "Դատելու համար քիչ գնահատականներ" in hy
+    client.post("/logout", data={"csrf": csrf_of(page)})
+    assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+    assert client.get("/ministry").status_code == 403
+    assert 'href="/ministry"' not in client.get("/dashboard").text
