@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.auth import Role
 from collector.config import Settings
 from collector.main import create_app
+from collector.models import Alert, Centre
 from collector.store import Store
 from collector.users import create_user
 from tests.collector.helpers import T0, event, msg, served
@@ -48,6 +50,22 @@ def collector_url(
         create_user(
             s, "anna", PASSWORD, role=Role.MANAGER, centres=["SH-GYUMRI1"], now=T0,
             display_name="Աննա Հովհաննիսյան",
+        )  # fmt: skip
+        create_user(s, "aram", PASSWORD, role=Role.ANALYST, now=T0)
+        gyumri = s.scalar(select(Centre.id).where(Centre.code == "SH-GYUMRI1"))
+        s.add(
+            Alert(
+                kind="unit_silent",
+                subject="unit:am-sh-gyumri1-d03",
+                centre_id=gyumri,
+                severity="critical",
+                state="open",
+                detail={"device": "am-sh-gyumri1-d03", "centre": "SH-GYUMRI1", "desk": "03",
+                        "minutes": 25, "last_seen": "2026-11-24 10:00"},
+                opened_at=T0,
+                seen_at=T0,
+                notices=1,
+            )
         )  # fmt: skip
     app = create_app(Settings(database_url=database_url))
     app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
@@ -151,3 +169,47 @@ def test_kiosk_page_headers_csp_axe_and_reflow(kiosk_url: str, context: Any, lan
     assert page.locator("main").count() == 1  # a main landmark
     page.wait_for_function("document.getElementById('prompt').textContent.length > 0")
     audit(page, f"kiosk {lang}")
+
+
+def log_in(page: Any, url: str, who: str, lang: str) -> None:
+    page.goto(f"{url}/login?lang={lang}")
+    page.get_by_label(re.compile("Օգտանուն|Username")).fill(who)
+    page.get_by_label(re.compile("Գաղտնաբառ|Password")).fill(PASSWORD)
+    page.get_by_role("button", name=re.compile("Մուտք|Log in")).click()
+    page.wait_for_url(re.compile("/dashboard"))
+
+
+@pytest.mark.parametrize("lang", ["hy", "en"])
+def test_manager_pictures_alert_and_the_ministry_view_in_the_browser(
+    collector_url: str, context: Any, lang: str
+) -> None:
+    """A manager sees the pictures, switches period and language, acknowledges an alert
+    with a comment; the ministry's analyst sees every centre; every page passes axe."""
+    page = context.new_page()
+    log_in(page, collector_url, "anna", lang)
+    page.goto(f"{collector_url}/dashboard?lang={lang}&start=2026-11-18&end=2026-11-24")
+    assert page.locator("svg.chart[role=img]").count() >= 3
+    assert page.locator("#trend-t").count() == 1
+    audit(page, f"dashboard with pictures and an alert {lang}")
+    quick = re.compile("Վերջին 30 օր|Last 30 days")
+    page.get_by_role("link", name=quick).click()
+    page.wait_for_url(re.compile("start="))
+    assert page.get_by_role("link", name=quick).get_attribute("aria-current") == "page"
+    other = "English" if lang == "hy" else "Հայերեն"
+    page.get_by_role("link", name=other).click()
+    page.wait_for_load_state("load")
+    switched = "en" if lang == "hy" else "hy"
+    assert page.evaluate("document.documentElement.lang") == switched
+    comment = page.get_by_label(re.compile("Մեկնաբանություն|Comment"))
+    comment.fill("Տեխնիկը ճանապարհին է")
+    page.get_by_role("button", name=re.compile("Հաստատել|Acknowledge")).click()
+    page.wait_for_url(re.compile("acked=1"))
+    assert page.get_by_role("status").count() == 1
+    assert "Տեխնիկը ճանապարհին է" in page.content()
+    audit(page, f"dashboard after the acknowledgement {switched}")
+    page.get_by_role("button", name=re.compile("Ելք|Log out")).click()
+    log_in(page, collector_url, "aram", lang)
+    page.get_by_role("link", name=re.compile("Բոլոր կենտրոնները|All centres")).click()
+    page.wait_for_url(re.compile("/ministry"))
+    assert page.locator("#rankings").count() == 1 and page.locator("#too-few").count() == 1
+    audit(page, f"ministry {lang}")
