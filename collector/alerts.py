@@ -196,13 +196,17 @@ def set_rule(
         row.updated_at = now
 
 
-def evaluate(session: Session, now: datetime) -> list[Finding]:
-    """Every condition that holds at ``now``."""
+def evaluate(
+    session: Session, now: datetime, business_now: datetime | None = None
+) -> list[Finding]:
+    """Every condition that holds at ``now``: the units' silence against the time the
+    collector stamps messages with, the scores' windows against the business day
+    (``business_now``; the same clock in production, a simulated one in the demo)."""
     params = rule_params(session)
     centres = {c.id: c for c in session.scalars(select(Centre))}
     out: list[Finding] = []
     out += _unit_findings(session, now, centres, params)
-    out += _score_findings(session, now, centres, params)
+    out += _score_findings(session, business_now or now, centres, params)
     return out
 
 
@@ -476,6 +480,7 @@ class AlertEngine:
         metrics: Any = None,
         http: httpx.Client | None = None,
         clock: Callable[[], datetime] = utcnow,
+        business_clock: Callable[[], datetime] | None = None,
         rng: Callable[[], float] | None = None,
         owner: str | None = None,
     ) -> None:
@@ -485,6 +490,7 @@ class AlertEngine:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.business_clock = business_clock
         self.http = http or httpx.Client(timeout=settings.webhook_timeout_s)
         self.backoff = outbox.Backoff(10.0, settings.webhook_backoff_max_s, rng or random.random)
         owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -503,7 +509,8 @@ class AlertEngine:
         now = self.clock()
         counts = {"opened": 0, "reminded": 0, "closed": 0}
         with self.sessions() as s, s.begin():
-            findings = {(f.kind, f.subject): f for f in evaluate(s, now)}
+            business = self.business_clock() if self.business_clock else now
+            findings = {(f.kind, f.subject): f for f in evaluate(s, now, business)}
             active = {
                 (a.kind, a.subject): a
                 for a in s.scalars(select(Alert).where(Alert.state.in_(ACTIVE)))

@@ -63,7 +63,11 @@ def create_app(
         from collector.alerts import AlertEngine
         from collector.alerts import utcnow as alerts_now
 
-        alerts = AlertEngine(sessions, settings, metrics=metrics, clock=forward_clock or alerts_now)
+        # Silence is measured on the clock messages are stamped with (the wall clock);
+        # score windows on the business day (a simulated one in the demo).
+        alerts = AlertEngine(
+            sessions, settings, metrics=metrics, clock=alerts_now, business_clock=forward_clock
+        )
     state.alerts = alerts
 
     @asynccontextmanager

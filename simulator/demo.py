@@ -24,6 +24,13 @@ from sqlalchemy import func, select
 
 log = logging.getLogger(__name__)
 
+#: The unit the demo unplugs, and when (real seconds after the fleet starts).
+SILENT_DEVICE = "am-sh-gyumri1-d02"
+UNPLUG_AFTER_S = 60.0
+#: The desk whose visitors leave unhappy (worst-first weights).
+SINKING_DEVICE = "am-sh-gyumri1-d01"
+SINKING_MIX = [40.0, 30.0, 15.0, 15.0]
+
 
 @dataclass
 class DemoOptions:
@@ -61,6 +68,7 @@ class Demo:
         self.runner: threading.Thread | None = None
         self.app: Any = None
         self.me_is: Any = None
+        self.silenced: set[str] = set()
         self.actions_done = 0
 
     def say(self, text: str = "") -> None:
@@ -111,6 +119,7 @@ class Demo:
         sessions = session_factory(engine)
         with sessions() as s, s.begin():
             import_dir(s, SHIPPED, actor="demo")
+            self._demo_alert_rules(s)
         from simulator.me_is import serve_registry
 
         # The fake M&E IS knows what `forward metadata` would create on a real one, and
@@ -152,6 +161,7 @@ class Demo:
             forward_today=True,  # show pushes as the simulated day goes on
             forward_mapping=mapping_path,
             forward_interval_s=10.0,
+            alert_interval_s=15.0,
         )
         self.app = create_app(self.settings, ingest=True, forward_clock=self.clock.now)
         self.app.state.gnahat.business_clock = self.clock.now  # the simulated days
@@ -173,6 +183,31 @@ class Demo:
             self.stop_event.wait(0.05)
         self.sessions = self.app.state.gnahat.sessions
 
+    def _demo_alert_rules(self, s: Any) -> None:
+        """Alerts a newcomer sees fire within minutes. Silence is measured on the wall
+        clock while the demo's days pass ``factor`` times faster, so every hour counts
+        as opening time here and a unit is silent after two minutes."""
+        from sqlalchemy import update
+
+        from collector import alerts
+        from collector.models import Centre
+
+        s.execute(update(Centre).values(hours="24/7"))
+        alerts.set_rule(s, "unit_silent", {"minutes": 2}, None, datetime.now(UTC))
+
+    def _unplug(self) -> None:
+        """A unit goes silent during opening hours (its cable pulled)."""
+        if self.stop_event.wait(UNPLUG_AFTER_S) or self.fleet is None:
+            return
+        unit = self.fleet.units.get(SILENT_DEVICE)
+        if unit is not None:
+            self.silenced.add(SILENT_DEVICE)
+            unit.daemon.stop()
+            self.say(
+                f"[demo] unit {SILENT_DEVICE} unplugged: its alert opens after two silent "
+                "minutes (dashboard → Alerts, or `gnahat-collector alert list`)"
+            )
+
     def _start_fleet(self) -> None:
         from collector.demo_data import CENTRES, badge_for, device_id
         from device.config import MqttConfig
@@ -181,7 +216,13 @@ class Demo:
 
         o = self.opts
         desks = [
-            Desk(device_id(code, i), badge_for(f"{code}-E{i:02d}"))
+            Desk(
+                device_id(code, i),
+                badge_for(f"{code}-E{i:02d}"),
+                # One desk whose visitors leave unhappy: its dissatisfied share rises
+                # above the threshold once it has enough ratings.
+                mix=SINKING_MIX if device_id(code, i) == SINKING_DEVICE else None,
+            )
             for code, *_ in CENTRES
             for i in range(1, o.units_per_centre + 1)
         ]
@@ -205,6 +246,7 @@ class Demo:
         self.fleet.start()
         self.runner = threading.Thread(target=self._run_visitors, name="visitors", daemon=True)
         self.runner.start()
+        threading.Thread(target=self._unplug, name="unplug", daemon=True).start()
 
     def _run_visitors(self) -> None:
         from simulator.visitors import Kind, schedule
@@ -215,6 +257,8 @@ class Demo:
             if self.stop_event.wait(self.clock.real_seconds_until(action.at)):
                 return
             unit = self.fleet.units[action.device]
+            if action.device in self.silenced:
+                continue  # unplugged: its visitors find it dark
             try:
                 if action.kind is Kind.BADGE:
                     unit.badge(action.value)

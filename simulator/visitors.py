@@ -42,6 +42,9 @@ class Desk:
     device: str
     badge: str | None
     scale: int = 4
+    mix: list[float] | None = None
+    """Worst-first score weights of this desk's visitors; None: a mix of its own around
+    the national one (the demo gives one desk a sinking mix)."""
 
 
 def hourly_weight(t: time) -> float:
@@ -74,7 +77,7 @@ def desk_actions(
     mash_share: float = 0.02,
 ) -> Iterator[Action]:
     """Actions of one desk between ``start`` and ``end`` (aware datetimes), in time order."""
-    mix = score_mix(rng, desk.scale)
+    mix = desk.mix or score_mix(rng, desk.scale)
     daily = rng.uniform(*per_day)
     day = start.astimezone(TZ).date()
     while True:
