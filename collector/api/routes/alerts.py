@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from collector import alerts
 from collector.api.deps import SessionDep, StateDep, require
-from collector.api.params import AUTH_RESPONSES, NOT_FOUND
+from collector.api.params import AUTH_RESPONSES, Problem
 from collector.auth import Role, scoped_centres
 from collector.models import Alert, ApiToken, Centre
 
@@ -46,7 +46,14 @@ class Ack(BaseModel):
     comment: str = Field(min_length=1, max_length=1000, description="What is being done")
 
 
-@router.post("/alerts/{alert_id}/ack", responses={**NOT_FOUND, 409: {"description": "closed"}})
+ACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The body is not JSON"},
+    404: {"model": Problem, "description": "No such alert"},
+    409: {"model": Problem, "description": "The alert has closed already"},
+}
+
+
+@router.post("/alerts/{alert_id}/ack", responses=ACK_RESPONSES)
 def acknowledge_alert(
     alert_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     body: Ack,
