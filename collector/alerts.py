@@ -45,7 +45,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector import hours as hours_mod
-from collector import outbox
+from collector import outbox, reports
 from collector.config import Settings
 from collector.models import (
     Alert,
@@ -58,6 +58,7 @@ from collector.models import (
     DailyAggregate,
     Device,
     DeviceState,
+    ReportDelivery,
     Service,
 )
 from collector.scores import wilson
@@ -423,6 +424,7 @@ def add_recipient(
     lang: str = "hy",
     centres: Iterable[str] = (),
     min_severity: str = "warning",
+    digest: str | None = None,
     now: datetime | None = None,
 ) -> tuple[AlertRecipient, str | None]:
     """Register who hears of alerts; a webhook gets a signing secret (returned once)."""
@@ -438,6 +440,8 @@ def add_recipient(
         raise ValueError(f"lang is one of {', '.join(TEXTS)}")
     if min_severity not in SEVERITIES:
         raise ValueError(f"severity is one of {', '.join(SEVERITIES)}")
+    if digest not in (None, "daily", "weekly") or (digest and channel != "email"):
+        raise ValueError("a digest is daily or weekly, and goes by email")
     codes = sorted(set(centres))
     known = set(session.scalars(select(Centre.code).where(Centre.code.in_(codes))))
     if set(codes) - known:
@@ -451,6 +455,7 @@ def add_recipient(
         lang=lang,
         centres=",".join(codes) or None,
         min_severity=min_severity,
+        digest=digest,
         active=True,
         created_at=now or utcnow(),
     )
@@ -656,24 +661,31 @@ class AlertEngine:
         return dict(outcomes)
 
     def _email(self, r: AlertRecipient, row: AlertNotification) -> tuple[str, str, int | None]:
-        st = self.settings
-        if not st.smtp_host:
-            return outbox.PARKED, "no SMTP server configured (GNAHAT_SMTP_HOST)", None
         data = row.payload["data"]
         texts = TEXTS.get(r.lang, TEXTS["en"])
         text = data["text"].get(r.lang) or data["text"]["en"]
         state = texts.get(data["state"], data["state"])
-        msg = EmailMessage()
-        msg["Subject"] = texts["subject"].format(state=state, text=text)[:200]
-        msg["From"] = st.smtp_from
-        msg["To"] = r.address
-        msg["Date"] = format_datetime(self.clock())
-        msg["Message-ID"] = make_msgid(idstring=str(row.id), domain="gnahat")
+        msg = self._message(r, texts["subject"].format(state=state, text=text), row.id)
         msg["X-Gnahat-Alert"] = f"{data['id']} {data['kind']} {data['state']}"
         lines = [text, "", f"{state} · {data['severity']} · {data['opened_at']}"]
         if data["state"] != "closed":
             lines += ["", texts["ack"]]
         msg.set_content("\n".join(lines), charset="utf-8")
+        return self._smtp(msg)
+
+    def _message(self, r: AlertRecipient, subject: str, ident: int) -> EmailMessage:
+        msg = EmailMessage()
+        msg["Subject"] = subject[:200]
+        msg["From"] = self.settings.smtp_from
+        msg["To"] = r.address
+        msg["Date"] = format_datetime(self.clock())
+        msg["Message-ID"] = make_msgid(idstring=str(ident), domain="gnahat")
+        return msg
+
+    def _smtp(self, msg: EmailMessage) -> tuple[str, str, int | None]:
+        st = self.settings
+        if not st.smtp_host:
+            return outbox.PARKED, "no SMTP server configured (GNAHAT_SMTP_HOST)", None
         try:
             with smtplib.SMTP(st.smtp_host, st.smtp_port, timeout=st.webhook_timeout_s) as smtp:
                 if st.smtp_starttls:
@@ -693,6 +705,46 @@ class AlertEngine:
             return "retry", f"SMTP: {type(exc).__name__}: {exc}", None
         return outbox.SENT, "", 250
 
+    def send_reports(self, limit: int = 50) -> dict[str, int]:
+        """Send due digests (email) through the outbox."""
+        now = self.clock()
+        with self.sessions() as s:
+            rows = outbox.due(s, ReportDelivery, now, limit, ReportDelivery.pending_since)
+            people = {r.id: r for r in s.scalars(select(AlertRecipient))}
+            s.expunge_all()
+        outcomes: dict[str, int] = defaultdict(int)
+        for row in rows:
+            if self.worker.stopping.is_set():
+                break
+            r = people[row.recipient_id]
+            msg = self._message(r, row.payload["subject"], row.id)
+            msg["X-Gnahat-Digest"] = f"{row.payload['first']} {row.payload['last']}"
+            msg.set_content(row.payload["text"], charset="utf-8")
+            for a in row.payload.get("attachments", []):
+                msg.add_attachment(
+                    a["svg"].encode("utf-8"),
+                    maintype="image",
+                    subtype="svg+xml",
+                    filename=a["name"],
+                )
+            kind, detail, status = self._smtp(msg)
+            outcomes[f"digest_{kind}"] += 1
+            outbox.mark(
+                self.sessions,
+                ReportDelivery,
+                row.id,
+                row.version,
+                self.clock(),
+                kind,
+                detail=detail,
+                wait_s=self.backoff.wait(row.attempts + 1),
+                attempts=row.attempts + 1,
+                last_status=status,
+            )
+            if kind == "retry":
+                break
+        return dict(outcomes)
+
     # ------------------------------------------------------------ operators and loop
 
     def acknowledge(self, alert_id: int, who: str, comment: str) -> Alert:
@@ -707,7 +759,13 @@ class AlertEngine:
         if not self.lease.hold():
             return {}
         out = {k: v for k, v in self.reconcile().items() if v}
+        now = self.clock()
+        with self.sessions() as s, s.begin():
+            digests = reports.plan(s, now, self.business_clock() if self.business_clock else now)
+        if digests:
+            out["digests"] = digests
         out.update(self.send_due())
+        out.update(self.send_reports())
         self.update_gauges()
         return out
 

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--lang", choices=["hy", "en"], default="hy")
     ra.add_argument("--centre", action="append", default=[], help="only this centre (repeat)")
     ra.add_argument("--min-severity", choices=["info", "warning", "critical"], default="warning")
+    ra.add_argument(
+        "--digest", choices=["daily", "weekly"], help="also a digest of the period (email)"
+    )
     arc_sub.add_parser("list", help="recipients")
     rr = arc_sub.add_parser("remove", help="stop notifying a recipient")
     rr.add_argument("id", type=int)
@@ -669,6 +672,7 @@ def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
                         lang=args.lang,
                         centres=args.centre,
                         min_severity=args.min_severity,
+                        digest=args.digest,
                         now=now,
                     )
                     rid = r.id
@@ -682,7 +686,8 @@ def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
                         state = "active" if r.active else "removed"
                         print(
                             f"{r.id}\t{state}\t{r.channel}\t{r.address}\t{r.lang}\t"
-                            f"{r.min_severity}+\t{r.centres or 'all centres'}"
+                            f"{r.min_severity}+\t{r.centres or 'all centres'}\t"
+                            f"{r.digest or 'no digest'}"
                         )
                 return 0
             with sessions() as s, s.begin():

@@ -417,6 +417,8 @@ class AlertRecipient(Base):
     lang: Mapped[str] = mapped_column(String(8))
     centres: Mapped[str | None] = mapped_column(Text, nullable=True)
     min_severity: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    """``daily`` or ``weekly``: a digest of the period by email; empty: none."""
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -427,6 +429,28 @@ class AlertNotification(Base):
     __tablename__ = "alert_notifications"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("alert_recipients.id"))
+    batch_key: Mapped[str] = mapped_column(String(100), unique=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    send_key: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[Any] = mapped_column(JSON)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReportDelivery(Base):
+    """The outbox of scheduled digests: one row per (recipient, period)."""
+
+    __tablename__ = "report_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     recipient_id: Mapped[int] = mapped_column(ForeignKey("alert_recipients.id"))
     batch_key: Mapped[str] = mapped_column(String(100), unique=True)
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -331,3 +331,40 @@ def test_alert_commands(
     assert main(["alert", "ack", "1", "--comment", "cable replaced", "--by", "aram"]) == 0
     assert main(["alert", "ack", "9", "--comment", "x"]) == 2
     assert main(["alert", "recipient", "remove", "1"]) == 0
+
+
+def test_weekly_and_daily_digests_once_per_period(env: Env) -> None:
+    # Ratings on Tuesday 24 Nov; the digest of that week is due on Monday 30 Nov at 07:00.
+    env.store.process([msg(event(i, score=4 if i % 3 else 1, at=T0)) for i in range(1, 13)])
+    env.store.process([msg(event(i, score=4, at=T0 - timedelta(days=1))) for i in range(13, 16)])
+    with env.sessions() as s, s.begin():
+        alerts.set_rule(s, "unit_silent", {"enabled": False}, None, T0)  # not about units
+        alerts.add_recipient(s, "email", "anna@gyumri.example", lang="hy",
+                             centres=["SH-GYUMRI1"], digest="weekly", now=T0)  # fmt: skip
+        alerts.add_recipient(s, "email", "aram@ministry.example", lang="en", digest="daily",
+                             min_severity="critical", now=T0)  # fmt: skip
+        with pytest.raises(ValueError, match="digest is daily or weekly"):
+            alerts.add_recipient(s, "webhook", "http://x.example/h", digest="weekly", now=T0)
+    env.now[0] = datetime(2026, 11, 30, 2, 59, tzinfo=UTC)  # 06:59 in Yerevan: not yet
+    engine = env.engine()
+    assert engine.run_once() == {}
+    env.now[0] = datetime(2026, 11, 30, 3, 1, tzinfo=UTC)
+    assert engine.run_once() == {"digests": 2, "digest_sent": 2}
+    by_to = {m["To"]: m for m in env.mailbox.messages}
+    weekly = by_to["anna@gyumri.example"]
+    assert weekly["Subject"] == "[Գնահատ] 2026-11-23–2026-11-29 շաբաթվա գնահատականները"
+    body = weekly.get_body(("plain",)).get_content()
+    assert "Տարածքային կենտրոն «Գյումրի 1»․ 15 գնահատական, գոհ՝ 73 %" in body
+    assert "Բաց ազդանշաններ չկան։" in body
+    [picture] = [p for p in weekly.iter_attachments()]
+    assert picture.get_content_type() == "image/svg+xml"
+    assert picture.get_filename() == "SH-GYUMRI1-2026-11-23-2026-11-29.svg"
+    assert b'role="img"' in picture.get_content()
+    daily = by_to["aram@ministry.example"]
+    assert daily["Subject"] == "[Gnahat] Ratings of 2026-11-29"
+    assert "Every centre" in daily.get_content() and "no ratings" in daily.get_content()
+    env.now[0] += timedelta(hours=3)
+    assert engine.run_once() == {}  # once per period
+    env.now[0] = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+    assert engine.run_once() == {"digests": 1, "digest_sent": 1}  # the next day's daily
+    engine.stop()
