@@ -284,6 +284,9 @@ class Demo:
     def banner(self) -> None:
         base = f"http://{self.opts.http_host}:{self.http_port}"
         broker = type(self.broker).__name__.replace("Broker", "").lower()
+        # The simulated days the fleet runs through (the M&E IS read-back asks a range).
+        since = self.clock.start.date() - timedelta(days=1)
+        until = self.clock.start.date() + timedelta(days=self.opts.days)
         self.say("")
         self.say("Gnahat demo is running")
         self.say(f"  broker      {self.broker.url} ({broker})")
@@ -306,10 +309,9 @@ class Demo:
             f"  units       curl -H 'Authorization: Bearer {self.tech_token}' {base}/api/v1/devices"
         )
         self.say(
-            f"  M&E IS      {self.me_is.url}/api/dataValueSets?dataSet=GNAHAT_DAILY"
-            f"&orgUnit=SH-GYUMRI1&startDate={self.clock.now():%Y-%m-01}"
-            f"&endDate={self.clock.now():%Y-%m-%d}&idScheme=code "
-            "(a fake DHIS2 2.41; the collector pushes every 10 s)"
+            f"  M&E IS      curl -u gnahat:demo '{self.me_is.url}/api/dataValueSets?"
+            f"dataSet=GNAHAT_DAILY&orgUnit=SH-GYUMRI1&startDate={since}&endDate={until}"
+            "&idScheme=code' (a fake DHIS2 2.41; the collector pushes every 10 s)"
         )
         self.say("  Ctrl-C stops everything")
         self.say("")

@@ -66,7 +66,7 @@ def test_demo_starts_stores_events_and_stops_cleanly(
             if m := re.search(r"Bearer (gnh_[\w-]+)' 'http", line):
                 token = m.group(1)
                 children = _children(proc.pid)
-            if m := re.search(r"M&E IS +(http://\S+)", line):
+            if m := re.search(r"M&E IS +curl -u gnahat:demo '(http://[^']+)'", line):
                 me_is = m.group(1)
             if m := re.search(r"user demo-manager, password (\S+)\)", line):
                 password = m.group(1)
@@ -77,7 +77,7 @@ def test_demo_starts_stores_events_and_stops_cleanly(
         assert token, "\n".join(lines)
         assert stored >= 5 and pushes >= 1, "\n".join(lines)
         assert me_is is not None
-        values = httpx.get(me_is.split("?")[0]).json()["dataValues"]
+        values = httpx.get(me_is, auth=("gnahat", "demo")).json()["dataValues"]
         assert values and all(v["dataElement"].startswith("GNAHAT_R") for v in values)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json()["status"] == "ok"

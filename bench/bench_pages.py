@@ -1,0 +1,250 @@
+"""Dashboard and ministry pages over a generated year of data, on PostgreSQL.
+
+A year of 100 centres with 6 units each, ~45 ratings per unit per opening day (about
+10 million events), is generated inside PostgreSQL (``generate_series``: seconds, not
+hours), the daily aggregates are rebuilt from it (that time is a figure too), and then
+eight clients at once ask for pages as logged-in people: a centre's dashboard (the
+default 30 days, and a whole year), and the ministry view. Every figure is printed
+beside its goal (p99 <= 200 ms per page); ``GNAHAT_BENCH_PAGES_EVENTS_PER_DAY`` makes
+the year lighter for a quick look (the figure names say what was measured).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from bench.bench_collector import pg_schema, pg_url
+from bench.common import Results, percentile
+from collector.aggregates import rebuild
+from collector.auth import Role
+from collector.config import Settings
+from collector.db import make_engine, migrate, session_factory
+from collector.main import create_app
+from collector.registry import MARZES, import_registry
+from collector.users import create_user
+
+MARZ_LIST = sorted(MARZES)
+CENTRES = 100
+UNITS = 6
+DAYS = 365
+#: The year ends yesterday, so that the pages' default periods ("today", the last 30
+#: days) fall inside it whenever the bench runs.
+FIRST = date.today() - timedelta(days=DAYS)
+PER_DAY = int(os.environ.get("GNAHAT_BENCH_PAGES_EVENTS_PER_DAY", "45"))
+CLIENTS = 8
+REQUESTS = 160
+PASSWORD = "correct horse battery"
+GOAL = "p99 <= 200 ms"
+
+
+def registry() -> dict[str, str]:
+    services = ["SOC_SECURITY", "EMPLOYMENT", "SOC_ASSISTANCE", "MED_SOC_ASSESSMENT"]
+    centres = ["code,name_hy,name_en,marz,community"]
+    employees = ["code,centre,name"]
+    devices = ["device,kind,scale,created_at"]
+    assignments = ["device,centre,desk,default_employee,service,valid_from"]
+    for c in range(CENTRES):
+        code = f"C{c:03d}"
+        centres.append(
+            f"{code},Կենտրոն {c:03d},Centre {c:03d},{MARZ_LIST[c % len(MARZ_LIST)]},Համայնք"
+        )
+        for u in range(1, UNITS + 1):
+            emp, dev = f"{code}-E{u:02d}", f"am-c{c:03d}-d{u:02d}"
+            employees.append(f"{emp},{code},Աշխատակից {u:02d}")
+            devices.append(f"{dev},buttons,4,2025-01-01")
+            assignments.append(f"{dev},{code},{u:02d},{emp},{services[(u - 1) % 4]},2025-01-01")
+    return {
+        "centres": "\n".join(centres) + "\n",
+        "services": "code,name_hy,name_en\n" + "".join(f"{s},{s},{s}\n" for s in services),
+        "employees": "\n".join(employees) + "\n",
+        "devices": "\n".join(devices) + "\n",
+        "assignments": "\n".join(assignments) + "\n",
+    }
+
+
+# Ratings of every unit on every weekday of the year: 09:00 Yerevan onwards every
+# 10 minutes (7.5 h for 45), the airport mix (62/17/7/14 best to worst) by a hash.
+EVENTS_SQL = """
+INSERT INTO events (device, stream, seq, type, score, scale, device_at, clock_synced,
+                    boot, mono_ms, pressed_at, received_at, day, centre_id,
+                    employee_id, service_id, flags)
+SELECT a.device_id, 's1', d.n * :per_day + k, 'rating', s.score, 4, '', true, 'b1',
+       (d.n * :per_day + k) * 1000, p.at, p.at, d.day, a.centre_id,
+       a.default_employee_id, a.service_id, 0
+FROM assignments a
+CROSS JOIN LATERAL (
+    SELECT n, (CAST(:first AS date) + n) AS day FROM generate_series(0, :days - 1) AS n
+) d
+CROSS JOIN generate_series(1, :per_day) AS k
+CROSS JOIN LATERAL (
+    SELECT (d.day + TIME '05:00' + k * INTERVAL '10 minutes') AT TIME ZONE 'UTC' AS at
+) p
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN h < 14 THEN 1 WHEN h < 21 THEN 2 WHEN h < 38 THEN 3 ELSE 4 END AS score
+    FROM (SELECT abs(hashtext(a.device_id || ':' || d.n || ':' || k)) % 100 AS h) x
+) s
+WHERE extract(isodow FROM d.day) < 6
+"""
+
+
+def generate(url: str) -> tuple[int, float]:
+    migrate(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    with sessions() as s, s.begin():
+        import_registry(s, registry(), now=datetime(2025, 1, 1, tzinfo=UTC))
+        create_user(s, "aram", PASSWORD, role=Role.ANALYST, now=datetime.now(UTC))
+        create_user(s, "anna", PASSWORD, role=Role.MANAGER, centres=["C000"],
+                    now=datetime.now(UTC))  # fmt: skip
+    with engine.begin() as c:
+        c.execute(text(EVENTS_SQL), {"first": FIRST, "days": DAYS, "per_day": PER_DAY})
+        count = int(c.execute(text("SELECT count(*) FROM events")).scalar_one())
+        c.execute(text("ANALYZE"))
+    t0 = time.perf_counter()
+    rebuild(sessions, clock=lambda: datetime.now(UTC))
+    rebuilt = time.perf_counter() - t0
+    with engine.begin() as c:
+        c.execute(text("ANALYZE"))
+    engine.dispose()
+    return count, rebuilt
+
+
+def serve(url: str) -> tuple[Any, str]:
+    import uvicorn
+
+    from simulator.broker import free_port
+
+    settings = Settings(database_url=url, alerts_enabled=False, webhooks_enabled=False)
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        threading.Event().wait(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def serve_workers(url: str, workers: int, workdir: Path) -> tuple[Any, str]:
+    """``gnahat-collector serve --no-ingest --workers N``, as documented for more cores."""
+    import subprocess
+    import sys
+
+    from simulator.broker import free_port
+
+    port = free_port()
+    env_file = workdir / "collector.env"
+    env_file.write_text(
+        f"GNAHAT_DATABASE_URL={url}\nGNAHAT_HTTP_PORT={port}\n"
+        "GNAHAT_ALERTS_ENABLED=false\nGNAHAT_WEBHOOKS_ENABLED=false\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector.cli", "--env-file", str(env_file), "serve",
+         "--no-ingest", "--workers", str(workers)],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    started = 0
+    for line in proc.stderr:
+        started += "Application startup complete" in line
+        if started == workers:
+            break
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def logged_in(base: str, user: str) -> httpx.Client:
+    c = httpx.Client(base_url=base, timeout=60)
+    page = c.get("/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token, "no login form"
+    r = c.post("/login", data={"username": user, "password": PASSWORD, "csrf": token.group(1)})
+    assert r.status_code in (200, 303), r.status_code
+    return c
+
+
+def timed(base: str, user: str, paths: list[str]) -> list[float]:
+    """Each path asked once, by CLIENTS logged-in clients at once; seconds per page."""
+    clients = [logged_in(base, user) for _ in range(CLIENTS)]
+    lock = threading.Lock()
+    queue = list(paths)
+    out: list[float] = []
+
+    def work(c: httpx.Client) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                path = queue.pop()
+            t0 = time.perf_counter()
+            r = c.get(path)
+            took = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise RuntimeError(f"{path}: HTTP {r.status_code}")
+            with lock:
+                out.append(took)
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(work, clients))
+    for c in clients:
+        c.close()
+    return out
+
+
+def run(results: Results) -> None:
+    base = pg_url()
+    prefix = f"pages.year_{CENTRES}c_{PER_DAY}perday"
+    if base is None:
+        results.missing(f"{prefix}.*", "no PostgreSQL answers")
+        return
+    url = pg_schema(base, "bench_pages")
+    count, rebuilt = generate(url)
+    results.add(f"{prefix}.events", count, "events")
+    results.add(f"{prefix}.rebuild_aggregates_s", rebuilt, "s", "<= 10 s per year")
+    rng = random.Random(7)
+    centre = [f"/dashboard?centre=C{rng.randrange(CENTRES):03d}" for _ in range(REQUESTS)]
+    year = f"&start={FIRST + timedelta(days=1)}&end={FIRST + timedelta(days=DAYS)}"
+    cases = [
+        ("dashboard_30d", "aram", centre),
+        ("dashboard_year", "aram", [p + year for p in centre[: REQUESTS // 2]]),
+        ("dashboard_manager_staff", "anna", ["/dashboard"] * (REQUESTS // 2)),
+        ("ministry_30d", "aram", ["/ministry"] * (REQUESTS // 2)),
+    ]
+    server, site = serve(url)  # the default: one process
+    try:
+        timed(site, "aram", centre[:CLIENTS])  # warm-up
+        for name, user, paths in cases:
+            took = timed(site, user, paths)
+            results.add(f"{prefix}.{name}_p50_ms", percentile(took, 50) * 1000, "ms")
+            results.add(f"{prefix}.{name}_p99_ms", percentile(took, 99) * 1000, "ms", GOAL)
+    finally:
+        server.should_exit = True
+    with tempfile.TemporaryDirectory(prefix="gnahat-pages-") as d:
+        proc, site = serve_workers(url, 2, Path(d))
+        try:
+            timed(site, "aram", centre[:CLIENTS])
+            for name, user, paths in cases:
+                took = timed(site, user, paths)
+                label = f"{prefix}.2workers.{name}"
+                results.add(f"{label}_p50_ms", percentile(took, 50) * 1000, "ms")
+                results.add(f"{label}_p99_ms", percentile(took, 99) * 1000, "ms", GOAL)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
