@@ -18,7 +18,8 @@ lowest severity, and Armenian or English.
 
 Kinds: ``unit_silent`` (no message from a unit for N minutes of opening time: also a
 unit unplugged in the busy hour), ``unit_backlog`` (a unit's outbox is deep or old),
-``unit_clock`` (a unit reports an unsynced clock), ``dissatisfied`` (the dissatisfied
+``unit_clock`` (a unit reports an unsynced clock), ``after_login`` (ratings within
+seconds of a staff login on the same unit), ``dissatisfied`` (the dissatisfied
 share of a centre or a centre's service over a rolling window is above a threshold by
 its 95 % interval, with enough ratings), ``drop`` (a centre's CSAT fell against its own
 history, intervals apart) and ``bursts`` (many presses left out as bursts: worth a look).
@@ -58,6 +59,7 @@ from collector.models import (
     DailyAggregate,
     Device,
     DeviceState,
+    Event,
     ReportDelivery,
     Service,
 )
@@ -81,6 +83,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "severity": "warning",
     },
     "bursts": {"excluded": 10, "severity": "info"},
+    "after_login": {"seconds": 20, "count": 5, "severity": "info"},
 }
 #: A health report older than this says nothing about now.
 HEALTH_FRESH = timedelta(hours=1)
@@ -99,6 +102,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "drop": "{where}: satisfaction fell to {recent} over the last {recent_days} days "
         "from {history} before (95 % intervals do not overlap).",
         "bursts": "{where}: {excluded} presses were left out as bursts today: worth a look.",
+        "after_login": "Unit {device} at {centre} (desk {desk}): {count} ratings today came "
+        "within {seconds} s of a staff login, with no armed window: worth a look.",
         "opened": "Opened",
         "reminder": "Still open",
         "closed": "Closed: the condition cleared",
@@ -208,6 +213,68 @@ def evaluate(
     out: list[Finding] = []
     out += _unit_findings(session, now, centres, params)
     out += _score_findings(session, business_now or now, centres, params)
+    out += _login_findings(session, business_now or now, params)
+    return out
+
+
+def _login_findings(
+    session: Session, now: datetime, params: Callable[[str, int | None], dict[str, Any]]
+) -> list[Finding]:
+    """Ratings that follow a staff login on the same unit within seconds, today: staff
+    trying the buttons, or rating themselves. (A unit in armed mode refuses presses
+    nobody armed; these come from units without an armed window.)"""
+    today = now.astimezone(TZ).date()
+    rows = session.execute(
+        select(Event.device, Event.type, Event.pressed_at, Event.centre_id)
+        .where(
+            Event.day == today,
+            Event.type.in_(["rating", "staff_login"]),
+            Event.centre_id.is_not(None),
+        )
+        .order_by(Event.device, Event.pressed_at)
+    ).all()
+    desks = dict(
+        session.execute(
+            select(Assignment.device_id, Assignment.desk).where(
+                Assignment.valid_from <= now,
+                (Assignment.valid_to.is_(None)) | (Assignment.valid_to > now),
+            )
+        ).all()
+    )
+    codes = dict(session.execute(select(Centre.id, Centre.code)).all())
+    counts: dict[str, int] = defaultdict(int)
+    where: dict[str, int] = {}
+    last_login: dict[str, datetime] = {}
+    for device, kind, at, centre_id in rows:
+        if kind == "staff_login":
+            last_login[device] = at
+            continue
+        p = params("after_login", centre_id)
+        login = last_login.get(device)
+        near = login is not None and 0 <= (at - login).total_seconds() <= float(p["seconds"])
+        if near and centre_id is not None:
+            counts[device] += 1
+            where[device] = centre_id
+    out = []
+    for device, n in counts.items():
+        cid = where[device]
+        p = params("after_login", cid)
+        if p.get("enabled", True) and n >= int(p["count"]):
+            out.append(
+                Finding(
+                    "after_login",
+                    f"unit:{device}",
+                    cid,
+                    p["severity"],
+                    {
+                        "device": device,
+                        "centre": codes.get(cid, ""),
+                        "desk": desks.get(device, "?"),
+                        "count": n,
+                        "seconds": int(p["seconds"]),
+                    },
+                )
+            )
     return out
 
 

@@ -368,3 +368,27 @@ def test_weekly_and_daily_digests_once_per_period(env: Env) -> None:
     env.now[0] = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
     assert engine.run_once() == {"digests": 1, "digest_sent": 1}  # the next day's daily
     engine.stop()
+
+
+def test_ratings_right_after_a_staff_login_are_worth_a_look(env: Env) -> None:
+    def at(seq: int, seconds: float) -> datetime:
+        """The helper dates seq N at ``at`` + N minutes: undo that."""
+        return T0 + timedelta(seconds=seconds) - timedelta(minutes=seq)
+
+    login = event(1, at=at(1, 0), type=p.EventType.STAFF_LOGIN, score=None, scale=None,
+                  staff="C885715134")  # fmt: skip
+    quick = [event(i, score=4, at=at(i, 3 * i)) for i in range(2, 8)]  # 6 within 21 s
+    later = [event(i, score=4, at=at(i, 600 + i)) for i in range(8, 12)]  # ten minutes on
+    env.store.process([msg(e) for e in (login, *quick, *later)])
+    env.now[0] = T0 + timedelta(hours=1)
+    engine = env.engine()
+    with env.sessions() as s, s.begin():
+        alerts.set_rule(s, "unit_silent", {"enabled": False}, None, T0)
+    engine.reconcile()
+    [alert] = [a for a in env.alerts() if a.kind == "after_login"]
+    assert alert.subject == f"unit:{DEV}" and alert.severity == "info"
+    assert alert.detail["count"] == 5  # seqs 2..6: 6, 9, 12, 15, 18 s after (7 is at 21 s)
+    assert "5 ratings today came within 20 s of a staff login" in alerts.render(
+        alert.kind, alert.detail, "en"
+    )
+    engine.stop()
