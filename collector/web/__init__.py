@@ -118,6 +118,8 @@ TEXT: dict[str, dict[str, str]] = {
         "too_few": "Դատելու համար քիչ գնահատականներ (< {n})",
         "all_judged": "Բոլոր կենտրոններն ունեն բավարար գնահատականներ։",
         "pic_national": "Գոհունակությունն ըստ օրերի, ամբողջ երկրում",
+        "pic_marz": "Գոհունակությունն ըստ օրերի, {marz}",
+        "whole_country": "Ամբողջ երկիրը",
         "pic_rankings": "Կենտրոններ՝ գնահատված գոհունակությամբ",
         "pic_rankings_desc": "Յուրաքանչյուր կենտրոնի գնահատված գոհունակությունը և 95 % միջակայքը",
         "p_day": "Այսօր",
@@ -238,6 +240,8 @@ TEXT: dict[str, dict[str, str]] = {
         "too_few": "Too few ratings to judge (< {n})",
         "all_judged": "Every centre has enough ratings.",
         "pic_national": "Satisfaction by day, the whole country",
+        "pic_marz": "Satisfaction by day, {marz}",
+        "whole_country": "The whole country",
         "pic_rankings": "Centres by estimated satisfaction",
         "pic_rankings_desc": "Each centre's estimated satisfaction and its 95 % interval",
         "p_day": "Today",
@@ -653,6 +657,7 @@ def ministry(
     start: Start = None,
     end: End = None,
     lang: Annotated[str | None, Query(max_length=8)] = None,
+    marz: Annotated[str | None, Query(max_length=8, pattern=r"^AM-[A-Z]{2}$")] = None,
 ) -> Response:
     """Every centre at a glance, for the ministry's analysts (and admins): marzes,
     rankings with their intervals, the centres with too few ratings to judge, and the
@@ -680,19 +685,19 @@ def ministry(
         for code, c in centres.items()
         if counted.get(code, 0) < JUDGE_MIN_N
     ]
-    marz: dict[str, list[int]] = {}
+    per_marz: dict[str, list[int]] = {}
     for row in series_mod.series(session, first, last, grain="month", by="marz"):
-        acc = marz.setdefault(row.group, [0, 0])
+        acc = per_marz.setdefault(row.group, [0, 0])
         acc[0] += row.counts.top_two
         acc[1] += row.counts.n
     marz_rows = []
-    for code, (top, n) in sorted(marz.items()):
+    for code, (top, n) in sorted(per_marz.items()):
         lo, hi = scores.wilson(top, n)
-        names = MARZ_NAMES.get(code, (code, code))
+        marz_names = MARZ_NAMES.get(code, (code, code))
         marz_rows.append(
             {
                 "code": code,
-                "name": names[1] if lang == "hy" else names[0],
+                "name": marz_names[1] if lang == "hy" else marz_names[0],
                 "n": n,
                 "csat": top / n if n else None,
                 "ci": (lo, hi),
@@ -700,10 +705,27 @@ def ministry(
             }
         )
     national_days: dict[date, list[int]] = {}
-    for row in series_mod.series(session, first, last, grain="day", by="national"):
+    by = "marz" if marz else "national"
+    for row in series_mod.series(session, first, last, grain="day", by=by):  # type: ignore[arg-type]
+        if marz and row.group != marz:
+            continue
         acc = national_days.setdefault(date.fromisoformat(row.period), [0, 0])
         acc[0] += row.counts.top_two
         acc[1] += row.counts.n
+    service_shares: dict[str, list[int]] = {}
+    for row in series_mod.series(session, first, last, grain="month", by="service"):
+        acc = service_shares.setdefault(row.group, [0, 0])
+        acc[0] += row.counts.top_two
+        acc[1] += row.counts.n
+    names = {
+        sv.code: (sv.name_hy if lang == "hy" else sv.name_en)
+        for sv in session.scalars(select(Service))
+    }
+    service_bars = []
+    for code, (top, n) in sorted(service_shares.items()):
+        if n:
+            lo, hi = scores.wilson(top, n)
+            service_bars.append((names.get(code, code), top / n, (lo, hi), f" (n = {n})"))
     days = []
     for day, (top, n) in sorted(national_days.items()):
         if n:
@@ -719,6 +741,8 @@ def ministry(
         for r in judged
     ]
     period = f"{first.isoformat()}..{last.isoformat()}"
+    marz_name = MARZ_NAMES.get(marz or "", ("", ""))[1 if lang == "hy" else 0]
+    trend_title = t["pic_marz"].format(marz=marz_name) if marz else t["pic_national"]
     return _page(
         request,
         "ministry.html",
@@ -726,12 +750,18 @@ def ministry(
         user=user,
         first=first,
         last=last,
-        marz=marz_rows,
+        marzes=marz_rows,
         ranked=judged,
         too_few=too_few,
         min_n=JUDGE_MIN_N,
         trend=charts.trend(
-            days, t["pic_national"], t["pic_trend_desc"].format(period=period), "national"
+            days, trend_title, t["pic_trend_desc"].format(period=period), "national"
+        ),
+        trend_title=trend_title,
+        marz=marz,
+        marz_choices=[(code, n[1] if lang == "hy" else n[0]) for code, n in MARZ_NAMES.items()],
+        services_chart=charts.bars(
+            service_bars, t["pic_services"], t["pic_services_desc"], "services-chart"
         ),
         ranks_chart=charts.bars(rank_bars, t["pic_rankings"], t["pic_rankings_desc"], "rankings"),
         periods=_periods(today),

@@ -479,13 +479,17 @@ def test_the_ministry_sees_every_centre_managers_do_not(client: TestClient, stor
     assert log_in(client, "aram").status_code == 303  # type: ignore[attr-defined]
     page = client.get("/ministry?lang=en&start=2026-11-01&end=2026-11-24").text
     marz = page[page.index('id="marzes"') : page.index('id="rankings"')]
-    assert "Shirak <span" in marz and "Yerevan <span" in marz
+    assert "Shirak</a> <span" in marz and "Yerevan</a> <span" in marz
     ranks = page[page.index('id="rankings"') : page.index('id="too-few"')]
     assert "Gyumri 1 territorial centre</a>" in ranks and "Avan territorial centre" not in ranks
     assert 'aria-labelledby="rankings-t rankings-d"' in ranks
     few = page[page.index('id="too-few"') :]
     assert "Avan territorial centre</a>: 4" in few and "Ashtarak territorial centre</a>: 0" in few
     assert 'aria-labelledby="national-t national-d"' in page
+    assert '<title id="services-chart-t">Services side by side</title>' in page
+    shirak = client.get("/ministry?lang=en&marz=AM-SH&start=2026-11-01&end=2026-11-24").text
+    assert '<title id="national-t">Satisfaction by day, Shirak</title>' in shirak
+    assert client.get("/ministry?marz=XX").status_code == 422
     hy = client.get("/ministry?lang=hy").text
     assert "Շիրակ" in hy and "Դատելու համար քիչ գնահատականներ" in hy
     client.post("/logout", data={"csrf": csrf_of(page)})
