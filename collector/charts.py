@@ -9,12 +9,12 @@ length or shade, never by colour alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collector.models import Event, Flag
@@ -132,21 +132,28 @@ def bars(
 def hour_counts(
     session: Session, centre_id: int, first: date, last: date, tz: ZoneInfo
 ) -> list[list[int]]:
-    """Counted ratings of a centre by weekday (rows, Monday first) and local hour."""
+    """Counted ratings of a centre by weekday (rows, Monday first) and local hour.
+
+    Grouped in the database by the press's local day and UTC hour (an index-only scan on
+    PostgreSQL), then shifted by the zone's offset here: a few hundred rows, not one per
+    press."""
     grid = [[0] * 24 for _ in range(7)]
+    hour = func.extract("hour", Event.pressed_at)
     rows = session.execute(
-        select(Event.pressed_at).where(
+        select(Event.day, hour, func.count())
+        .where(
             Event.centre_id == centre_id,
             Event.day >= first,
             Event.day <= last,
             Event.type == "rating",
             Event.flags.op("&")(int(Flag.BURST)) == 0,
         )
+        .group_by(Event.day, hour)
     )
-    for (at,) in rows:
-        if isinstance(at, datetime):
-            local = at.astimezone(tz)
-            grid[local.weekday()][local.hour] += 1
+    for day, utc_hour, n in rows:
+        offset = tz.utcoffset(datetime.combine(day, time(12)))
+        shift = int(offset.total_seconds() // 3600) if offset is not None else 0
+        grid[day.weekday()][(int(utc_hour) + shift) % 24] += int(n)
     return grid
 
 
