@@ -116,10 +116,24 @@ def generate(url: str) -> tuple[int, float]:
     t0 = time.perf_counter()
     rebuild(sessions, clock=lambda: datetime.now(UTC))
     rebuilt = time.perf_counter() - t0
-    with engine.begin() as c:
-        c.execute(text("ANALYZE"))
+    # What autovacuum does after a load: statistics, and the visibility map that lets
+    # the by-centre index answer without the table.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM (ANALYZE)"))
     engine.dispose()
     return count, rebuilt
+
+
+def existing(url: str) -> int:
+    """Events already generated in the bench's schema (``GNAHAT_BENCH_PAGES_REUSE=1``)."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as c:
+            return int(c.execute(text("SELECT count(*) FROM events")).scalar_one())
+    except Exception:
+        return 0
+    finally:
+        engine.dispose()
 
 
 def serve(url: str) -> tuple[Any, str]:
@@ -214,10 +228,18 @@ def run(results: Results) -> None:
     if base is None:
         results.missing(f"{prefix}.*", "no PostgreSQL answers")
         return
-    url = pg_schema(base, "bench_pages")
-    count, rebuilt = generate(url)
-    results.add(f"{prefix}.events", count, "events")
-    results.add(f"{prefix}.rebuild_aggregates_s", rebuilt, "s", "<= 10 s per year")
+    reuse = os.environ.get("GNAHAT_BENCH_PAGES_REUSE") == "1"
+    sep = "&" if "?" in base else "?"
+    kept = f"{base}{sep}options=-csearch_path%3Dbench_pages"
+    if reuse and existing(kept):
+        url = kept
+        results.add(f"{prefix}.events", existing(url), "events")
+        results.missing(f"{prefix}.rebuild_aggregates_s", "reused an earlier generation")
+    else:
+        url = pg_schema(base, "bench_pages")
+        count, rebuilt = generate(url)
+        results.add(f"{prefix}.events", count, "events")
+        results.add(f"{prefix}.rebuild_aggregates_s", rebuilt, "s", "<= 10 s per year")
     rng = random.Random(7)
     centre = [f"/dashboard?centre=C{rng.randrange(CENTRES):03d}" for _ in range(REQUESTS)]
     year = f"&start={FIRST + timedelta(days=1)}&end={FIRST + timedelta(days=DAYS)}"
