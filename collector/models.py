@@ -339,6 +339,27 @@ class ForwardBatch(Base):
     full_send: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class OutboxRow:
+    """The columns every outbox of :mod:`collector.outbox` keeps (webhooks, alert notices,
+    digests): a key, a version whose ``send_key`` is its idempotency key, the payload and
+    its hash, the state and the retry bookkeeping."""
+
+    batch_key: Mapped[str] = mapped_column(String(100), unique=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    send_key: Mapped[str] = mapped_column(String(120))
+    payload: Mapped[Any] = mapped_column(JSON)
+    payload_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Webhook(Base):
     """A receiver that wants a push when a day's aggregates change (analysts' systems)."""
 
@@ -354,27 +375,13 @@ class Webhook(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class WebhookDelivery(Base):
+class WebhookDelivery(OutboxRow, Base):
     """The outbox of webhooks: one row per (webhook, centre, day), versioned like
     :class:`ForwardBatch` (``send_key`` is the ``webhook-id`` header of a version)."""
 
     __tablename__ = "webhook_deliveries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id"), index=True)
-    batch_key: Mapped[str] = mapped_column(String(100), unique=True)
-    version: Mapped[int] = mapped_column(Integer, default=1)
-    send_key: Mapped[str] = mapped_column(String(120))
-    payload: Mapped[Any] = mapped_column(JSON)
-    payload_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AlertRule(Base):
@@ -432,49 +439,21 @@ class AlertRecipient(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class AlertNotification(Base):
+class AlertNotification(OutboxRow, Base):
     """The outbox of alert notices: one row per (alert, recipient, notice)."""
 
     __tablename__ = "alert_notifications"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
     recipient_id: Mapped[int] = mapped_column(ForeignKey("alert_recipients.id"))
-    batch_key: Mapped[str] = mapped_column(String(100), unique=True)
-    version: Mapped[int] = mapped_column(Integer, default=1)
-    send_key: Mapped[str] = mapped_column(String(120))
-    payload: Mapped[Any] = mapped_column(JSON)
-    payload_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class ReportDelivery(Base):
+class ReportDelivery(OutboxRow, Base):
     """The outbox of scheduled digests: one row per (recipient, period)."""
 
     __tablename__ = "report_deliveries"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     recipient_id: Mapped[int] = mapped_column(ForeignKey("alert_recipients.id"))
-    batch_key: Mapped[str] = mapped_column(String(100), unique=True)
-    version: Mapped[int] = mapped_column(Integer, default=1)
-    send_key: Mapped[str] = mapped_column(String(120))
-    payload: Mapped[Any] = mapped_column(JSON)
-    payload_hash: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    pending_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 # ---------------------------------------------------------------- access
