@@ -29,15 +29,12 @@ from __future__ import annotations
 
 import logging
 import os
-import smtplib
 import socket
-import ssl
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,7 +43,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector import hours as hours_mod
-from collector import outbox, reports
+from collector import mail, outbox, reports
 from collector.config import Settings
 from collector.models import (
     Alert,
@@ -741,36 +738,10 @@ class AlertEngine:
         return self._smtp(msg)
 
     def _message(self, r: AlertRecipient, subject: str, ident: int) -> EmailMessage:
-        msg = EmailMessage()
-        msg["Subject"] = subject[:200]
-        msg["From"] = self.settings.smtp_from
-        msg["To"] = r.address
-        msg["Date"] = format_datetime(self.clock())
-        msg["Message-ID"] = make_msgid(idstring=str(ident), domain="gnahat")
-        return msg
+        return mail.message(self.settings, r.address, subject, ident, self.clock())
 
     def _smtp(self, msg: EmailMessage) -> tuple[str, str, int | None]:
-        st = self.settings
-        if not st.smtp_host:
-            return outbox.PARKED, "no SMTP server configured (GNAHAT_SMTP_HOST)", None
-        try:
-            with smtplib.SMTP(st.smtp_host, st.smtp_port, timeout=st.webhook_timeout_s) as smtp:
-                if st.smtp_starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if st.smtp_username:
-                    smtp.login(st.smtp_username, st.smtp_password or "")
-                smtp.send_message(msg)
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = [c for c, _m in exc.recipients.values()]
-            if all(c >= 500 for c in codes):
-                return outbox.PARKED, f"SMTP refused the recipient: {exc.recipients}", codes[0]
-            return "retry", f"SMTP: {exc.recipients}", codes[0] if codes else None
-        except smtplib.SMTPResponseException as exc:
-            kind = outbox.PARKED if exc.smtp_code >= 500 else "retry"
-            return kind, f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", exc.smtp_code
-        except (OSError, smtplib.SMTPException) as exc:
-            return "retry", f"SMTP: {type(exc).__name__}: {exc}", None
-        return outbox.SENT, "", 250
+        return mail.send(self.settings, msg)
 
     def send_reports(self, limit: int = 50) -> dict[str, int]:
         """Send due digests (email) through the outbox."""
