@@ -392,3 +392,42 @@ def test_ratings_right_after_a_staff_login_are_worth_a_look(env: Env) -> None:
         alert.kind, alert.detail, "en"
     )
     engine.stop()
+
+
+def test_acknowledging_over_the_api_refuses_unknown_closed_and_foreign_alerts(
+    env: Env, database_url: str
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from collector.auth import Role, create_token
+    from collector.main import create_app
+    from collector.models import Centre
+
+    with env.sessions() as s, s.begin():
+        gy = s.scalar(select(Centre.id).where(Centre.code == "SH-GYUMRI1"))
+        for state in ("open", "closed"):
+            s.add(Alert(kind="unit_clock", subject=f"unit:{DEV}:{state}", centre_id=gy,
+                        severity="warning", state=state, detail={}, opened_at=T0, seen_at=T0,
+                        notices=1))  # fmt: skip
+        own = create_token(s, name="a", role=Role.MANAGER, centres=["SH-GYUMRI1"])[1]
+        other = create_token(s, name="b", role=Role.MANAGER, centres=["ER-AVAN"])[1]
+    app = create_app(Settings(database_url=database_url))
+    with TestClient(app) as c:
+
+        def ack(alert_id: int, token: str, comment: str = "on it") -> int:
+            return c.post(
+                f"/api/v1/alerts/{alert_id}/ack",
+                json={"comment": comment},
+                headers={"Authorization": f"Bearer {token}"},
+            ).status_code
+
+        assert ack(99, own) == 404
+        assert ack(1, other) == 403  # another centre's manager
+        assert ack(1, own, "") == 422  # a comment is required
+        assert ack(2, own) == 409  # closed already
+        assert ack(1, own) == 200
+        listed = c.get("/api/v1/alerts", headers={"Authorization": f"Bearer {own}"}).json()
+        assert [a["state"] for a in listed["alerts"]] == ["acknowledged"]
+        assert c.get("/api/v1/alerts", headers={"Authorization": f"Bearer {other}"}).json() == {
+            "alerts": []
+        }
