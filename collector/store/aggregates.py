@@ -1,0 +1,78 @@
+"""Aggregate cells: each new rating added to its day's cell as it is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from collector.aggregates import lock as lock_aggregates
+from collector.models import DailyAggregate
+from collector.store.driver import Driver
+
+
+class AggregateWriter:
+    """The aggregate cells of a batch (a part of :class:`collector.store.Store`)."""
+
+    clock: Callable[[], datetime]
+
+    def _lock_aggregates(self, session: Session) -> None:
+        lock_aggregates(session)
+
+    @staticmethod
+    def agg_key(row: dict[str, Any]) -> tuple[Any, int, int, int]:
+        return (row["day"], row["centre_id"], row["employee_id"] or 0, row["service_id"] or 0)
+
+    def _add_to_aggregates(
+        self, session: Session, ratings: list[dict[str, Any]], flagged: list[Any]
+    ) -> None:
+        """Add new ratings to their day's cells; move newly flagged old ones out of scores.
+
+        Increments are atomic upserts, so the cells stay exact with several writers;
+        ``collector.aggregates.rebuild`` rebuilds the same numbers from events.
+        """
+        new_ids = {r["id"] for r in ratings}
+        flagged_ids = {f.id for f in flagged}
+        deltas: dict[tuple[Any, ...], list[int]] = {}
+
+        def bump(key: tuple[Any, ...], score: int, counted: int, excluded: int) -> None:
+            d = deltas.setdefault(key, [0] * 7)  # n1..n5, n, excluded
+            d[score - 1] += counted
+            d[5] += counted
+            d[6] += excluded
+
+        for r in ratings:
+            key = (*self.agg_key(r), r["scale"])
+            if r["id"] in flagged_ids:
+                bump(key, r["score"], 0, 1)
+            else:
+                bump(key, r["score"], 1, 0)
+        for f in flagged:
+            if f.id not in new_ids:  # counted by an earlier batch: take it out of the scores
+                key = (f.day, f.centre_id, f.employee_id or 0, f.service_id or 0, f.scale)
+                bump(key, f.score, -1, 1)
+        if not deltas:
+            return
+        now = self.clock()
+        counters = ("n1", "n2", "n3", "n4", "n5", "n", "excluded")
+        params = [
+            {
+                "day": k[0],
+                "centre_id": k[1],
+                "employee_id": k[2],
+                "service_id": k[3],
+                "scale": k[4],
+                **dict(zip(counters, d, strict=True)),
+                "changed_at": now,
+            }
+            for k, d in sorted(deltas.items())
+        ]
+        Driver(session.connection(), DailyAggregate.__table__).upsert_many(
+            ("day", "centre_id", "employee_id", "service_id", "scale", *counters, "changed_at"),
+            params,
+            "day, centre_id, employee_id, service_id, scale",
+            ", ".join(f"{c} = daily_aggregates.{c} + excluded.{c}" for c in counters)
+            + ", changed_at = excluded.changed_at",
+        )

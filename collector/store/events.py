@@ -1,0 +1,380 @@
+"""Events: dated, tied to centre and employee, inserted once; bursts flagged."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import String, and_, column, select, tuple_, update, values
+from sqlalchemy.orm import Session
+
+from collector.dating import Dating, date_events, db_finder
+from collector.models import Event, Flag, StreamState, UTCDateTime
+from collector.registry import Snapshot
+from collector.store.batch import _Q, BatchResult, Reason, _Pending
+from collector.store.driver import Driver
+from device import protocol as p
+
+log = logging.getLogger(__name__)
+
+EVENT_COLUMNS = (
+    "device",
+    "stream",
+    "seq",
+    "type",
+    "score",
+    "scale",
+    "staff",
+    "device_at",
+    "clock_synced",
+    "boot",
+    "mono_ms",
+    "pressed_at",
+    "received_at",
+    "clock_correction_ms",
+    "pressed_lo",
+    "pressed_hi",
+    "day",
+    "centre_id",
+    "employee_id",
+    "service_id",
+    "flags",
+    "extra",
+)
+#: Most payload bytes one quarantine entry keeps (an event is at most 2 KiB; a whole
+#: unreadable batch keeps its head, its length and its SHA-256).
+
+
+def existing_keys(session: Session, keys: list[p.EventKey]) -> set[p.EventKey]:
+    """Which of ``keys`` are stored already (dedup before any registry verdict)."""
+    found: set[p.EventKey] = set()
+    for start in range(0, len(keys), 300):
+        chunk = keys[start : start + 300]
+        found.update(
+            (d, s, q)
+            for d, s, q in session.execute(
+                select(Event.device, Event.stream, Event.seq).where(
+                    tuple_(Event.device, Event.stream, Event.seq).in_(chunk)
+                )
+            )
+        )
+    return found
+
+
+class EventWriter:
+    """The events of a batch (a part of :class:`collector.store.Store`)."""
+
+    tz: ZoneInfo
+    clock: Callable[[], datetime]
+    burst_max: int
+    burst_window: timedelta
+
+    if TYPE_CHECKING:  # provided by the other parts of Store
+
+        def _lock_aggregates(self, session: Session) -> None: ...
+
+        def _add_to_aggregates(
+            self, session: Session, ratings: list[dict[str, Any]], flagged: list[Any]
+        ) -> None: ...
+
+    def _tie_events(
+        self,
+        session: Session,
+        snap: Snapshot,
+        pending: list[_Pending],
+        rows: dict[p.EventKey, dict[str, Any]],
+        quarantine: list[_Q],
+        result: BatchResult,
+    ) -> None:
+        """Date every event of the batch, tie it to centre and employee, or quarantine it.
+
+        A refusal (unknown, retired, unassigned device) is checked against what is already
+        stored first: a re-send of a stored event is a duplicate, never a quarantine entry.
+        """
+        fresh = []
+        for x in pending:
+            if snap.was_purged(x.event.device, x.event.stream, x.event.seq):
+                result.duplicates += 1  # stored long ago, deleted by retention since
+                result.ack(x.event.key)
+            else:
+                fresh.append(x)
+        pending = fresh
+        try:
+            dating = date_events(
+                [(x.event, x.msg.received_at) for x in pending], db_finder(session), self.tz
+            )
+        except Exception as exc:  # a defect: date each alone, so it stays with its event
+            log.exception("dating a batch failed (%s); dating event by event", exc)
+            dating = {}
+            for x in pending:
+                with contextlib.suppress(Exception):
+                    dating.update(
+                        date_events([(x.event, x.msg.received_at)], db_finder(session), self.tz)
+                    )
+        refused: list[tuple[_Pending, str, str]] = []
+        for x in pending:
+            event = x.event
+            try:
+                when = dating.get(event.key)
+                if when is None:
+                    raise ValueError("no press time could be derived")
+                row_or_reason = self.event_row(event, x.msg.received_at, snap, when)
+            except Exception as exc:  # one element's defect stays with that element
+                log.exception("event %s broke processing; quarantined", event.key)
+                row_or_reason = (Reason.INTERNAL_ERROR, repr(exc))
+            if isinstance(row_or_reason, tuple):
+                refused.append((x, *row_or_reason))
+            elif event.key in rows:
+                result.duplicates += 1
+                result.ack(event.key)
+            else:
+                rows[event.key] = row_or_reason
+        if not refused:
+            return
+        stored = existing_keys(session, [x.event.key for x, _, _ in refused])
+        for x, reason, detail in refused:
+            if x.event.key in stored:
+                result.duplicates += 1  # already counted: its re-send is no problem
+                result.ack(x.event.key)
+            else:
+                quarantine.append(
+                    _Q(x.msg.topic, x.raw, reason, detail, x.event.key, x.msg.received_at)
+                )
+
+    def event_row(
+        self, event: p.Event, received_at: datetime, snap: Snapshot, when: Dating | None = None
+    ) -> dict[str, Any] | tuple[str, str]:
+        """The ``events`` row for a valid event, or ``(reason, detail)`` to quarantine it.
+
+        ``when``: its press time by :func:`collector.dating.date_events` (alone, without
+        neighbours, if not given).
+        """
+        dev = snap.devices.get(event.device)
+        if dev is None:
+            return Reason.UNKNOWN_DEVICE, f"device {event.device!r} is not in the registry"
+        if dev.retired_at is not None and received_at >= dev.retired_at:
+            return Reason.RETIRED_DEVICE, f"device {event.device!r} was retired {dev.retired_at}"
+        if when is None:
+            when = date_events([(event, received_at)], lambda *_: None, self.tz)[event.key]
+        flags = when.flags
+        pressed_at = when.pressed_at.astimezone(UTC)
+        correction = when.correction_ms
+        tie = snap.tie(event.device, pressed_at)
+        if tie is None:
+            return (
+                Reason.UNASSIGNED_DEVICE,
+                f"device {event.device!r} has no assignment at {pressed_at.isoformat()}",
+            )
+        employee = tie.default_employee_id
+        if event.staff is not None:
+            employee = snap.employee_for_badge(event.staff, pressed_at)
+            if employee is None:
+                flags |= Flag.UNKNOWN_BADGE
+        return {
+            "device": event.device,
+            "stream": event.stream,
+            "seq": event.seq,
+            "type": event.type.value,
+            "score": event.score,
+            "scale": event.scale,
+            "staff": event.staff,
+            "device_at": event.at,
+            "clock_synced": event.clock_synced,
+            "boot": event.boot,
+            "mono_ms": event.mono_ms,
+            "pressed_at": pressed_at,
+            "received_at": received_at,
+            "clock_correction_ms": correction,
+            "pressed_lo": when.lo,
+            "pressed_hi": when.hi,
+            "day": pressed_at.astimezone(self.tz).date(),
+            "centre_id": tie.centre_id,
+            "employee_id": employee,
+            "service_id": tie.service_id,
+            "flags": int(flags),
+            "extra": dict(event.extra) or None,
+        }
+
+    # ------------------------------------------------------------ writes
+
+    def _store_events(
+        self, session: Session, rows: list[dict[str, Any]], result: BatchResult
+    ) -> None:
+        # Ids are drawn under the lock and the lock is held to the commit, so ids grow in
+        # commit order across processes: the analyst feed pages by id and a batch that
+        # commits late can never hold ids below one already served.
+        self._lock_aggregates(session)
+        fast = Driver(session.connection(), Event.__table__)
+        cols = EVENT_COLUMNS
+        inserted: dict[p.EventKey, int] = {}
+        step = 5000 if fast.pg else 400  # SQLite: a bound on variables per statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            found = fast.insert_returning(
+                cols, chunk, "device, stream, seq", "id, device, stream, seq"
+            )
+            inserted.update(((d, s, q), i) for i, d, s, q in found)
+        result.stored += len(inserted)
+        result.duplicates += len(rows) - len(inserted)
+        for row in rows:
+            result.ack((row["device"], row["stream"], row["seq"]))
+        new_rows = [r for r in rows if (r["device"], r["stream"], r["seq"]) in inserted]
+        result.stored_keys.extend((r["device"], r["stream"], r["seq"]) for r in new_rows)
+        if not new_rows:
+            return
+        self._update_streams(session, new_rows)
+        ratings = [r for r in new_rows if r["type"] == p.EventType.RATING.value]
+        if ratings:
+            for r in ratings:
+                r["id"] = inserted[(r["device"], r["stream"], r["seq"])]
+            flagged = self._flag_bursts(session, ratings)
+            self._add_to_aggregates(session, ratings, flagged)
+
+    def _update_streams(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        per: dict[tuple[str, str], list[Any]] = {}
+        for r in rows:
+            k = (r["device"], r["stream"])
+            cur = per.get(k)
+            if cur is None:
+                per[k] = [r["seq"], 1, r["received_at"]]
+            else:
+                cur[0] = max(cur[0], r["seq"])
+                cur[1] += 1
+        params = [
+            {"device": d, "stream": s, "max_seq": m, "stored": n, "first_seen": at, "last_seen": at}
+            for (d, s), (m, n, at) in sorted(per.items())
+        ]
+        Driver(session.connection(), StreamState.__table__).upsert_many(
+            ("device", "stream", "max_seq", "stored", "first_seen", "last_seen"),
+            params,
+            "device, stream",
+            "max_seq = CASE WHEN excluded.max_seq > stream_state.max_seq "
+            "THEN excluded.max_seq ELSE stream_state.max_seq END, "
+            "stored = stream_state.stored + excluded.stored, last_seen = excluded.last_seen",
+        )
+
+    def _flag_bursts(self, session: Session, ratings: list[dict[str, Any]]) -> list[Any]:
+        """Flag ratings of one unit that come faster than plausible; return the newly flagged."""
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        for r in ratings:
+            lo, hi = spans.get(r["device"], (r["pressed_at"], r["pressed_at"]))
+            spans[r["device"]] = (min(lo, r["pressed_at"]), max(hi, r["pressed_at"]))
+        w = self.burst_window
+        # One query whatever the spread: each unit's own time range, joined from VALUES,
+        # so the (device, pressed_at) index serves every range. First only count (cheap):
+        # a unit with no more ratings than the limit in its range cannot be in a burst.
+        rows = [(d, lo - w, hi + w) for d, (lo, hi) in sorted(spans.items())]
+
+        def ranges_cte(data: list[tuple[str, datetime, datetime]]) -> Any:
+            return (
+                values(
+                    column("device", String),
+                    column("lo", UTCDateTime()),
+                    column("hi", UTCDateTime()),
+                    name="ranges",
+                )
+                .data(data)
+                .cte("ranges")
+            )
+
+        def in_range(r: Any) -> Any:
+            return and_(
+                Event.device == r.c.device,
+                Event.pressed_at >= r.c.lo,
+                Event.pressed_at <= r.c.hi,
+                Event.type == p.EventType.RATING.value,
+            )
+
+        conn = session.connection()
+        busy = self._busy_units(conn, rows)
+        if not busy:
+            return []
+        r = ranges_cte([row for row in rows if row[0] in busy])
+        found = conn.execute(
+            select(
+                Event.id,
+                Event.device,
+                Event.pressed_at,
+                Event.flags,
+                Event.day,
+                Event.centre_id,
+                Event.employee_id,
+                Event.service_id,
+                Event.score,
+                Event.scale,
+            )
+            .join(r, in_range(r))
+            .order_by(Event.device, Event.pressed_at)
+        ).all()
+        by_device: dict[str, list[Any]] = {}
+        for row in found:
+            by_device.setdefault(row.device, []).append(row)
+        to_flag: list[Any] = []
+        for items in by_device.values():
+            j = 0
+            mark = [False] * len(items)
+            for i in range(len(items)):
+                while items[i].pressed_at - items[j].pressed_at > self.burst_window:
+                    j += 1
+                if i - j + 1 > self.burst_max:
+                    for k in range(j, i + 1):
+                        mark[k] = True
+            to_flag.extend(
+                r for r, m in zip(items, mark, strict=True) if m and not r.flags & Flag.BURST
+            )
+        if not to_flag:
+            return []
+        ids = [r.id for r in to_flag]
+        for start in range(0, len(ids), 500):
+            session.execute(
+                update(Event)
+                .where(Event.id.in_(ids[start : start + 500]))
+                .values(flags=Event.flags.op("|")(int(Flag.BURST)))
+            )
+        return to_flag
+
+    def _busy_units(self, conn: Any, rows: list[tuple[str, datetime, datetime]]) -> set[str]:
+        """Units with more ratings than the burst limit inside their range.
+
+        Plain driver SQL: SQLAlchemy would compile a fresh VALUES list on every batch,
+        which costs more than the query itself.
+        """
+        dialect = conn.dialect
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        to_db = UTCDateTime().bind_processor(dialect) or (lambda v: v)
+        tail = (
+            "SELECT ranges.device FROM ranges JOIN events "
+            "ON events.device = ranges.device AND events.pressed_at >= ranges.lo "
+            f"AND events.pressed_at <= ranges.hi AND events.type = {mark} "
+            f"GROUP BY ranges.device HAVING count(*) > {mark}"
+        )
+        if dialect.name == "postgresql":  # three arrays: one short statement, parsed once
+            sql = (
+                "WITH ranges AS (SELECT * FROM unnest(%s::varchar[], %s::timestamptz[], "
+                "%s::timestamptz[]) AS r(device, lo, hi)) " + tail
+            )
+            arrays = (
+                [d for d, _, _ in rows],
+                [to_db(lo) for _, lo, _ in rows],
+                [to_db(hi) for _, _, hi in rows],
+                p.EventType.RATING.value,
+                self.burst_max,
+            )
+            return {d for (d,) in conn.exec_driver_sql(sql, arrays)}
+        tuples = ", ".join([f"({mark}, {mark}, {mark})"] * len(rows))
+        sql = (
+            f"WITH ranges(device, lo, hi) AS (VALUES {tuples}) "
+            "SELECT ranges.device FROM ranges JOIN events "
+            "ON events.device = ranges.device AND events.pressed_at >= ranges.lo "
+            f"AND events.pressed_at <= ranges.hi AND events.type = {mark} "
+            f"GROUP BY ranges.device HAVING count(*) > {mark}"
+        )
+        params: list[Any] = []
+        for device, lo, hi in rows:
+            params += [device, to_db(lo), to_db(hi)]
+        params += [p.EventType.RATING.value, self.burst_max]
+        return {d for (d,) in conn.exec_driver_sql(sql, tuple(params))}
