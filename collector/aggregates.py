@@ -5,7 +5,9 @@ Ingest keeps the cells exact incrementally (atomic ``+=`` upserts under the aggr
 lock); a rebuild is for after a bulk fix. It goes a few days at a time, each step one
 transaction: one ``GROUP BY`` over those days' events, compared with the cells kept;
 cells whose counts differ are written and stamped (so forwarding re-sends only them),
-cells with no events left are removed. Ingest waits at most one step for the lock.
+cells with no events left are removed; each step also recomputes its days' hourly
+counts (the hour x weekday picture). Then each month's cells are summed again from its
+daily cells, one month per transaction. Ingest waits at most one step for the lock.
 Days whose raw events retention deleted keep their cells: they are the only record.
 """
 
@@ -17,10 +19,17 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, case, delete, func, select, text, tuple_
+from sqlalchemy import Date, Table, and_, case, delete, func, insert, literal, select, text, tuple_
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.models import EXCLUDED_FROM_SCORES, DailyAggregate, Event, Meta
+from collector.models import (
+    EXCLUDED_FROM_SCORES,
+    DailyAggregate,
+    Event,
+    HourlyCount,
+    Meta,
+    MonthlyAggregate,
+)
 from device import protocol as p
 
 AGG_LOCK_KEY = 0x676E6168  # "gnah": serialises aggregate updates across processes (PostgreSQL)
@@ -119,7 +128,80 @@ def rebuild(sessions: sessionmaker[Session], *, clock: Callable[[], datetime]) -
         report.longest_step_s = max(report.longest_step_s, time.perf_counter() - started)
         report.days += (last - day).days + 1
         day = last + timedelta(days=1)
+    month = first.replace(day=1)
+    while month <= end:
+        following = (month + timedelta(days=32)).replace(day=1)
+        started = time.perf_counter()
+        with sessions() as s, s.begin():
+            lock(s)
+            rollup_month(s, month, following - timedelta(days=1))
+        report.longest_step_s = max(report.longest_step_s, time.perf_counter() - started)
+        month = following
     return report
+
+
+def rollup_month(s: Session, month: date, last: date) -> None:
+    """Make a month's cells the sum of its daily cells (one ``INSERT ... SELECT``)."""
+    m = MonthlyAggregate
+    d = DailyAggregate
+    s.execute(delete(m).where(m.month == month))
+    s.execute(
+        insert(m).from_select(
+            ["month", "centre_id", "employee_id", "service_id", "scale", *COUNTERS],
+            select(
+                literal(month, Date()).label("month"),
+                d.centre_id,
+                d.employee_id,
+                d.service_id,
+                d.scale,
+                *(func.sum(getattr(d, c)) for c in COUNTERS),
+            )
+            .where(d.day >= month, d.day <= last)
+            .group_by(d.centre_id, d.employee_id, d.service_id, d.scale),
+        )
+    )
+
+
+def hours_from_events(
+    session: Session, first: date, last: date
+) -> dict[tuple[int, date, int], int]:
+    """Counted ratings by (centre, day, UTC hour) of ``first..last``, as the events say."""
+    utc_hour = func.extract("hour", Event.pressed_at)
+    query = (
+        select(Event.centre_id, Event.day, utc_hour, func.count())
+        .where(
+            Event.type == p.EventType.RATING.value,
+            Event.day >= first,
+            Event.day <= last,
+            Event.centre_id.is_not(None),
+            Event.flags.op("&")(int(EXCLUDED_FROM_SCORES)) == 0,
+        )
+        .group_by(Event.centre_id, Event.day, utc_hour)
+    )
+    return {(int(c or 0), d, int(h)): int(n) for c, d, h, n in session.execute(query)}
+
+
+def _rebuild_hours(s: Session, first: date, last: date) -> None:
+    want = hours_from_events(s, first, last)
+    h = HourlyCount
+    kept = {
+        (c, d, hr): n
+        for c, d, hr, n in s.execute(
+            select(h.centre_id, h.day, h.utc_hour, h.n).where(h.day >= first, h.day <= last)
+        )
+    }
+    stale = [k for k, n in kept.items() if want.get(k) != n]
+    for start in range(0, len(stale), 500):
+        s.execute(
+            delete(h).where(tuple_(h.centre_id, h.day, h.utc_hour).in_(stale[start : start + 500]))
+        )
+    fresh = [
+        {"centre_id": k[0], "day": k[1], "utc_hour": k[2], "n": n}
+        for k, n in want.items()
+        if kept.get(k) != n
+    ]
+    if fresh:
+        s.execute(insert(h), fresh)
 
 
 def _rebuild_step(
@@ -169,3 +251,4 @@ def _rebuild_step(
         s.execute(cast(Table, agg.__table__).insert(), rows)
     report.changed += len(changed)
     report.removed += len(gone)
+    _rebuild_hours(s, first, last)

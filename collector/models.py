@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -81,6 +82,9 @@ class Flag(enum.IntFlag):
 
 
 EXCLUDED_FROM_SCORES = Flag.BURST
+#: The predicate of the partial index on estimate-dated presses (literal, so that the
+#: planner can match a query's condition to it).
+UNCERTAIN_SQL = f"(flags & {int(Flag.DAY_UNCERTAIN)}) <> 0"
 
 
 # ---------------------------------------------------------------- registry
@@ -179,6 +183,15 @@ class Event(Base):
             "centre_id",
             "day",
             postgresql_include=["pressed_at", "flags", "type"],
+        ),
+        # The few presses dated by estimate across days, by centre (the dashboard says
+        # them on their day): a partial index holds only those.
+        Index(
+            "ix_events_uncertain",
+            "centre_id",
+            "day",
+            postgresql_where=text(UNCERTAIN_SQL),
+            sqlite_where=text(UNCERTAIN_SQL),
         ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -297,6 +310,45 @@ class DailyAggregate(Base):
     n: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[int] = mapped_column(Integer, default=0)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class MonthlyAggregate(Base):
+    """The daily cells summed by calendar month (``month``: its first day).
+
+    Kept with the daily cells (every ingest batch adds to both; a rebuild recomputes
+    the months it touched), so that a year's scores, rankings and breakdowns read about
+    twelve rows per cell instead of ~250 (see :func:`collector.series.period_cells`).
+    """
+
+    __tablename__ = "monthly_aggregates"
+    __table_args__ = (Index("ix_monthly_aggregates_centre_month", "centre_id", "month"),)
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    centre_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    employee_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scale: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n1: Mapped[int] = mapped_column(Integer, default=0)
+    n2: Mapped[int] = mapped_column(Integer, default=0)
+    n3: Mapped[int] = mapped_column(Integer, default=0)
+    n4: Mapped[int] = mapped_column(Integer, default=0)
+    n5: Mapped[int] = mapped_column(Integer, default=0)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class HourlyCount(Base):
+    """Counted ratings of a centre by local day and UTC hour of the press.
+
+    What the dashboard's hour x weekday picture reads (shifted to local hours by the
+    zone's offset on each day), so that no page groups raw events; kept like the daily
+    cells (ingest adds, a rebuild recomputes, retention keeps them).
+    """
+
+    __tablename__ = "hourly_counts"
+    centre_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    utc_hour: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class ForwardBatch(Base):

@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from collector.models import Centre, DailyAggregate, Employee, Service
+from collector.models import Centre, DailyAggregate, Employee, MonthlyAggregate, Service
 
 Z95 = 1.959963984540054
 EMPLOYEE_MIN_N = 5
@@ -108,33 +108,78 @@ def _levels(row: Any, scale: int) -> list[int]:
     return [int(row[i] or 0) for i in range(scale)]
 
 
+def month_spans(start: date, end: date) -> tuple[tuple[date, date] | None, list[tuple[date, date]]]:
+    """``[start, end]`` as whole calendar months (first days of the first and last) and the
+    day ranges left at either edge."""
+    first = start if start.day == 1 else (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    after = end + timedelta(days=1)
+    stop = after.replace(day=1)  # the first day not inside a whole month
+    if first >= stop:
+        return None, [(start, end)]
+    edges = []
+    if start < first:
+        edges.append((start, first - timedelta(days=1)))
+    if stop <= end:
+        edges.append((stop, end))
+    last_month = (stop - timedelta(days=1)).replace(day=1)
+    return (first, last_month), edges
+
+
+def level_sums(
+    session: Session,
+    start: date,
+    end: date,
+    keys: Sequence[str],
+    centre_ids: Iterable[int] | None = None,
+) -> dict[tuple[Any, ...], list[int]]:
+    """Counts per level (n1..n5) over ``[start, end]`` grouped by ``keys`` (columns the
+    daily and monthly cells share): whole months read the monthly cells, the edges the
+    daily ones, so a year reads ~12 rows per cell instead of ~250."""
+    months, edges = month_spans(start, end)
+    parts: list[tuple[Any, Any, date, date]] = [
+        (DailyAggregate, DailyAggregate.day, lo, hi) for lo, hi in edges
+    ]
+    if months is not None:
+        parts.append((MonthlyAggregate, MonthlyAggregate.month, *months))
+    ids = list(centre_ids) if centre_ids is not None else None
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for table, when, lo, hi in parts:
+        group = [getattr(table, k) for k in keys]
+        q = (
+            select(*group, *(func.sum(getattr(table, f"n{i}")) for i in range(1, 6)))
+            .where(when >= lo, when <= hi)
+            .group_by(*group)
+        )
+        if ids is not None:
+            q = q.where(table.centre_id.in_(ids))
+        for row in session.execute(q):
+            acc = out.setdefault(tuple(row[: len(keys)]), [0] * 5)
+            for i in range(5):
+                acc[i] += int(row[len(keys) + i] or 0)
+    return out
+
+
 def centre_service_counts(
     session: Session, start: date, end: date, centre_ids: Iterable[int] | None = None
 ) -> dict[tuple[int, int, int], Counts]:
     """(centre, service, scale) → counts over [start, end], all employees together."""
-    a = DailyAggregate
-    q = (
-        select(
-            *LEVEL_SUMS,
-            a.centre_id,
-            a.service_id,
-            a.scale,
-        )
-        .where(a.day >= start, a.day <= end)
-        .group_by(a.centre_id, a.service_id, a.scale)
-    )
-    if centre_ids is not None:
-        q = q.where(a.centre_id.in_(list(centre_ids)))
     out = {}
-    for row in session.execute(q):
-        c = Counts(row[7], _levels(row, row[7]))
+    sums = level_sums(session, start, end, ("centre_id", "service_id", "scale"), centre_ids)
+    for (cid, sid, scale), levels in sums.items():
+        c = Counts(scale, levels[:scale])
         if c.n:
-            out[(row[5], row[6], row[7])] = c
+            out[(cid, sid, scale)] = c
     return out
 
 
-def _names(session: Session) -> tuple[dict[int, Centre], dict[int, str]]:
-    centres = {c.id: c for c in session.scalars(select(Centre))}
+def _names(
+    session: Session, centre_ids: Iterable[int] | None = None
+) -> tuple[dict[int, Any], dict[int, str]]:
+    """Centres (id, code and names, as plain rows) and service codes by id."""
+    q = select(Centre.id, Centre.code, Centre.name_hy, Centre.name_en)
+    if centre_ids is not None:
+        q = q.where(Centre.id.in_(list(centre_ids)))
+    centres = {row.id: row for row in session.execute(q)}
     services = dict(session.execute(select(Service.id, Service.code)).all())
     return centres, services
 
@@ -143,8 +188,9 @@ def centre_scores(
     session: Session, start: date, end: date, centre_ids: Iterable[int] | None = None
 ) -> list[dict[str, Any]]:
     """Per centre: its total and each service (per scale), with n always shown."""
-    centres, services = _names(session)
-    cells = centre_service_counts(session, start, end, centre_ids)
+    ids = list(centre_ids) if centre_ids is not None else None
+    centres, services = _names(session, ids)
+    cells = centre_service_counts(session, start, end, ids)
     by_centre: dict[int, list[tuple[int, int, Counts]]] = {}
     for (cid, sid, scale), c in cells.items():
         by_centre.setdefault(cid, []).append((sid, scale, c))
@@ -212,12 +258,21 @@ def employee_scores(
 
 
 def centre_rankings(
-    session: Session, start: date, end: date, *, prior_weight: float = 15.0
+    session: Session,
+    start: date,
+    end: date,
+    *,
+    prior_weight: float = 15.0,
+    cells: dict[tuple[int, int, int], Counts] | None = None,
 ) -> list[dict[str, Any]]:
-    """Centres by posterior top-two share, shrunk towards the national share."""
+    """Centres by posterior top-two share, shrunk towards the national share.
+
+    ``cells``: :func:`centre_service_counts` of the period, if the caller has them."""
     centres, _ = _names(session)
     per_centre: dict[int, list[int]] = {}  # [top two, n]: scale-free
-    for (cid, _sid, _scale), c in centre_service_counts(session, start, end).items():
+    if cells is None:
+        cells = centre_service_counts(session, start, end)
+    for (cid, _sid, _scale), c in cells.items():
         acc = per_centre.setdefault(cid, [0, 0])
         acc[0] += c.top_two
         acc[1] += c.n

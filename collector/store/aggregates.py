@@ -1,15 +1,17 @@
-"""Aggregate cells: each new rating added to its day's cell as it is stored."""
+"""Aggregate cells: each new rating added to its day's and month's cell, and to its
+centre's hour, as it is stored."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from collector.aggregates import COUNTERS
 from collector.aggregates import lock as lock_aggregates
-from collector.models import DailyAggregate
+from collector.models import DailyAggregate, HourlyCount, MonthlyAggregate
 from collector.store.driver import Driver
 
 
@@ -36,6 +38,11 @@ class AggregateWriter:
         new_ids = {r["id"] for r in ratings}
         flagged_ids = {f.id for f in flagged}
         deltas: dict[tuple[Any, ...], list[int]] = {}
+        hours: dict[tuple[int, Any, int], int] = {}  # (centre, day, UTC hour) -> counted
+
+        def count_hour(centre_id: int, day: Any, pressed_at: datetime, by: int) -> None:
+            key = (centre_id, day, pressed_at.astimezone(UTC).hour)
+            hours[key] = hours.get(key, 0) + by
 
         def bump(key: tuple[Any, ...], score: int, counted: int, excluded: int) -> None:
             d = deltas.setdefault(key, [0] * 7)  # n1..n5, n, excluded
@@ -49,14 +56,16 @@ class AggregateWriter:
                 bump(key, r["score"], 0, 1)
             else:
                 bump(key, r["score"], 1, 0)
+                count_hour(r["centre_id"], r["day"], r["pressed_at"], 1)
         for f in flagged:
             if f.id not in new_ids:  # counted by an earlier batch: take it out of the scores
                 key = (f.day, f.centre_id, f.employee_id or 0, f.service_id or 0, f.scale)
                 bump(key, f.score, -1, 1)
+                count_hour(f.centre_id, f.day, f.pressed_at, -1)
         if not deltas:
             return
         now = self.clock()
-        counters = ("n1", "n2", "n3", "n4", "n5", "n", "excluded")
+        counters = COUNTERS
         params = [
             {
                 "day": k[0],
@@ -76,3 +85,34 @@ class AggregateWriter:
             ", ".join(f"{c} = daily_aggregates.{c} + excluded.{c}" for c in counters)
             + ", changed_at = excluded.changed_at",
         )
+        months: dict[tuple[Any, ...], list[int]] = {}
+        for k, d in deltas.items():
+            m = months.setdefault((k[0].replace(day=1), *k[1:]), [0] * 7)
+            for i, v in enumerate(d):
+                m[i] += v
+        Driver(session.connection(), MonthlyAggregate.__table__).upsert_many(
+            ("month", "centre_id", "employee_id", "service_id", "scale", *counters),
+            [
+                {
+                    "month": k[0],
+                    "centre_id": k[1],
+                    "employee_id": k[2],
+                    "service_id": k[3],
+                    "scale": k[4],
+                    **dict(zip(counters, d, strict=True)),
+                }
+                for k, d in sorted(months.items())
+            ],
+            "month, centre_id, employee_id, service_id, scale",
+            ", ".join(f"{c} = monthly_aggregates.{c} + excluded.{c}" for c in counters),
+        )
+        if hours:
+            Driver(session.connection(), HourlyCount.__table__).upsert_many(
+                ("centre_id", "day", "utc_hour", "n"),
+                [
+                    {"centre_id": c, "day": d, "utc_hour": h, "n": n}
+                    for (c, d, h), n in sorted(hours.items())
+                ],
+                "centre_id, day, utc_hour",
+                "n = hourly_counts.n + excluded.n",
+            )

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from collector import alerts as alert_mod
 from collector import charts, fleet, scores, websessions
@@ -29,12 +29,12 @@ from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.auth import Role, scoped_centres
 from collector.clientaddr import client_address
 from collector.models import (
+    UNCERTAIN_SQL,
     Alert,
     AuditLog,
     Centre,
     DayNote,
     Event,
-    Flag,
     ForwardBatch,
     Service,
     User,
@@ -487,7 +487,7 @@ def dashboard(
                 Event.day >= first,
                 Event.day <= last,
                 Event.type == "rating",
-                Event.flags.op("&")(int(Flag.DAY_UNCERTAIN)) != 0,
+                text(UNCERTAIN_SQL.replace("flags", "events.flags")),  # its partial index
             )
             .group_by(Event.day)
         ).all()
@@ -674,7 +674,8 @@ def ministry(
     first = start or max(last - timedelta(days=29), MIN_DAY)
     if first > last or (last - first).days >= MAX_DAYS:
         first = max(last - timedelta(days=29), MIN_DAY)
-    ranked = scores.centre_rankings(session, first, last)
+    cells = scores.centre_service_counts(session, first, last)
+    ranked = scores.centre_rankings(session, first, last, cells=cells)
     judged = [r for r in ranked if r["n"] >= JUDGE_MIN_N]
     for i, r in enumerate(judged, start=1):
         r["rank"] = i
@@ -685,11 +686,19 @@ def ministry(
         for code, c in centres.items()
         if counted.get(code, 0) < JUDGE_MIN_N
     ]
+    # Marzes and services over the period from the same cells as the rankings (whole
+    # months read monthly cells).
+    marz_of = {c.id: c.marz for c in centres.values()}
+    service_code = dict(session.execute(select(Service.id, Service.code)).all())
     per_marz: dict[str, list[int]] = {}
-    for row in series_mod.series(session, first, last, grain="month", by="marz"):
-        acc = per_marz.setdefault(row.group, [0, 0])
-        acc[0] += row.counts.top_two
-        acc[1] += row.counts.n
+    service_shares: dict[str, list[int]] = {}
+    for (cid, sid, _scale), counts in cells.items():
+        for acc in (
+            per_marz.setdefault(marz_of[cid], [0, 0]),
+            service_shares.setdefault(service_code.get(sid, series_mod.NO_SERVICE), [0, 0]),
+        ):
+            acc[0] += counts.top_two
+            acc[1] += counts.n
     marz_rows = []
     for code, (top, n) in sorted(per_marz.items()):
         lo, hi = scores.wilson(top, n)
@@ -710,11 +719,6 @@ def ministry(
         if marz and row.group != marz:
             continue
         acc = national_days.setdefault(date.fromisoformat(row.period), [0, 0])
-        acc[0] += row.counts.top_two
-        acc[1] += row.counts.n
-    service_shares: dict[str, list[int]] = {}
-    for row in series_mod.series(session, first, last, grain="month", by="service"):
-        acc = service_shares.setdefault(row.group, [0, 0])
         acc[0] += row.counts.top_two
         acc[1] += row.counts.n
     names = {

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.models import DailyAggregate, Event, Flag, Quarantine, StreamState
+from collector.models import (
+    DailyAggregate,
+    Event,
+    Flag,
+    HourlyCount,
+    MonthlyAggregate,
+    Quarantine,
+    StreamState,
+)
 from collector.store import Store
 from tests.collector.helpers import DEV, T0, event, msg, replace
 
@@ -124,6 +133,8 @@ def test_incremental_aggregates_equal_a_full_rebuild(
             offset = timedelta(seconds=clock[d])
             if rng.random() < 0.1:
                 offset -= timedelta(days=3)  # a late event from last week
+            elif rng.random() < 0.1:
+                offset -= timedelta(days=40)  # from last month
             e = replace(
                 event(seqs[d], device=d, score=rng.randint(1, 4)), at=(T0 + offset).isoformat()
             )
@@ -150,10 +161,46 @@ def test_incremental_aggregates_equal_a_full_rebuild(
                 if a.n or a.excluded
             }
 
+    def months() -> dict[tuple[object, ...], tuple[int, ...]]:
+        with sessions() as s:
+            return {
+                (m.month, m.centre_id, m.employee_id, m.service_id, m.scale): (
+                    m.n1, m.n2, m.n3, m.n4, m.n5, m.n, m.excluded,
+                )
+                for m in s.scalars(select(MonthlyAggregate))
+                if m.n or m.excluded
+            }  # fmt: skip
+
+    def hours() -> dict[tuple[object, ...], int]:
+        with sessions() as s:
+            return {(h.centre_id, h.day, h.utc_hour): h.n for h in s.scalars(select(HourlyCount))}
+
     incremental = cells()
     assert any(c[6] for c in incremental.values())  # some bursts were flagged
+    assert len({k[0].month for k in incremental}) == 2  # the cells span two months
+    # The monthly cells are the daily ones summed by month, the hourly counts the counted
+    # presses by local day and UTC hour: worked out here from the rows themselves.
+    by_month: dict[tuple[object, ...], list[int]] = {}
+    for k, v in incremental.items():
+        acc = by_month.setdefault((k[0].replace(day=1), *k[1:]), [0] * 7)
+        for i, x in enumerate(v):
+            acc[i] += x
+    expected_months = {k: tuple(v) for k, v in by_month.items()}
+    expected_hours: dict[tuple[object, ...], int] = {}
+    with sessions() as s:
+        for e in s.scalars(select(Event).where(Event.type == "rating")):
+            if not e.flags & Flag.BURST:
+                key = (e.centre_id, e.day, e.pressed_at.astimezone(UTC).hour)
+                expected_hours[key] = expected_hours.get(key, 0) + 1
+    assert months() == expected_months
+    assert {k: n for k, n in hours().items() if n} == expected_hours
+    with sessions() as s, s.begin():  # the rebuild makes them again from nothing
+        s.execute(sql_delete(MonthlyAggregate))
+        s.execute(sql_delete(HourlyCount))
     store.rebuild_all_aggregates()
     assert cells() == incremental
+    assert months() == expected_months
+    assert hours() == expected_hours
 
 
 def test_unknown_fields_and_armenian_are_kept_in_the_row(
@@ -211,7 +258,6 @@ def test_unknown_fields_keep_their_armenian_text_on_every_database(
 def test_a_rebuild_touches_only_cells_whose_counts_changed(
     sessions: sessionmaker[Session],
 ) -> None:
-    from sqlalchemy import delete as sql_delete
     from sqlalchemy import update as sql_update
 
     from collector.aggregates import STEP_DAYS
@@ -259,3 +305,76 @@ def test_a_rebuild_touches_only_cells_whose_counts_changed(
     untouched = [k for k in after if k != victim]
     assert all(after[k] == before[k] for k in untouched)
     assert STEP_DAYS < 30  # so the rebuild above went in several short steps
+
+
+def test_period_sums_from_monthly_cells_equal_the_daily_sums(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """Any period, whole months or not: what the pages read (monthly cells inside, daily
+    at the edges) equals the daily cells summed."""
+    import random
+
+    from collector.scores import level_sums, month_spans
+
+    rng = random.Random(11)
+    first = date(2026, 8, 1)
+    batch = []
+    for i in range(400):
+        at = T0.replace(month=8, day=1) + timedelta(hours=rng.randrange(0, 24 * 110))
+        batch.append(msg(event(i + 1, at=at, score=rng.randint(1, 4))))
+    assert store.process(batch).stored == 400
+    keys = ("centre_id", "service_id", "scale")
+    compared = 0
+    for _ in range(40):
+        start = first + timedelta(days=rng.randrange(0, 110))
+        end = start + timedelta(days=rng.randrange(0, 110))
+        with sessions() as s:
+            daily: dict[tuple[object, ...], list[int]] = {}
+            for a in s.scalars(
+                select(DailyAggregate).where(DailyAggregate.day >= start, DailyAggregate.day <= end)
+            ):
+                acc = daily.setdefault((a.centre_id, a.service_id, a.scale), [0] * 5)
+                for j, x in enumerate((a.n1, a.n2, a.n3, a.n4, a.n5)):
+                    acc[j] += x
+            assert level_sums(s, start, end, keys) == daily, (start, end)
+            compared += bool(daily)
+    assert compared > 30
+    whole, edges = month_spans(date(2026, 8, 1), date(2026, 10, 31))
+    assert (whole, edges) == ((date(2026, 8, 1), date(2026, 10, 1)), [])
+    whole, edges = month_spans(date(2026, 8, 15), date(2026, 9, 10))
+    assert (whole, edges) == (None, [(date(2026, 8, 15), date(2026, 9, 10))])
+    whole, edges = month_spans(date(2026, 8, 15), date(2026, 10, 10))
+    assert whole == (date(2026, 9, 1), date(2026, 9, 1))
+    assert edges == [
+        (date(2026, 8, 15), date(2026, 8, 31)),
+        (date(2026, 10, 1), date(2026, 10, 10)),
+    ]
+
+
+def test_the_migration_fills_monthly_cells_and_hourly_counts_from_what_is_kept(
+    store: Store, sessions: sessionmaker[Session], database_url: str
+) -> None:
+    """An existing database gets the new tables filled with what ingest would have kept."""
+    from alembic import command
+
+    from collector.db import alembic_config, migrate
+
+    batch = [
+        msg(event(i + 1, at=T0 - timedelta(days=35) + timedelta(hours=7 * i), score=1 + i % 4))
+        for i in range(200)
+    ]
+    batch += [msg(event(300 + i, at=T0 + timedelta(seconds=i))) for i in range(12)]  # a burst
+    store.process(batch)
+
+    def snapshot() -> tuple[set[tuple[object, ...]], set[tuple[object, ...]]]:
+        with sessions() as s:
+            months = {tuple(r) for r in s.execute(select(MonthlyAggregate.__table__))}
+            hours = {tuple(r) for r in s.execute(select(HourlyCount.__table__))}
+        return months, hours
+
+    kept = snapshot()
+    assert len(kept[0]) >= 2 and len(kept[1]) > 100
+    sessions.kw["bind"].dispose()
+    command.downgrade(alembic_config(database_url), "0014")
+    migrate(database_url)
+    assert snapshot() == kept
