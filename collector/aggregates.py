@@ -19,7 +19,21 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Date, Table, and_, case, delete, func, insert, literal, select, text, tuple_
+from sqlalchemy import (
+    Date,
+    Integer,
+    Table,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.models import (
@@ -162,12 +176,10 @@ def rollup_month(s: Session, month: date, last: date) -> None:
     )
 
 
-def hours_from_events(
-    session: Session, first: date, last: date
-) -> dict[tuple[int, date, int], int]:
+def _hours_query(first: date, last: date) -> Any:
     """Counted ratings by (centre, day, UTC hour) of ``first..last``, as the events say."""
-    utc_hour = func.extract("hour", Event.pressed_at)
-    query = (
+    utc_hour = sql_cast(func.extract("hour", Event.pressed_at), Integer)
+    return (
         select(Event.centre_id, Event.day, utc_hour, func.count())
         .where(
             Event.type == p.EventType.RATING.value,
@@ -178,30 +190,24 @@ def hours_from_events(
         )
         .group_by(Event.centre_id, Event.day, utc_hour)
     )
-    return {(int(c or 0), d, int(h)): int(n) for c, d, h, n in session.execute(query)}
+
+
+def hours_from_events(
+    session: Session, first: date, last: date
+) -> dict[tuple[int, date, int], int]:
+    """Counted ratings by (centre, day, UTC hour) of ``first..last``, as the events say."""
+    rows = session.execute(_hours_query(first, last))
+    return {(int(c or 0), d, int(h)): int(n) for c, d, h, n in rows}
 
 
 def _rebuild_hours(s: Session, first: date, last: date) -> None:
-    want = hours_from_events(s, first, last)
+    """The days' hourly counts made again in the database (nothing is forwarded from
+    them, so they are simply replaced)."""
     h = HourlyCount
-    kept = {
-        (c, d, hr): n
-        for c, d, hr, n in s.execute(
-            select(h.centre_id, h.day, h.utc_hour, h.n).where(h.day >= first, h.day <= last)
-        )
-    }
-    stale = [k for k, n in kept.items() if want.get(k) != n]
-    for start in range(0, len(stale), 500):
-        s.execute(
-            delete(h).where(tuple_(h.centre_id, h.day, h.utc_hour).in_(stale[start : start + 500]))
-        )
-    fresh = [
-        {"centre_id": k[0], "day": k[1], "utc_hour": k[2], "n": n}
-        for k, n in want.items()
-        if kept.get(k) != n
-    ]
-    if fresh:
-        s.execute(insert(h), fresh)
+    s.execute(delete(h).where(h.day >= first, h.day <= last))
+    s.execute(
+        insert(h).from_select(["centre_id", "day", "utc_hour", "n"], _hours_query(first, last))
+    )
 
 
 def _rebuild_step(

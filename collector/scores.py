@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from collector.models import Centre, DailyAggregate, Employee, MonthlyAggregate, Service
+from collector.models import DailyAggregate, Employee, MonthlyAggregate
 
 Z95 = 1.959963984540054
 EMPLOYEE_MIN_N = 5
@@ -175,13 +175,11 @@ def centre_service_counts(
 def _names(
     session: Session, centre_ids: Iterable[int] | None = None
 ) -> tuple[dict[int, Any], dict[int, str]]:
-    """Centres (id, code and names, as plain rows) and service codes by id."""
-    q = select(Centre.id, Centre.code, Centre.name_hy, Centre.name_en)
-    if centre_ids is not None:
-        q = q.where(Centre.id.in_(list(centre_ids)))
-    centres = {row.id: row for row in session.execute(q)}
-    services = dict(session.execute(select(Service.id, Service.code)).all())
-    return centres, services
+    """Centres (plain rows) and service codes by id, from the registry cache."""
+    from collector.names import names
+
+    known = names(session)
+    return known.centre_by_id, known.service_code
 
 
 def centre_scores(

@@ -18,6 +18,9 @@ from sqlalchemy.orm import Session
 
 from collector.models import AuditLog, User, WebSession
 
+#: Most seconds between two writes of a session's last use.
+SEEN_EVERY_S = 30.0
+
 
 def _key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -52,7 +55,10 @@ def lookup(session: Session, token: str, *, now: datetime, idle_s: float) -> Web
     if now - row.last_seen_at > timedelta(seconds=idle_s):
         row.ended_at, row.ended_why = now, "idle"
         return None
-    row.last_seen_at = now
+    # Its last use is written at most every few seconds (a page makes several requests,
+    # and each write is a commit); the idle limit keeps its meaning to within that.
+    if now - row.last_seen_at >= timedelta(seconds=min(SEEN_EVERY_S, idle_s / 20)):
+        row.last_seen_at = now
     return row
 
 

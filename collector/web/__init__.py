@@ -36,9 +36,9 @@ from collector.models import (
     DayNote,
     Event,
     ForwardBatch,
-    Service,
     User,
 )
+from collector.names import names
 from collector.users import LoginRefused, RateLimited, login
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
@@ -428,12 +428,11 @@ def logout(
     return RedirectResponse("/login", status_code=303)
 
 
-def _visible_centres(session: Any, user: User) -> list[Centre]:
+def _visible_centres(session: Any, user: User) -> list[Any]:
+    """The centres this user may see (plain rows, by code)."""
     allowed = scoped_centres(user.role, user.centres)
-    query = select(Centre).order_by(Centre.code)
-    if allowed is not None:
-        query = query.where(Centre.code.in_(allowed))
-    return list(session.scalars(query))
+    every = names(session).centres
+    return [c for c in every if allowed is None or c.code in allowed]
 
 
 @router.get("/dashboard")
@@ -465,9 +464,7 @@ def dashboard(
     first = start or max(last - timedelta(days=29), MIN_DAY)
     if first > last or (last - first).days >= MAX_DAYS:
         first = max(last - timedelta(days=29), MIN_DAY)
-    services = {
-        s.code: s.name_hy if lang == "hy" else s.name_en for s in session.scalars(select(Service))
-    }
+    services = {s.code: s.name_hy if lang == "hy" else s.name_en for s in names(session).services}
     summary = scores.centre_scores(session, first, last, [chosen.id])
     days = scores.daily_series(session, chosen.id, first, last)
     pictures = _pictures(session, chosen, first, last, summary, days, services, lang, state)
@@ -679,7 +676,8 @@ def ministry(
     judged = [r for r in ranked if r["n"] >= JUDGE_MIN_N]
     for i, r in enumerate(judged, start=1):
         r["rank"] = i
-    centres = {c.code: c for c in session.scalars(select(Centre).order_by(Centre.code))}
+    known = names(session)
+    centres = {c.code: c for c in known.centres}
     counted = {r["centre"]: r["n"] for r in ranked}
     too_few = [
         (c, counted.get(code, 0))
@@ -689,7 +687,7 @@ def ministry(
     # Marzes and services over the period from the same cells as the rankings (whole
     # months read monthly cells).
     marz_of = {c.id: c.marz for c in centres.values()}
-    service_code = dict(session.execute(select(Service.id, Service.code)).all())
+    service_code = known.service_code
     per_marz: dict[str, list[int]] = {}
     service_shares: dict[str, list[int]] = {}
     for (cid, sid, _scale), counts in cells.items():
@@ -721,15 +719,12 @@ def ministry(
         acc = national_days.setdefault(date.fromisoformat(row.period), [0, 0])
         acc[0] += row.counts.top_two
         acc[1] += row.counts.n
-    names = {
-        sv.code: (sv.name_hy if lang == "hy" else sv.name_en)
-        for sv in session.scalars(select(Service))
-    }
+    service_names = {sv.code: (sv.name_hy if lang == "hy" else sv.name_en) for sv in known.services}
     service_bars = []
     for code, (top, n) in sorted(service_shares.items()):
         if n:
             lo, hi = scores.wilson(top, n)
-            service_bars.append((names.get(code, code), top / n, (lo, hi), f" (n = {n})"))
+            service_bars.append((service_names.get(code, code), top / n, (lo, hi), f" (n = {n})"))
     days = []
     for day, (top, n) in sorted(national_days.items()):
         if n:
