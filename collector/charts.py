@@ -9,12 +9,13 @@ length or shade, never by colour alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
-from sqlalchemy import select
+from sqlalchemy import Integer, func, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from collector.models import HourlyCount
@@ -139,19 +140,29 @@ def hour_counts(
     on each day."""
     grid = [[0] * 24 for _ in range(7)]
     h = HourlyCount
-    rows = session.execute(
-        select(h.day, h.utc_hour, h.n).where(
-            h.centre_id == centre_id, h.day >= first, h.day <= last, h.n != 0
-        )
-    )
-    shifts: dict[date, int] = {}
-    for day, utc_hour, n in rows:
-        shift = shifts.get(day)
-        if shift is None:
-            offset = tz.utcoffset(datetime.combine(day, time(12)))
-            shift = shifts[day] = int(offset.total_seconds() // 3600) if offset is not None else 0
-        grid[day.weekday()][(int(utc_hour) + shift) % 24] += int(n)
+    shifts = {_shift(tz, first + timedelta(days=i)) for i in range((last - first).days + 1)}
+    where = (h.centre_id == centre_id, h.day >= first, h.day <= last, h.n != 0)
+    if len(shifts) == 1:  # one offset all period (no DST change): grouped by weekday in SQL
+        shift = shifts.pop()
+        dow = sql_cast(func.extract("dow", h.day), Integer)  # 0 = Sunday on both databases
+        for weekday, utc_hour, n in session.execute(
+            select(dow, h.utc_hour, func.sum(h.n)).where(*where).group_by(dow, h.utc_hour)
+        ):
+            grid[(int(weekday) - 1) % 7][(int(utc_hour) + shift) % 24] += int(n)
+        return grid
+    per_day: dict[date, int] = {}
+    for day, utc_hour, n in session.execute(select(h.day, h.utc_hour, h.n).where(*where)):
+        ahead = per_day.get(day)
+        if ahead is None:
+            ahead = per_day[day] = _shift(tz, day)
+        grid[day.weekday()][(int(utc_hour) + ahead) % 24] += int(n)
     return grid
+
+
+def _shift(tz: ZoneInfo, day: date) -> int:
+    """Whole hours the zone is ahead of UTC at noon of ``day``."""
+    offset = tz.utcoffset(datetime.combine(day, time(12)))
+    return int(offset.total_seconds() // 3600) if offset is not None else 0
 
 
 def heatmap(grid: list[list[int]], lang: str, title: str, desc: str) -> Markup:

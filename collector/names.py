@@ -38,6 +38,16 @@ _lock = threading.Lock()
 
 
 def names(session: Session) -> Names:
+    """The registry's names; asked once per session (a request), then remembered in it."""
+    kept = session.info.get("gnahat_names")
+    if kept is not None:
+        return kept  # type: ignore[no-any-return]
+    found = _names(session)
+    session.info["gnahat_names"] = found
+    return found
+
+
+def _names(session: Session) -> Names:
     bind = session.get_bind()
     version = registry_version(session)
     hit = _cache.get(bind)
