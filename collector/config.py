@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     )
     forward_interval_s: float = Field(60.0, description="How often the forwarder plans and sends.")
     forward_timeout_s: float = Field(30.0, description="Timeout of one push request.")
+    forward_concurrency: int = Field(
+        8,
+        ge=1,
+        le=32,
+        description="Pushes to the M&E IS in flight at once (a backlog goes this many at a "
+        "time; any answer asking to wait stops the round).",
+    )
     forward_backoff_max_s: float = Field(
         3600.0, description="Longest wait between retries of a failing push."
     )

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import socket
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,21 @@ NO_SERVICE = mapping_mod.NO_SERVICE
 #: transaction that stamped ``changed_at`` before a planning run but committed after it
 #: is never missed (an unchanged batch costs only a hash comparison).
 PLAN_MARGIN = timedelta(minutes=10)
+#: (day, centre) batches built per planning transaction.
+PLAN_CHUNK = 500
+#: The daily cell columns a batch is built from.
+AGG_COLUMNS = (
+    DailyAggregate.day,
+    DailyAggregate.centre_id,
+    DailyAggregate.employee_id,
+    DailyAggregate.service_id,
+    DailyAggregate.scale,
+    DailyAggregate.n1,
+    DailyAggregate.n2,
+    DailyAggregate.n3,
+    DailyAggregate.n4,
+    DailyAggregate.n5,
+)
 BACKOFF_BASE_S = 10.0
 #: A value refused for a fixable reason (mapping, metadata) is tried again no sooner than this.
 REFUSED_MIN_WAIT_S = 60.0
@@ -455,20 +471,23 @@ class Forwarder:
         once by a caller that builds many batches)."""
         if services is None:
             services = dict(session.execute(select(Service.id, Service.code)).all())
-        employees = (
-            dict(
-                session.execute(
-                    select(Employee.id, Employee.code).where(Employee.centre_id == centre_id)
-                ).all()
-            )
-            if self.settings.forward_employee_level
-            else {}
-        )
-        rows = session.scalars(
-            select(DailyAggregate).where(
+        rows = session.execute(
+            select(*AGG_COLUMNS).where(
                 DailyAggregate.day == day, DailyAggregate.centre_id == centre_id
             )
         ).all()
+        return self._fold(rows, services, self._employee_codes(session))
+
+    def _employee_codes(self, session: Session) -> dict[int, str]:
+        if not self.settings.forward_employee_level:
+            return {}
+        return dict(session.execute(select(Employee.id, Employee.code)).all())
+
+    def _fold(
+        self, rows: Iterable[Any], services: dict[int, str], employees: dict[int, str]
+    ) -> list[Cell]:
+        """Daily cells of one (day, centre) summed as they are sent (per service, and
+        per pseudonymous employee where that level is on)."""
         sums: dict[tuple[str, str | None, int], list[int]] = {}
         for r in rows:
             service = services.get(r.service_id, NO_SERVICE)
@@ -501,10 +520,14 @@ class Forwarder:
 
         Once a local day, the last ``forward_resend_days`` finished days are queued again
         under a fresh idempotency key (a safety net for values lost on the far side).
+        The candidates are built :data:`PLAN_CHUNK` at a time, each chunk its own short
+        transaction reading its cells and batches in one query each (a year's first plan
+        must not be one long transaction); the planning mark moves only at the end, so a
+        plan cut short is simply planned again (unchanged batches compare equal).
         """
         now = self.clock()
         queued = 0
-        with self.sessions() as s, s.begin():
+        with self.sessions() as s:
             mapping = self.refresh_mapping(s)
             last_day = self.last_day(now)
             since = _meta_time(s, "forward_planned_at")
@@ -538,68 +561,113 @@ class Forwarder:
                 sweep_set = set()
             codes = dict(s.execute(select(Centre.id, Centre.code)).all())
             services = dict(s.execute(select(Service.id, Service.code)).all())
-            for day, centre_id in sorted(candidates):
-                key = f"{codes[centre_id]}/{day.strftime('%Y%m%d')}"
-                batch = s.scalars(select(ForwardBatch).where(ForwardBatch.batch_key == key)).first()
-                try:
-                    payload: dict[str, Any] = self.adapter.build(
-                        codes[centre_id], day, self.cells(s, day, centre_id, services)
-                    )
-                    unmapped = None
-                except Unmapped as exc:
-                    payload, unmapped = {}, str(exc)
-                digest = hashlib.sha256(
-                    json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
-                ).hexdigest()
-                if batch is None:
-                    batch = ForwardBatch(
-                        batch_key=key,
-                        day=day,
-                        centre_id=centre_id,
-                        version=1,
-                        send_key=f"gnahat:{key}:v1",
-                        payload=payload,
-                        payload_hash=digest,
-                        state=PENDING,
-                        attempts=0,
-                        next_attempt_at=now,
-                        pending_since=now,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    s.add(batch)
-                    queued += 1
-                elif batch.payload_hash != digest:
-                    batch.version += 1
-                    batch.send_key = f"gnahat:{key}:v{batch.version}"
-                    batch.payload, batch.payload_hash = payload, digest
-                    if batch.state != LOCKED:
-                        # A closed period stays closed: the new counts wait for `forward
-                        # retry` after an administrator opens it.
-                        if batch.state != PENDING:
-                            batch.pending_since = now
-                        batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
-                        batch.last_error = batch.warning = batch.problem = None
-                        queued += 1
-                    batch.updated_at = now
-                elif remap and batch.problem in ("unmapped", "mapping") and batch.state != SENT:
-                    batch.state, batch.next_attempt_at, batch.updated_at = PENDING, now, now
-                    queued += 1
-                elif (day, centre_id) in sweep_set and batch.state == SENT:
-                    batch.send_key = f"gnahat:{key}:v{batch.version}:resend-{sweep_tag}"
-                    batch.pending_since = now
-                    batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
-                    batch.full_send = True
-                    batch.updated_at = now
-                    queued += 1
-                if unmapped is not None:
-                    batch.state, batch.problem, batch.last_error = PARKED, "unmapped", unmapped
-                    batch.next_attempt_at = None
-                    queued -= 1
+            employees = self._employee_codes(s)
+        ordered = sorted(candidates)
+        for start in range(0, len(ordered), PLAN_CHUNK):
+            with self.sessions() as s, s.begin():
+                queued += self._plan_chunk(
+                    s, ordered[start : start + PLAN_CHUNK], codes, services, employees,
+                    now, remap, sweep_set, sweep_tag,
+                )  # fmt: skip
+        with self.sessions() as s, s.begin():
             _set_meta(s, "forward_planned_at", now.isoformat())
             _set_meta(s, "forward_mapping_digest", mapping.digest())
             if sweep:
                 _set_meta(s, "forward_swept_on", sweep_tag)
+        return queued
+
+    def _plan_chunk(
+        self,
+        s: Session,
+        chunk: list[tuple[date, int]],
+        codes: dict[int, str],
+        services: dict[int, str],
+        employees: dict[int, str],
+        now: datetime,
+        remap: bool,
+        sweep_set: set[Any],
+        sweep_tag: str,
+    ) -> int:
+        queued = 0
+        keys = {(d, c): f"{codes[c]}/{d.strftime('%Y%m%d')}" for d, c in chunk}
+        batches = {
+            b.batch_key: b
+            for b in s.scalars(
+                select(ForwardBatch).where(ForwardBatch.batch_key.in_(list(keys.values())))
+            )
+        }
+        days = sorted({d for d, _ in chunk})
+        centres = sorted({c for _, c in chunk})
+        grouped: dict[tuple[date, int], list[Any]] = {}
+        for r in s.execute(
+            select(*AGG_COLUMNS).where(
+                DailyAggregate.day >= days[0],
+                DailyAggregate.day <= days[-1],
+                DailyAggregate.centre_id.in_(centres),
+            )
+        ):
+            if (r.day, r.centre_id) in keys:
+                grouped.setdefault((r.day, r.centre_id), []).append(r)
+        for day, centre_id in chunk:
+            key = keys[(day, centre_id)]
+            batch = batches.get(key)
+            try:
+                payload: dict[str, Any] = self.adapter.build(
+                    codes[centre_id],
+                    day,
+                    self._fold(grouped.get((day, centre_id), []), services, employees),
+                )
+                unmapped = None
+            except Unmapped as exc:
+                payload, unmapped = {}, str(exc)
+            digest = hashlib.sha256(
+                json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()
+            ).hexdigest()
+            if batch is None:
+                batch = ForwardBatch(
+                    batch_key=key,
+                    day=day,
+                    centre_id=centre_id,
+                    version=1,
+                    send_key=f"gnahat:{key}:v1",
+                    payload=payload,
+                    payload_hash=digest,
+                    state=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    pending_since=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(batch)
+                queued += 1
+            elif batch.payload_hash != digest:
+                batch.version += 1
+                batch.send_key = f"gnahat:{key}:v{batch.version}"
+                batch.payload, batch.payload_hash = payload, digest
+                if batch.state != LOCKED:
+                    # A closed period stays closed: the new counts wait for `forward
+                    # retry` after an administrator opens it.
+                    if batch.state != PENDING:
+                        batch.pending_since = now
+                    batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
+                    batch.last_error = batch.warning = batch.problem = None
+                    queued += 1
+                batch.updated_at = now
+            elif remap and batch.problem in ("unmapped", "mapping") and batch.state != SENT:
+                batch.state, batch.next_attempt_at, batch.updated_at = PENDING, now, now
+                queued += 1
+            elif (day, centre_id) in sweep_set and batch.state == SENT:
+                batch.send_key = f"gnahat:{key}:v{batch.version}:resend-{sweep_tag}"
+                batch.pending_since = now
+                batch.state, batch.attempts, batch.next_attempt_at = PENDING, 0, now
+                batch.full_send = True
+                batch.updated_at = now
+                queued += 1
+            if unmapped is not None:
+                batch.state, batch.problem, batch.last_error = PARKED, "unmapped", unmapped
+                batch.next_attempt_at = None
+                queued -= 1
         return queued
 
     # ------------------------------------------------------------ sending
@@ -609,6 +677,15 @@ class Forwarder:
         return self.backoff.wait(attempts)
 
     def send_due(self, limit: int = 200) -> dict[str, int]:
+        """Push the due batches, ``GNAHAT_FORWARD_CONCURRENCY`` at a time.
+
+        DHIS2 imports a JSON ``dataValueSets`` POST synchronously in the request's own
+        thread (``DataValueSetController.postJsonDataValueSet`` calls
+        ``DataValueSetService.importDataValueSetJson``; no lock across requests, read at
+        2.41.9), so a few pushes at once for different (org unit, period) pairs are
+        handled side by side. Any answer asking us to wait (429, 503, ``Retry-After``, a
+        timeout) stops the whole round: nothing new is started until the next one.
+        """
         now = self.clock()
         with self.sessions() as s:
             due = s.scalars(
@@ -619,33 +696,59 @@ class Forwarder:
             ).all()
             s.expunge_all()
         outcomes: dict[str, int] = defaultdict(int)
-        for batch in due:
-            if self._stop.is_set():
-                break
-            if self.check_lease and not self.hold_lease():
-                # Renewed before every push: a long round (a slow M&E IS) must not outlive
-                # the lease, or a second server would push the same batches meanwhile.
-                log.warning("forwarding lease lost during a round; stopping this round")
-                break
-            remote = Remote.load(batch.remote)
-            body = self.adapter.request(batch.payload, remote, full=bool(batch.full_send))
-            if body is None:
-                outcome = Outcome("sent", "nothing changed since the last delivery")
-            else:
-                # Every key we send may be there after this, whatever we hear back.
-                sent_keys = {value_key(dv, body) for dv in body["dataValues"]}
-                remote.scheme = self.mapping.id_scheme
-                remote.maybe |= {k for k in sent_keys if k not in remote.confirmed}
-                self._note_remote(batch.id, batch.version, remote)
-                outcome = self.adapter.send(self.http, body, batch.send_key)  # no transaction
-                self._learn(remote, body, outcome)
-            outcomes[outcome.kind] += 1
-            self._record(
-                batch.id, batch.version, batch.batch_key, batch.attempts + 1, outcome, remote
-            )
-            if outcome.kind == "retry":
-                break  # the M&E IS is struggling: the rest waits for the next round
+        queue = list(reversed(due))
+        halt = threading.Event()
+        lock = threading.Lock()
+
+        def work() -> None:
+            while not halt.is_set() and not self._stop.is_set():
+                with lock:
+                    if not queue:
+                        return
+                    batch = queue.pop()
+                    if self.check_lease and not self.hold_lease():
+                        # Renewed before every push: a long round (a slow M&E IS) must
+                        # not outlive the lease, or a second server would push the same
+                        # batches meanwhile.
+                        log.warning("forwarding lease lost during a round; stopping this round")
+                        halt.set()
+                        return
+                outcome = self._push(batch)
+                with lock:
+                    outcomes[outcome.kind] += 1
+                if outcome.kind == "retry":
+                    halt.set()  # the M&E IS is struggling: the rest waits for the next round
+
+        workers = min(self.settings.forward_concurrency, len(due))
+        if workers <= 1:
+            work()
+        else:
+            threads = [
+                threading.Thread(target=work, name=f"gnahat-forward-{i}", daemon=True)
+                for i in range(workers)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
         return dict(outcomes)
+
+    def _push(self, batch: ForwardBatch) -> Outcome:
+        """One batch to the M&E IS, and its outcome recorded."""
+        remote = Remote.load(batch.remote)
+        body = self.adapter.request(batch.payload, remote, full=bool(batch.full_send))
+        if body is None:
+            outcome = Outcome("sent", "nothing changed since the last delivery")
+        else:
+            # Every key we send may be there after this, whatever we hear back.
+            sent_keys = {value_key(dv, body) for dv in body["dataValues"]}
+            remote.scheme = self.mapping.id_scheme
+            remote.maybe |= {k for k in sent_keys if k not in remote.confirmed}
+            self._note_remote(batch.id, batch.version, remote)
+            outcome = self.adapter.send(self.http, body, batch.send_key)  # no transaction
+            self._learn(remote, body, outcome)
+        self._record(batch.id, batch.version, batch.batch_key, batch.attempts + 1, outcome, remote)
+        return outcome
 
     def _learn(self, remote: Remote, body: dict[str, Any], outcome: Outcome) -> None:
         """Update what the M&E IS holds from its answer: accepted values are confirmed,

@@ -133,6 +133,10 @@ class FakeMeIs:
     org_units: dict[str, Obj] = field(default_factory=dict)
     cocs: dict[str, Obj] = field(default_factory=dict)
     data_sets: dict[str, Obj] = field(default_factory=dict)
+    in_flight: int = 0
+    """Imports being handled now; ``most_in_flight``: the most at once so far (what a
+    client's concurrency looks like from the server)."""
+    most_in_flight: int = 0
     system_timezone: str = "Etc/UTC"
 
     def __post_init__(self) -> None:
@@ -516,6 +520,16 @@ def create_app(fake: FakeMeIs) -> FastAPI:
         return None
 
     async def import_data_values(request: Request, version: int | None) -> JSONResponse:
+        with fake.lock:
+            fake.in_flight += 1
+            fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+        try:
+            return await one_import(request, version)
+        finally:
+            with fake.lock:
+                fake.in_flight -= 1
+
+    async def one_import(request: Request, version: int | None) -> JSONResponse:
         record: dict[str, Any] = {
             "at": time.time(),
             "query": dict(request.query_params),

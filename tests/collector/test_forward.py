@@ -534,3 +534,77 @@ def test_a_long_round_renews_the_lease_and_stops_when_it_is_lost(env: Env) -> No
     assert first.send_due() == {}  # the first pushes nothing more
     assert env.fake.requests == []
     assert second.run_once().outcomes == {"sent": 1}
+
+
+def _wait_for_requests(env: Env, count: int) -> None:
+    """Until the M&E IS has seen ``count`` imports (woken by each arrival, no sleeping)."""
+    for _ in range(1000):
+        if len(env.fake.requests) >= count:
+            return
+        env.fake.arrived.wait(5)
+        env.fake.arrived.clear()
+    raise AssertionError(f"only {len(env.fake.requests)} of {count} imports arrived")
+
+
+def test_a_backlog_goes_several_pushes_at_a_time_and_never_more(env: Env) -> None:
+    for d in range(12):  # twelve finished days: twelve batches
+        press(env, range(d * 10 + 1, d * 10 + 3), at=T0 - timedelta(days=d))
+    env.fake.hold = threading.Event()
+    fwd = env.forwarder(forward_concurrency=3)
+    pushing = threading.Thread(target=fwd.run_once)
+    pushing.start()
+    _wait_for_requests(env, 3)  # three in flight, the M&E IS sits on them
+    assert env.fake.in_flight == 3
+    env.fake.hold.set()
+    pushing.join(30)
+    assert not pushing.is_alive()
+    assert env.fake.most_in_flight == 3  # never a fourth at once
+    with env.sessions() as s:
+        states = s.scalars(select(ForwardBatch.state)).all()
+    assert sorted(states) == ["sent"] * 12
+    assert len({r["idempotency_key"] for r in env.fake.requests}) == 12  # each once
+
+
+def test_an_answer_asking_to_wait_stops_the_whole_round(env: Env) -> None:
+    for d in range(10):
+        press(env, range(d * 10 + 1, d * 10 + 3), at=T0 - timedelta(days=d))
+    env.fake.faults.throttle = 100  # every import gets 429 Retry-After
+    fwd = env.forwarder(forward_concurrency=2)
+    report = fwd.run_once()
+    # Each of the two pushes in flight heard "wait": nothing more was started.
+    assert report.outcomes == {"retry": 2}
+    assert len(env.fake.requests) == 2
+    env.fake.faults.throttle = 0
+    env.advance(minutes=5)
+    assert fwd.run_once().outcomes == {"sent": 10}  # the next round takes them all
+
+
+def test_a_plan_goes_in_bounded_transactions_and_one_cut_short_is_planned_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector import forward
+
+    for d in range(9):
+        press(env, range(d * 10 + 1, d * 10 + 3), at=T0 - timedelta(days=d))
+    monkeypatch.setattr(forward, "PLAN_CHUNK", 2)
+    fwd = env.forwarder()
+    real_build = fwd.adapter.build
+    built: list[date] = []
+
+    def failing_build(centre: str, day: date, cells: list[Any]) -> dict[str, Any]:
+        if len(built) == 5:
+            raise RuntimeError("the database went away mid-plan")
+        built.append(day)
+        return real_build(centre, day, cells)
+
+    monkeypatch.setattr(fwd.adapter, "build", failing_build)
+    with pytest.raises(RuntimeError):
+        fwd.plan()
+    with env.sessions() as s:  # the first two chunks committed; the mark did not move
+        assert len(s.scalars(select(ForwardBatch)).all()) == 4
+    monkeypatch.setattr(fwd.adapter, "build", real_build)
+    assert fwd.plan() == 5  # the rest; the four already planned compare equal
+    with env.sessions() as s:
+        batches = s.scalars(select(ForwardBatch)).all()
+    assert len(batches) == 9 and {b.version for b in batches} == {1}
+    assert fwd.plan() == 0
