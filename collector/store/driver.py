@@ -74,6 +74,15 @@ class Driver:
         its parsed form (and the server can prepare it); a multi-row ``VALUES`` with
         thousands of placeholders is re-parsed by the driver on every batch.
         """
+        source, arrays = self._unnest(cols, rows)
+        sql = (
+            f"INSERT INTO {self.table} ({', '.join(cols)}) {source} "
+            f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}"
+        )
+        return list(self.conn.exec_driver_sql(sql, tuple(arrays)))
+
+    def _unnest(self, cols: Sequence[str], rows: list[dict[str, Any]]) -> tuple[str, list[Any]]:
+        """``SELECT ... FROM unnest(...)`` over one array per column, and the arrays."""
         types = self._pg_types[self.table]
         arrays: list[list[Any]] = [[] for _ in cols]
         for row in rows:
@@ -86,18 +95,30 @@ class Driver:
                         proc = self.procs[c]
                         v = proc(v) if proc is not None else v
                 arrays[i].append(v)
-        args = ", ".join("%s::text[]" if types[c] == "json" else f"%s::{types[c]}[]" for c in cols)
+        args = ", ".join("%b::text[]" if types[c] == "json" else f"%b::{types[c]}[]" for c in cols)
         picks = ", ".join(f"{c}::json" if types[c] == "json" else c for c in cols)
-        sql = (
-            f"INSERT INTO {self.table} ({', '.join(cols)}) "
-            f"SELECT {picks} FROM unnest({args}) AS t({', '.join(cols)}) "
-            f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}"
-        )
-        return list(self.conn.exec_driver_sql(sql, tuple(arrays)))
+        return f"SELECT {picks} FROM unnest({args}) AS t({', '.join(cols)})", arrays
 
     def upsert_many(
-        self, cols: Sequence[str], rows: list[dict[str, Any]], conflict: str, update: str
+        self,
+        cols: Sequence[str],
+        rows: list[dict[str, Any]],
+        conflict: str,
+        update: str,
+        *,
+        distinct: bool = True,
     ) -> None:
+        """Insert or update ``rows``. ``distinct``: no two rows share a conflict key (then
+        PostgreSQL takes them all in one ``unnest`` statement; an upsert may not touch a
+        row twice in one statement, so repeated keys go row by row)."""
+        if self.pg and distinct:
+            source, arrays = self._unnest(cols, rows)
+            sql = (
+                f"INSERT INTO {self.table} ({', '.join(cols)}) {source} "
+                f"ON CONFLICT ({conflict}) DO UPDATE SET {update}"
+            )
+            self.conn.exec_driver_sql(sql, tuple(arrays))
+            return
         sql = (
             f"INSERT INTO {self.table} ({', '.join(cols)}) VALUES "
             f"({', '.join([self.mark] * len(cols))}) ON CONFLICT ({conflict}) "

@@ -93,6 +93,7 @@ class QuarantineWriter:
             rows,
             "digest",
             "count = quarantine.count + 1, last_seen = excluded.last_seen",
+            distinct=False,  # the same bytes twice in one batch count twice
         )
 
     # ------------------------------------------------------------ maintenance
