@@ -173,6 +173,19 @@ class EventType(enum.StrEnum):
     RATING = "rating"
     STAFF_LOGIN = "staff_login"
     STAFF_LOGOUT = "staff_logout"
+    FACTORS = "factors"
+    """The assessment factors of a visit, answered after its ``rating`` (linked by
+    ``rating_seq`` in the same stream)."""
+
+
+#: Assessment factors on the rating's scale (1 worst .. scale best).
+SCALED_FACTORS: Final = ("procedure", "conduct", "competence")
+#: Whether the visitor's issue was solved.
+SOLVED_ANSWERS: Final = ("no", "partly", "yes")
+FACTORS: Final = ("procedure", "solved", "conduct", "competence")
+#: Where a rating was given: at the counter (a button unit or kiosk) or online.
+CHANNELS: Final = ("counter", "online")
+SERVICE_RE: Final = re.compile(r"^[A-Z0-9_]{1,32}$")
 
 
 EventKey = tuple[str, str, int]
@@ -192,9 +205,10 @@ _COMMON_FIELDS: Final = (
     "sent_boot",
 )
 _TYPE_FIELDS: Final[dict[EventType, tuple[str, ...]]] = {
-    EventType.RATING: ("score", "scale", "staff"),
+    EventType.RATING: ("score", "scale", "staff", "service", "channel"),
     EventType.STAFF_LOGIN: ("staff",),
     EventType.STAFF_LOGOUT: ("staff",),
+    EventType.FACTORS: ("rating_seq", "scale", "staff", "service", "channel", *FACTORS),
 }
 _KNOWN_FIELDS: Final = frozenset(_COMMON_FIELDS) | {
     name for names in _TYPE_FIELDS.values() for name in names
@@ -225,6 +239,15 @@ class Event:
     staff: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     v: int = PROTOCOL_VERSION
+    rating_seq: int | None = None
+    """``factors``: the ``seq`` of the rating (same device and stream) they complete."""
+    answers: Mapping[str, Any] = field(default_factory=dict)
+    """``factors``: the answered factors (``procedure``/``conduct``/``competence`` on the
+    scale, ``solved`` one of :data:`SOLVED_ANSWERS`); skipped ones are absent."""
+    service: str | None = None
+    """``rating``/``factors``: a service code the visitor chose, if any."""
+    channel: str | None = None
+    """``rating``/``factors``: :data:`CHANNELS`; absent means ``counter``."""
 
     @property
     def key(self) -> EventKey:
@@ -259,8 +282,17 @@ class Event:
             out["score"] = self.score
             out["scale"] = self.scale
             out["staff"] = self.staff
+        elif self.type is EventType.FACTORS:
+            out["rating_seq"] = self.rating_seq
+            out["scale"] = self.scale
+            out["staff"] = self.staff
+            out.update(self.answers)
         else:
             out["staff"] = self.staff
+        if self.service is not None:
+            out["service"] = self.service
+        if self.channel is not None:
+            out["channel"] = self.channel
         return out
 
 
@@ -426,13 +458,10 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
     sent_boot: str | None = None
     if obj.get("sent_boot") is not None:
         sent_boot = _str(obj, "sent_boot", pattern=TOKEN_RE)
-    score = scale = None
+    score = scale = rating_seq = None
+    answers: dict[str, Any] = {}
     if etype is EventType.RATING:
-        scale = _int(obj, "scale")
-        if scale not in SCALES:
-            raise ProtocolError(
-                ErrorCode.BAD_SCALE, f"scale must be one of 3, 4, 5, got {scale}", field="scale"
-            )
+        scale = _scale(obj)
         score = _int(obj, "score")
         if not 1 <= score <= scale:
             raise ProtocolError(
@@ -441,8 +470,31 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
                 field="score",
             )
         staff = _badge(obj, nullable=True)
+    elif etype is EventType.FACTORS:
+        scale = _scale(obj)
+        rating_seq = _int(obj, "rating_seq", minimum=1)
+        if rating_seq >= seq:
+            raise ProtocolError(
+                ErrorCode.BAD_SEQ,
+                f"rating_seq {rating_seq} must come before this event's seq {seq}",
+                field="rating_seq",
+            )
+        answers = _answers(obj, scale)
+        staff = _badge(obj, nullable=True)
     else:
         staff = _badge(obj, nullable=etype is EventType.STAFF_LOGOUT)
+    service = channel = None
+    if etype in (EventType.RATING, EventType.FACTORS):
+        if obj.get("service") is not None:
+            service = _str(obj, "service", pattern=SERVICE_RE)
+        if obj.get("channel") is not None:
+            channel = _str(obj, "channel")
+            if channel not in CHANNELS:
+                raise ProtocolError(
+                    ErrorCode.BAD_VALUE,
+                    f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}",
+                    field="channel",
+                )
     extra = {k: v for k, v in obj.items() if k not in _KNOWN_FIELDS}
     if extra:
         # The known fields were checked above (types, patterns, ranges); unknown ones
@@ -463,7 +515,49 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
         scale=scale,
         staff=staff,
         extra=extra,
+        rating_seq=rating_seq,
+        answers=answers,
+        service=service,
+        channel=channel,
     )
+
+
+def _scale(obj: Mapping[str, Any]) -> int:
+    scale = _int(obj, "scale")
+    if scale not in SCALES:
+        raise ProtocolError(
+            ErrorCode.BAD_SCALE, f"scale must be one of 3, 4, 5, got {scale}", field="scale"
+        )
+    return scale
+
+
+def _answers(obj: Mapping[str, Any], scale: int) -> dict[str, Any]:
+    """The answered factors of a ``factors`` event (at least one)."""
+    out: dict[str, Any] = {}
+    for name in SCALED_FACTORS:
+        if obj.get(name) is not None:
+            value = _int(obj, name)
+            if not 1 <= value <= scale:
+                raise ProtocolError(
+                    ErrorCode.SCORE_OUT_OF_RANGE, f"{value} is outside 1..{scale}", field=name
+                )
+            out[name] = value
+    if obj.get("solved") is not None:
+        solved = _str(obj, "solved")
+        if solved not in SOLVED_ANSWERS:
+            raise ProtocolError(
+                ErrorCode.BAD_VALUE,
+                f"solved must be one of {', '.join(SOLVED_ANSWERS)}, got {solved!r}",
+                field="solved",
+            )
+        out["solved"] = solved
+    if not out:
+        raise ProtocolError(
+            ErrorCode.MISSING_FIELD,
+            "a factors event answers at least one of " + ", ".join(FACTORS),
+            field="solved",
+        )
+    return {name: out[name] for name in FACTORS if name in out}
 
 
 #: Characters no payload string may hold: NUL (no text column stores it) and lone

@@ -59,13 +59,31 @@ def events(draw: st.DrawFn, device: str | None = None) -> p.Event:
         )
     elif etype is p.EventType.STAFF_LOGIN:
         kwargs["staff"] = draw(badges)
+    elif etype is p.EventType.FACTORS:
+        scale = draw(st.sampled_from([3, 4, 5]))
+        answers = {
+            name: draw(st.integers(1, scale)) for name in p.SCALED_FACTORS if draw(st.booleans())
+        }
+        if draw(st.booleans()) or not answers:
+            answers["solved"] = draw(st.sampled_from(p.SOLVED_ANSWERS))
+        kwargs.update(
+            scale=scale,
+            staff=draw(st.one_of(st.none(), badges)),
+            answers={k: answers[k] for k in p.FACTORS if k in answers},
+        )
     else:
         kwargs["staff"] = draw(st.one_of(st.none(), badges))
+    if etype in (p.EventType.RATING, p.EventType.FACTORS):
+        kwargs["service"] = draw(st.one_of(st.none(), st.from_regex(p.SERVICE_RE, fullmatch=True)))
+        kwargs["channel"] = draw(st.one_of(st.none(), st.sampled_from(p.CHANNELS)))
+    seq = draw(st.integers(2 if etype is p.EventType.FACTORS else 1, p.MAX_SEQ))
+    if etype is p.EventType.FACTORS:
+        kwargs["rating_seq"] = draw(st.integers(1, seq - 1))
     return p.Event(
         type=etype,
         device=device or draw(device_ids),
         stream=draw(tokens),
-        seq=draw(st.integers(1, p.MAX_SEQ)),
+        seq=seq,
         at=draw(timestamps),
         clock_synced=draw(st.booleans()),
         boot=draw(tokens),
