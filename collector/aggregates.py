@@ -38,8 +38,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from collector.models import (
     EXCLUDED_FROM_SCORES,
+    ChannelAggregate,
     DailyAggregate,
     Event,
+    FactorAggregate,
     HourlyCount,
     Meta,
     MonthlyAggregate,
@@ -73,6 +75,19 @@ def lock(session: Session) -> None:
     """Take the aggregate lock for this transaction (PostgreSQL; SQLite has one writer)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AGG_LOCK_KEY})
+
+
+def factor_levels(answers: dict[str, Any], scale: int) -> list[tuple[str, int, int]]:
+    """(factor, scale, level) of each answered factor: the scaled ones on the rating's
+    scale; ``solved`` on its own three levels (1 no, 2 partly, 3 yes)."""
+    out = []
+    for factor, value in answers.items():
+        if factor == "solved":
+            if value in p.SOLVED_ANSWERS:
+                out.append((factor, 3, p.SOLVED_ANSWERS.index(value) + 1))
+        elif factor in p.SCALED_FACTORS and isinstance(value, int):
+            out.append((factor, scale, value))
+    return out
 
 
 def purged_before(session: Session) -> date | None:
@@ -258,3 +273,92 @@ def _rebuild_step(
     report.changed += len(changed)
     report.removed += len(gone)
     _rebuild_hours(s, first, last)
+    _sync(s, ChannelAggregate, CHANNEL_KEYS, COUNTERS, channels_from_events(s, first, last),
+          first, last, now)  # fmt: skip
+    _sync(s, FactorAggregate, FACTOR_KEYS, ("n", "excluded"),
+          factors_from_events(s, first, last), first, last, now)  # fmt: skip
+
+
+CHANNEL_KEYS = ("day", "centre_id", "service_id", "channel", "scale")
+FACTOR_KEYS = ("day", "centre_id", "service_id", "channel", "factor", "scale", "level")
+
+
+def channels_from_events(
+    session: Session, first: date, last: date
+) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """Per-channel cells of ``first..last`` as the events say (one GROUP BY)."""
+    scored = Event.flags.op("&")(int(EXCLUDED_FROM_SCORES)) == 0
+    svc = func.coalesce(Event.service_id, 0)
+    query = (
+        select(
+            Event.day, Event.centre_id, svc, Event.channel, Event.scale,
+            *(func.sum(case((and_(scored, Event.score == lv), 1), else_=0)) for lv in range(1, 6)),
+            func.sum(case((scored, 1), else_=0)),
+            func.sum(case((scored, 0), else_=1)),
+        )
+        .where(
+            Event.type == p.EventType.RATING.value,
+            Event.day >= first,
+            Event.day <= last,
+            Event.centre_id.is_not(None),
+        )
+        .group_by(Event.day, Event.centre_id, svc, Event.channel, Event.scale)
+    )  # fmt: skip
+    return {tuple(r[:5]): tuple(int(x) for x in r[5:]) for r in session.execute(query)}
+
+
+def factors_from_events(
+    session: Session, first: date, last: date
+) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    """Per-factor cells of ``first..last`` as the ``factors`` events say."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    rows = session.execute(
+        select(
+            Event.day, Event.centre_id, Event.service_id, Event.channel, Event.scale,
+            Event.flags, Event.answers,
+        ).where(
+            Event.type == p.EventType.FACTORS.value,
+            Event.day >= first,
+            Event.day <= last,
+            Event.centre_id.is_not(None),
+        )
+    )  # fmt: skip
+    for day, centre, service, channel, scale, flags, answers in rows:
+        left_out = bool(flags & EXCLUDED_FROM_SCORES)
+        for factor, sc, level in factor_levels(answers or {}, scale or 0):
+            c = out.setdefault((day, centre, service or 0, channel, factor, sc, level), [0, 0])
+            c[1 if left_out else 0] += 1
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _sync(
+    s: Session,
+    model: Any,
+    keys: tuple[str, ...],
+    values: tuple[str, ...],
+    want: dict[tuple[Any, ...], tuple[int, ...]],
+    first: date,
+    last: date,
+    now: datetime,
+) -> None:
+    """Make the cells of ``first..last`` equal ``want``: only those that differ are
+    written (and stamped), those with nothing behind them removed."""
+    cols = [getattr(model, k) for k in keys]
+    kept = {
+        tuple(r[: len(keys)]): tuple(int(x) for x in r[len(keys) :])
+        for r in s.execute(
+            select(*cols, *(getattr(model, v) for v in values)).where(
+                model.day >= first, model.day <= last
+            )
+        )
+    }
+    stale = [k for k, v in kept.items() if want.get(k) != v]
+    for start in range(0, len(stale), 300):
+        s.execute(delete(model).where(tuple_(*cols).in_(stale[start : start + 300])))
+    fresh = [
+        {**dict(zip(keys, k, strict=True)), **dict(zip(values, v, strict=True)), "changed_at": now}
+        for k, v in want.items()
+        if kept.get(k) != v
+    ]
+    if fresh:
+        s.execute(insert(model), fresh)

@@ -79,9 +79,13 @@ class Flag(enum.IntFlag):
     DAY_UNCERTAIN = 16
     """An estimated press whose bounds do not lie in one business day (or have no lower
     bound): counted on the estimate's day, and said so."""
+    ONLINE_SUSPECT = 32
+    """An online rating that looks like ballot stuffing (more from one address or browser
+    than a visitor gives, or a desk's code used far beyond its visits): kept, left out
+    of scores."""
 
 
-EXCLUDED_FROM_SCORES = Flag.BURST
+EXCLUDED_FROM_SCORES = Flag.BURST | Flag.ONLINE_SUSPECT
 #: The predicate of the partial index on estimate-dated presses (literal, so that the
 #: planner can match a query's condition to it).
 UNCERTAIN_SQL = f"(flags & {int(Flag.DAY_UNCERTAIN)}) <> 0"
@@ -219,6 +223,14 @@ class Event(Base):
     service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), nullable=True)
     flags: Mapped[int] = mapped_column(Integer, default=0)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    channel: Mapped[str] = mapped_column(String(16), default="counter", server_default="counter")
+    """``counter`` (a unit at the desk) or ``online`` (the visitor's phone)."""
+    rating_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """``factors``: the seq of the rating they complete (same device and stream)."""
+    answers: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """``factors``: the answered factors."""
+    chosen_service: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The service code the visitor chose, as sent (``service_id`` follows it when known)."""
 
 
 class Quarantine(Base):
@@ -334,6 +346,47 @@ class MonthlyAggregate(Base):
     n5: Mapped[int] = mapped_column(Integer, default=0)
     n: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ChannelAggregate(Base):
+    """Ratings per channel (``counter`` or ``online``) for day x centre x service: each
+    channel counted on its own; the daily cells hold them together."""
+
+    __tablename__ = "channel_aggregates"
+    __table_args__ = (Index("ix_channel_aggregates_centre_day", "centre_id", "day"),)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    centre_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scale: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n1: Mapped[int] = mapped_column(Integer, default=0)
+    n2: Mapped[int] = mapped_column(Integer, default=0)
+    n3: Mapped[int] = mapped_column(Integer, default=0)
+    n4: Mapped[int] = mapped_column(Integer, default=0)
+    n5: Mapped[int] = mapped_column(Integer, default=0)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FactorAggregate(Base):
+    """Answers to one assessment factor at one level, for day x centre x service x channel.
+
+    ``level``: 1..scale for ``procedure``, ``conduct`` and ``competence``; for
+    ``solved`` 1 = no, 2 = partly, 3 = yes (``scale`` 3)."""
+
+    __tablename__ = "factor_aggregates"
+    __table_args__ = (Index("ix_factor_aggregates_centre_day", "centre_id", "day"),)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    centre_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    factor: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scale: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class HourlyCount(Base):

@@ -574,6 +574,7 @@ class Snapshot:
         self.service_codes: dict[int, str] = {
             i: c for i, c in session.execute(select(Service.id, Service.code))
         }
+        self.service_ids: dict[str, int] = {c: i for i, c in self.service_codes.items()}
         # Retention's watermarks (bumping the registry version reloads them).
         from collector.models import PurgedRange, StreamState
 

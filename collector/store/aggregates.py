@@ -9,9 +9,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from collector.aggregates import COUNTERS
+from collector.aggregates import COUNTERS, factor_levels
 from collector.aggregates import lock as lock_aggregates
-from collector.models import DailyAggregate, HourlyCount, MonthlyAggregate
+from collector.models import (
+    EXCLUDED_FROM_SCORES,
+    ChannelAggregate,
+    DailyAggregate,
+    FactorAggregate,
+    HourlyCount,
+    MonthlyAggregate,
+)
 from collector.store.driver import Driver
 
 
@@ -50,17 +57,32 @@ class AggregateWriter:
             d[5] += counted
             d[6] += excluded
 
+        channels: dict[tuple[Any, ...], list[int]] = {}
+
+        def bump_channel(key: tuple[Any, ...], score: int, counted: int, excluded: int) -> None:
+            d = channels.setdefault(key, [0] * 7)
+            d[score - 1] += counted
+            d[5] += counted
+            d[6] += excluded
+
         for r in ratings:
             key = (*self.agg_key(r), r["scale"])
-            if r["id"] in flagged_ids:
+            ch_key = (r["day"], r["centre_id"], r["service_id"] or 0, r["channel"], r["scale"])
+            if r["id"] in flagged_ids or r["flags"] & EXCLUDED_FROM_SCORES:
                 bump(key, r["score"], 0, 1)
+                bump_channel(ch_key, r["score"], 0, 1)
             else:
                 bump(key, r["score"], 1, 0)
+                bump_channel(ch_key, r["score"], 1, 0)
                 count_hour(r["centre_id"], r["day"], r["pressed_at"], 1)
         for f in flagged:
-            if f.id not in new_ids:  # counted by an earlier batch: take it out of the scores
+            if f.id not in new_ids and not f.flags & EXCLUDED_FROM_SCORES:
+                # Counted by an earlier batch: take it out of the scores.
                 key = (f.day, f.centre_id, f.employee_id or 0, f.service_id or 0, f.scale)
                 bump(key, f.score, -1, 1)
+                bump_channel(
+                    (f.day, f.centre_id, f.service_id or 0, f.channel, f.scale), f.score, -1, 1
+                )
                 count_hour(f.centre_id, f.day, f.pressed_at, -1)
         if not deltas:
             return
@@ -83,6 +105,24 @@ class AggregateWriter:
             params,
             "day, centre_id, employee_id, service_id, scale",
             ", ".join(f"{c} = daily_aggregates.{c} + excluded.{c}" for c in counters)
+            + ", changed_at = excluded.changed_at",
+        )
+        Driver(session.connection(), ChannelAggregate.__table__).upsert_many(
+            ("day", "centre_id", "service_id", "channel", "scale", *counters, "changed_at"),
+            [
+                {
+                    "day": k[0],
+                    "centre_id": k[1],
+                    "service_id": k[2],
+                    "channel": k[3],
+                    "scale": k[4],
+                    **dict(zip(counters, d, strict=True)),
+                    "changed_at": now,
+                }
+                for k, d in sorted(channels.items())
+            ],
+            "day, centre_id, service_id, channel, scale",
+            ", ".join(f"{c} = channel_aggregates.{c} + excluded.{c}" for c in counters)
             + ", changed_at = excluded.changed_at",
         )
         months: dict[tuple[Any, ...], list[int]] = {}
@@ -116,3 +156,33 @@ class AggregateWriter:
                 "centre_id, day, utc_hour",
                 "n = hourly_counts.n + excluded.n",
             )
+
+    def _add_factors(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        """Count each answered factor of new ``factors`` events in its cell (excluded
+        when the event is left out of scores)."""
+        cells: dict[tuple[Any, ...], list[int]] = {}
+        for r in rows:
+            if r["centre_id"] is None:
+                continue
+            left_out = bool(r["flags"] & EXCLUDED_FROM_SCORES)
+            base = (r["day"], r["centre_id"], r["service_id"] or 0, r["channel"])
+            for factor, scale, level in factor_levels(r["answers"] or {}, r["scale"]):
+                c = cells.setdefault((*base, factor, scale, level), [0, 0])
+                c[1 if left_out else 0] += 1
+        if not cells:
+            return
+        now = self.clock()
+        Driver(session.connection(), FactorAggregate.__table__).upsert_many(
+            ("day", "centre_id", "service_id", "channel", "factor", "scale", "level", "n",
+             "excluded", "changed_at"),
+            [
+                {"day": k[0], "centre_id": k[1], "service_id": k[2], "channel": k[3],
+                 "factor": k[4], "scale": k[5], "level": k[6], "n": v[0], "excluded": v[1],
+                 "changed_at": now}
+                for k, v in sorted(cells.items())
+            ],
+            "day, centre_id, service_id, channel, factor, scale, level",
+            "n = factor_aggregates.n + excluded.n, "
+            "excluded = factor_aggregates.excluded + excluded.excluded, "
+            "changed_at = excluded.changed_at",
+        )  # fmt: skip

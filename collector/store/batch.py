@@ -28,6 +28,9 @@ class Received:
     received_at: datetime
     token: tuple[int, int] | None = None
     """The broker delivery to acknowledge after the commit (``None``: QoS 0, or none)."""
+    flags: int = 0
+    """Flags the collector itself sets on every event of this message (its own online
+    channel marks suspected ballot stuffing); nothing from MQTT sets any."""
 
 
 @dataclass

@@ -44,6 +44,10 @@ EVENT_COLUMNS = (
     "service_id",
     "flags",
     "extra",
+    "channel",
+    "rating_seq",
+    "answers",
+    "chosen_service",
 )
 #: Most payload bytes one quarantine entry keeps (an event is at most 2 KiB; a whole
 #: unreadable batch keeps its head, its length and its SHA-256).
@@ -80,6 +84,8 @@ class EventWriter:
         def _add_to_aggregates(
             self, session: Session, ratings: list[dict[str, Any]], flagged: list[Any]
         ) -> None: ...
+
+        def _add_factors(self, session: Session, rows: list[dict[str, Any]]) -> None: ...
 
     def _tie_events(
         self,
@@ -123,6 +129,8 @@ class EventWriter:
                 if when is None:
                     raise ValueError("no press time could be derived")
                 row_or_reason = self.event_row(event, x.msg.received_at, snap, when)
+                if x.msg.flags and isinstance(row_or_reason, dict):
+                    row_or_reason["flags"] |= x.msg.flags
             except Exception as exc:  # one element's defect stays with that element
                 log.exception("event %s broke processing; quarantined", event.key)
                 row_or_reason = (Reason.INTERNAL_ERROR, repr(exc))
@@ -174,6 +182,10 @@ class EventWriter:
             employee = snap.employee_for_badge(event.staff, pressed_at)
             if employee is None:
                 flags |= Flag.UNKNOWN_BADGE
+        service_id = tie.service_id
+        if event.service is not None:  # a service the visitor chose, when it is known
+            chosen = snap.service_ids.get(event.service)
+            service_id = chosen if chosen is not None else service_id
         return {
             "device": event.device,
             "stream": event.stream,
@@ -194,9 +206,13 @@ class EventWriter:
             "day": pressed_at.astimezone(self.tz).date(),
             "centre_id": tie.centre_id,
             "employee_id": employee,
-            "service_id": tie.service_id,
+            "service_id": service_id,
             "flags": int(flags),
             "extra": dict(event.extra) or None,
+            "channel": event.channel or "counter",
+            "rating_seq": event.rating_seq,
+            "answers": dict(event.answers) or None,
+            "chosen_service": event.service,
         }
 
     # ------------------------------------------------------------ writes
@@ -233,6 +249,9 @@ class EventWriter:
                 r["id"] = inserted[(r["device"], r["stream"], r["seq"])]
             flagged = self._flag_bursts(session, ratings)
             self._add_to_aggregates(session, ratings, flagged)
+        factors = [r for r in new_rows if r["type"] == p.EventType.FACTORS.value]
+        if factors:
+            self._add_factors(session, factors)
 
     def _update_streams(self, session: Session, rows: list[dict[str, Any]]) -> None:
         per: dict[tuple[str, str], list[Any]] = {}
@@ -306,6 +325,7 @@ class EventWriter:
                 Event.service_id,
                 Event.score,
                 Event.scale,
+                Event.channel,
             )
             .join(r, in_range(r))
             .order_by(Event.device, Event.pressed_at)

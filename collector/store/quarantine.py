@@ -133,11 +133,11 @@ class QuarantineWriter:
             return [(msg, key if key and key[0] == device else None)]
         out: list[tuple[Received, p.EventKey | None]] = []
         for raw, key in items:
-            part = Received(msg.topic, raw, msg.received_at, msg.token)
+            part = Received(msg.topic, raw, msg.received_at, msg.token, msg.flags)
             out.append((part, key if key[0] == device else None))
         keyless = [e for e in decoded.errors if e.key is None]
         for e in keyless:
-            out.append((Received(msg.topic, e.raw, msg.received_at, msg.token), None))
+            out.append((Received(msg.topic, e.raw, msg.received_at, msg.token, msg.flags), None))
         return out
 
     def replay_quarantine(

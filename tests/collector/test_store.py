@@ -17,7 +17,7 @@ from collector.models import (
     Quarantine,
     StreamState,
 )
-from collector.store import Store
+from collector.store import Received, Store
 from tests.collector.helpers import DEV, T0, event, msg, replace
 
 
@@ -378,3 +378,77 @@ def test_the_migration_fills_monthly_cells_and_hourly_counts_from_what_is_kept(
     command.downgrade(alembic_config(database_url), "0014")
     migrate(database_url)
     assert snapshot() == kept
+
+
+def test_factors_and_channels_are_counted_as_stored_and_rebuilt_the_same(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """Ratings at the counter and online, factors linked to them, a visitor-chosen
+    service, a suspect online message: the per-channel and per-factor cells kept at
+    ingest equal those rebuilt from events, and hold what was sent."""
+    from collector.models import ChannelAggregate, FactorAggregate, Service
+    from device import protocol as p
+
+    def factors(seq: int, rating_seq: int, **answers: object) -> p.Event:
+        return replace(
+            event(seq), type=p.EventType.FACTORS, score=None, rating_seq=rating_seq,
+            answers=answers, service=str(answers.pop("service", "")) or None,
+        )  # fmt: skip
+
+    online = {"channel": "online"}
+    batch = [
+        msg([event(1, score=4), factors(2, 1, procedure=2, solved="partly", conduct=4)]),
+        msg([event(3, score=1), factors(4, 3, solved="no", competence=1, service="EMPLOYMENT")]),
+        msg([replace(event(1, stream="web", score=3), **online),
+             replace(factors(2, 1, solved="yes", procedure=4), stream="web", **online)]),
+    ]  # fmt: skip
+    suspect = msg(
+        [replace(event(3, stream="web", score=4), **online),
+         replace(factors(4, 3, solved="yes"), stream="web", **online)]
+    )  # fmt: skip
+    store.process(batch)
+    store.process([Received(suspect.topic, suspect.payload, suspect.received_at, flags=32)])
+
+    def channel_cells() -> dict[tuple[object, ...], tuple[int, ...]]:
+        with sessions() as s:
+            return {
+                (a.day, a.service_id, a.channel, a.scale): (a.n1, a.n2, a.n3, a.n4, a.n, a.excluded)
+                for a in s.scalars(select(ChannelAggregate))
+            }
+
+    def factor_cells() -> dict[tuple[object, ...], tuple[int, int]]:
+        with sessions() as s:
+            return {
+                (f.service_id, f.channel, f.factor, f.scale, f.level): (f.n, f.excluded)
+                for f in s.scalars(select(FactorAggregate))
+            }
+
+    with sessions() as s:
+        svc = dict(s.execute(select(Service.code, Service.id)).all())
+    kept_channels, kept_factors = channel_cells(), factor_cells()
+    day = date(2026, 11, 24)
+    desk = svc["SOC_ASSISTANCE"]  # the service at DEV's desk
+    assert kept_channels == {
+        (day, desk, "counter", 4): (1, 0, 0, 1, 2, 0),
+        (day, desk, "online", 4): (0, 0, 1, 0, 1, 1),  # the suspect one left out
+    }
+    assert kept_factors == {
+        (desk, "counter", "procedure", 4, 2): (1, 0),
+        (desk, "counter", "solved", 3, 2): (1, 0),
+        (desk, "counter", "conduct", 4, 4): (1, 0),
+        (svc["EMPLOYMENT"], "counter", "solved", 3, 1): (1, 0),  # the visitor's own choice
+        (svc["EMPLOYMENT"], "counter", "competence", 4, 1): (1, 0),
+        (desk, "online", "solved", 3, 3): (1, 1),
+        (desk, "online", "procedure", 4, 4): (1, 0),
+    }
+    with sessions() as s:
+        rows = {(e.stream, e.seq): e for e in s.scalars(select(Event))}
+        assert rows[("s1", 2)].answers == {"procedure": 2, "solved": "partly", "conduct": 4}
+        assert rows[("s1", 2)].rating_seq == 1 and rows[("web", 3)].flags & 32
+        assert rows[("s1", 4)].chosen_service == "EMPLOYMENT"
+    with sessions() as s, s.begin():
+        s.execute(sql_delete(ChannelAggregate))
+        s.execute(sql_delete(FactorAggregate))
+    store.rebuild_all_aggregates()
+    assert channel_cells() == kept_channels
+    assert factor_cells() == kept_factors
