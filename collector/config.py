@@ -92,6 +92,30 @@ class Settings(BaseSettings):
         "`X-Forwarded-For` is believed; empty: none, the peer address is the client's.",
     )
     http_port: int = Field(8080, description="Port of the HTTP API.")
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Address visitors' phones reach the collector at (printed in the desks' "
+        "QR codes: `https://...` in production).",
+    )
+    online_enabled: bool = Field(True, description="Take ratings from visitors' phones (QR).")
+    online_require_armed: bool = Field(
+        False,
+        description="Take an online rating only inside a visit window a queue system or unit "
+        "opened (`POST /api/v1/online/desks/{device}/arm`).",
+    )
+    online_window_s: int = Field(900, ge=60, description="How long an armed visit window lasts.")
+    online_visit_ttl_s: int = Field(
+        1800, ge=60, description="How long a rating page may stay open before it is sent."
+    )
+    online_per_browser_day: int = Field(
+        3, ge=1, description="Online ratings a day from one browser beyond which they are flagged."
+    )
+    online_per_address_hour: int = Field(
+        20,
+        ge=1,
+        description="Online ratings an hour from one address beyond which they are flagged "
+        "(a centre's guest Wi-Fi shares one address).",
+    )
     secret_key: str = Field(
         DEV_SECRET,
         description="Secret for sessions and CSRF tokens; rotate it after a leak.",

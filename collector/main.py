@@ -21,6 +21,7 @@ from collector.db import make_engine, session_factory
 from collector.ingest import Ingest
 from collector.metrics import Metrics
 from collector.store import Store
+from collector.web import online as online_web
 
 
 def _shut_down(why: str) -> None:
@@ -35,13 +36,14 @@ def create_app(
     sessions = session_factory(engine)
     metrics = Metrics()
     state = AppState(settings=settings, sessions=sessions, metrics=metrics)
+    store = Store(
+        sessions,
+        timezone=settings.timezone,
+        burst_max_presses=settings.burst_max_presses,
+        burst_window_s=settings.burst_window_s,
+    )
+    state.store = store
     if ingest:
-        store = Store(
-            sessions,
-            timezone=settings.timezone,
-            burst_max_presses=settings.burst_max_presses,
-            burst_window_s=settings.burst_window_s,
-        )
         state.ingest = Ingest(settings, store, metrics, on_fatal=_shut_down)
     forwarder = None
     if settings.forward_url and settings.forward_enabled:
@@ -112,6 +114,7 @@ def create_app(
     app.include_router(scores.router)
     app.include_router(alert_routes.router)
     app.include_router(web.router)
+    app.include_router(online_web.router)
     security.install(app, production=settings.environment == "production")
     app.add_middleware(
         SessionMiddleware,

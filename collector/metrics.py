@@ -41,6 +41,15 @@ class Metrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
         )
         self.acks = Counter("gnahat_acks_published_total", "Ack messages published", registry=r)
+        self.online_ratings = Counter(
+            "gnahat_online_ratings_total", "Ratings taken on visitors' phones", registry=r
+        )
+        self.online_refused = Counter(
+            "gnahat_online_refused_total",
+            "Online ratings refused, by reason (forged, expired, replayed, flood, ...)",
+            ["reason"],
+            registry=r,
+        )
         self.db_errors = Counter(
             "gnahat_ingest_db_errors_total",
             "Batches that failed to commit and were retried",

@@ -389,6 +389,41 @@ class FactorAggregate(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class OnlineSubmission(Base):
+    """One online rating taken (see :mod:`collector.online`): its visit's nonce (a
+    replay is refused), the seqs it took on the desk's ``web`` stream, and daily-keyed
+    hashes of the address and browser (never the values) for the abuse limits."""
+
+    __tablename__ = "online_submissions"
+    __table_args__ = (
+        UniqueConstraint("device", "first_seq", name="uq_online_submissions_seq"),
+        Index("ix_online_submissions_browser", "browser_key", "created_at"),
+        Index("ix_online_submissions_address", "address_key", "created_at"),
+        Index("ix_online_submissions_device", "device", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    address_key: Mapped[str] = mapped_column(String(32))
+    browser_key: Mapped[str] = mapped_column(String(32))
+    flags: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OnlineWindow(Base):
+    """A visit window at a desk, opened by a queue system or the unit: where
+    ``GNAHAT_ONLINE_REQUIRE_ARMED`` is on, online ratings are taken only inside one."""
+
+    __tablename__ = "online_windows"
+    __table_args__ = (Index("ix_online_windows_device", "device", "opened_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(String(64))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closes_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class HourlyCount(Base):
     """Counted ratings of a centre by local day and UTC hour of the press.
 

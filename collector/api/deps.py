@@ -27,6 +27,7 @@ class AppState:
     forwarder: Any = None  # collector.forward.Forwarder when forwarding runs here
     webhooks: Any = None  # collector.webhooks.WebhookSender when webhooks are sent here
     alerts: Any = None  # collector.alerts.AlertEngine when alerts run here
+    store: Any = None  # collector.store.Store: what the online channel writes through
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     business_clock: Callable[[], datetime] | None = None
     """What "today" is for scores and the dashboard (the demo's simulated days); by

@@ -15,12 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from collector.auth import Role, create_token, revoke_token
 from collector.config import Settings
 from collector.main import create_app
+from collector.online import desk_token
 from collector.store import Store
 from collector.users import create_user
-from tests.collector.helpers import T0, event, msg
+from tests.collector.helpers import DEV, T0, event, msg
 
 PASSWORD = "correct horse battery"
-A, B = "SH-GYUMRI1", "ER-AVAN"
+A, B = "SH-GYUMRI1", "ER-AVAN"  # DEV's centre, and another
+DESK_TOKEN = desk_token(Settings(database_url="sqlite://").secret_key, DEV)
 TOKENS = ["t_admin", "t_analyst", "t_technician", "t_manager_a", "t_manager_b"]
 SESSIONS = ["s_admin", "s_analyst", "s_manager_a", "s_manager_b"]
 IDENTITIES = ["anonymous", "t_revoked", *TOKENS, *SESSIONS]
@@ -103,6 +105,14 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
             **api({"t_admin", "t_manager_a", "t_manager_b"}),
             **dict.fromkeys(["t_admin", "t_manager_a", "t_manager_b"], 422),
         },
+    ),
+    # The visitors' phone page: public, by a desk's signed token; a post without a
+    # visit token from that page is refused for everyone.
+    ("GET", "/r/{token}"): (f"/r/{DESK_TOKEN}", PUBLIC),
+    ("POST", "/r/{token}"): (f"/r/{DESK_TOKEN}", expect(403)),
+    ("POST", "/api/v1/online/desks/{device}/arm"): (
+        f"/api/v1/online/desks/{DEV}/arm",
+        api({"t_admin", "t_technician", "t_manager_a"}),
     ),
     ("GET", "/login"): ("/login", PUBLIC),
     ("POST", "/login"): ("/login", expect(401)),  # wrong password, right CSRF token

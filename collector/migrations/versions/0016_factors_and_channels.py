@@ -64,6 +64,37 @@ def upgrade() -> None:
         ),
     )  # fmt: skip
     op.create_index("ix_factor_aggregates_centre_day", "factor_aggregates", ["centre_id", "day"])
+    op.create_table(
+        "online_submissions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("device", sa.String(64), nullable=False),
+        sa.Column("nonce", sa.String(64), nullable=False),
+        sa.Column("first_seq", sa.BigInteger(), nullable=False),
+        sa.Column("last_seq", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", collector.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("address_key", sa.String(32), nullable=False),
+        sa.Column("browser_key", sa.String(32), nullable=False),
+        sa.Column("flags", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_online_submissions")),
+        sa.UniqueConstraint("nonce", name=op.f("uq_online_submissions_nonce")),
+        sa.UniqueConstraint("device", "first_seq", name="uq_online_submissions_seq"),
+    )
+    op.create_index(
+        "ix_online_submissions_browser", "online_submissions", ["browser_key", "created_at"]
+    )
+    op.create_index(
+        "ix_online_submissions_address", "online_submissions", ["address_key", "created_at"]
+    )
+    op.create_index("ix_online_submissions_device", "online_submissions", ["device", "created_at"])
+    op.create_table(
+        "online_windows",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("device", sa.String(64), nullable=False),
+        sa.Column("opened_at", collector.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("closes_at", collector.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_online_windows")),
+    )
+    op.create_index("ix_online_windows_device", "online_windows", ["device", "opened_at"])
     daily = sa.table(
         "daily_aggregates",
         *(sa.column(c) for c in ("day", "centre_id", "service_id", "scale", "changed_at")),
@@ -92,6 +123,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_online_windows_device", table_name="online_windows")
+    op.drop_table("online_windows")
+    for name in ("browser", "address", "device"):
+        op.drop_index(f"ix_online_submissions_{name}", table_name="online_submissions")
+    op.drop_table("online_submissions")
     op.drop_index("ix_factor_aggregates_centre_day", table_name="factor_aggregates")
     op.drop_table("factor_aggregates")
     op.drop_index("ix_channel_aggregates_centre_day", table_name="channel_aggregates")

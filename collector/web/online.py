@@ -1,0 +1,320 @@
+"""The visitor's phone page (``/r/{desk token}``) and the API that arms a desk's visit window.
+
+A plain HTML form, no script: it works on any phone browser, with a screen reader and
+with a keyboard. Everything it takes goes through :mod:`collector.online`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from collector import online
+from collector.api.deps import SessionDep, StateDep, require
+from collector.auth import Role, scoped_centres
+from collector.clientaddr import client_address
+from collector.models import ApiToken, Assignment, AuditLog, Centre, Device, Service
+from device import protocol as p
+from device.wording import FACTOR_QUESTIONS, FOLLOW_UP, LANGS, SCORE_LABELS, SOLVED_LABELS
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
+router = APIRouter()
+COOKIE = "gnahat_visitor"
+TOKEN_MAX = 200
+
+TEXT: dict[str, dict[str, str]] = {
+    "hy": {
+        "title": "Գնահատեք սպասարկումը",
+        "ask": "Ինչպե՞ս գնահատեք այսօրվա սպասարկումը",
+        "desk": "Պատուհան {desk}",
+        "anonymous": "Գնահատումն անանուն է։ Ոչինչ չի պահվում, որով կարելի է ձեզ ճանաչել։",
+        "score_needed": "Խնդրում ենք ընտրել գնահատական։",
+        "forged": "Այս կոդը վավեր չէ։ Խնդրում ենք սկանավորել պատուհանի մոտ գտնվող կոդը։",
+        "expired": "Էջը երկար է բաց մնացել։ Խնդրում ենք կրկին սկանավորել կոդը։",
+        "replayed": "Այս գնահատականն արդեն ուղարկվել է։ Շնորհակալություն։",
+        "unknown_desk": "Այս պատուհանն այլևս գնահատականներ չի ընդունում։",
+        "bad_answer": "Պատասխանը չհասկացանք։ Խնդրում ենք կրկին փորձել։",
+        "not_armed": "Գնահատումը բացվում է սպասարկումից հետո։ Խնդրում ենք փորձել այցից հետո։",
+        "flood": "Չափազանց շատ գնահատականներ այս սարքից։ Խնդրում ենք փորձել ավելի ուշ։",
+        "busy": "Կայքը զբաղված է։ Խնդրում ենք կրկին փորձել։",
+        "closed": "Առցանց գնահատումն այս պահին անջատված է։",
+        "done": "Ձեր գնահատականը ստացվել է։",
+        "again": "Վերադառնալ",
+    },
+    "en": {
+        "title": "Rate the service",
+        "ask": "How would you rate the service you received today?",
+        "desk": "Desk {desk}",
+        "anonymous": "Rating is anonymous. Nothing that could identify you is kept.",
+        "score_needed": "Please choose a rating.",
+        "forged": "This code is not valid. Please scan the code at the desk.",
+        "expired": "This page was open too long. Please scan the code again.",
+        "replayed": "This rating was already sent. Thank you.",
+        "unknown_desk": "This desk no longer takes ratings.",
+        "bad_answer": "We could not read that answer. Please try again.",
+        "not_armed": "Rating opens once you have been served. Please try again after your visit.",
+        "flood": "Too many ratings from this device. Please try again later.",
+        "busy": "The site is busy. Please try again.",
+        "closed": "Online rating is switched off at the moment.",
+        "done": "Your rating was received.",
+        "again": "Back",
+    },
+    "ru": {
+        "title": "Оцените обслуживание",
+        "ask": "Как вы оцениваете сегодняшнее обслуживание?",
+        "desk": "Окно {desk}",
+        "anonymous": "Оценка анонимна. Ничего, что позволяет вас узнать, не хранится.",
+        "score_needed": "Пожалуйста, выберите оценку.",
+        "forged": "Этот код недействителен. Отсканируйте код у окна.",
+        "expired": "Страница была открыта слишком долго. Отсканируйте код ещё раз.",
+        "replayed": "Эта оценка уже отправлена. Спасибо.",
+        "unknown_desk": "Это окно больше не принимает оценки.",
+        "bad_answer": "Не удалось прочитать ответ. Попробуйте ещё раз.",
+        "not_armed": "Оценка открывается после обслуживания. Попробуйте после визита.",
+        "flood": "Слишком много оценок с этого устройства. Попробуйте позже.",
+        "busy": "Сайт занят. Попробуйте ещё раз.",
+        "closed": "Онлайн-оценка сейчас отключена.",
+        "done": "Ваша оценка получена.",
+        "again": "Назад",
+    },
+}
+LANG_NAMES = {"hy": "Հայերեն", "en": "English", "ru": "Русский"}
+
+
+def _lang(request: Request, asked: str | None) -> str:
+    if asked in LANGS:
+        return asked
+    header = request.headers.get("accept-language", "")
+    for part in header.split(","):
+        code = part.split(";")[0].strip()[:2].lower()
+        if code in LANGS:
+            return code
+    return "hy"
+
+
+def _browser(request: Request) -> tuple[str, bool]:
+    """The browser's random cookie id (and whether it is new)."""
+    value = request.cookies.get(COOKIE, "")
+    if len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+        return value, False
+    return secrets.token_hex(16), True
+
+
+def _page(
+    request: Request,
+    lang: str,
+    status_code: int,
+    browser: tuple[str, bool],
+    production: bool,
+    **context: Any,
+) -> HTMLResponse:
+    response = TEMPLATES.TemplateResponse(
+        request,
+        "online.html",
+        {
+            "t": TEXT[lang],
+            "lang": lang,
+            "langs": [(code, LANG_NAMES[code]) for code in LANGS if code != lang],
+            "follow": FOLLOW_UP[lang],
+            **context,
+        },
+        status_code=status_code,
+    )
+    value, new = browser
+    if new:
+        response.set_cookie(
+            COOKIE, value, max_age=86400, httponly=True, samesite="lax", secure=production
+        )
+    return response
+
+
+def _desk(session: Any, device: str, now: datetime) -> dict[str, Any] | None:
+    """The desk behind a unit now: centre names, desk, scale, the services to offer."""
+    dev = session.get(Device, device)
+    if dev is None or (dev.retired_at is not None and dev.retired_at <= now):
+        return None
+    row = session.execute(
+        select(Assignment.desk, Centre.name_hy, Centre.name_en, Centre.code)
+        .join(Centre, Centre.id == Assignment.centre_id)
+        .where(
+            Assignment.device_id == device,
+            Assignment.valid_from <= now,
+            (Assignment.valid_to.is_(None)) | (Assignment.valid_to > now),
+        )
+        .order_by(Assignment.valid_from.desc())
+    ).first()
+    if row is None:
+        return None
+    services = session.execute(
+        select(Service.code, Service.name_hy, Service.name_en).order_by(Service.code)
+    ).all()
+    return {"desk": row[0], "name_hy": row[1], "name_en": row[2], "centre": row[3],
+            "scale": dev.scale, "services": services}  # fmt: skip
+
+
+def _form(request: Request, lang: str, scale: int, desk: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "desk": desk,
+        "centre_name": desk["name_hy"] if lang == "hy" else desk["name_en"],
+        "labels": list(enumerate(SCORE_LABELS[lang][scale], start=1)),
+        "questions": FACTOR_QUESTIONS[lang],
+        "solved": list(zip(p.SOLVED_ANSWERS, SOLVED_LABELS[lang], strict=True)),
+        "scaled": list(p.SCALED_FACTORS),
+        "levels": list(enumerate(SCORE_LABELS[lang][scale], start=1)),
+        "service_names": [(code, hy if lang == "hy" else en) for code, hy, en in desk["services"]],
+    }
+
+
+@router.get("/r/{token}", include_in_schema=False)
+def rating_page(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    token: Annotated[str, PathParam(max_length=TOKEN_MAX)],
+    lang: Annotated[str | None, Query(max_length=8)] = None,
+) -> Response:
+    lang = _lang(request, lang)
+    browser = _browser(request)
+    prod = state.settings.environment == "production"
+    if not state.settings.online_enabled:
+        return _page(request, lang, 503, browser, prod, message=TEXT[lang]["closed"])
+    try:
+        device = online.desk_of(state.settings.secret_key, token)
+    except online.Refused as exc:
+        return _page(request, lang, exc.status, browser, prod, message=TEXT[lang][exc.code])
+    desk = _desk(session, device, state.clock())
+    if desk is None:
+        return _page(request, lang, 404, browser, prod, message=TEXT[lang]["unknown_desk"])
+    visit = online.visit_token(state.settings.secret_key, device, browser[0], state.clock())
+    return _page(
+        request, lang, 200, browser, prod, token=token, visit=visit,
+        **_form(request, lang, desk["scale"], desk),
+    )  # fmt: skip
+
+
+def _small_int(value: str, top: int) -> int | None:
+    return int(value) if value.isdigit() and 1 <= int(value) <= top else None
+
+
+@router.post("/r/{token}", include_in_schema=False)
+def rate(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    token: Annotated[str, PathParam(max_length=TOKEN_MAX)],
+    visit: Annotated[str, Form(max_length=400)] = "",
+    score: Annotated[str, Form(max_length=2)] = "",
+    procedure: Annotated[str, Form(max_length=2)] = "",
+    solved: Annotated[str, Form(max_length=8)] = "",
+    conduct: Annotated[str, Form(max_length=2)] = "",
+    competence: Annotated[str, Form(max_length=2)] = "",
+    service: Annotated[str, Form(max_length=32)] = "",
+    lang: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    lang = _lang(request, lang or None)
+    browser = _browser(request)
+    settings = state.settings
+    prod = settings.environment == "production"
+    if not settings.online_enabled:
+        return _page(request, lang, 503, browser, prod, message=TEXT[lang]["closed"])
+    now = state.clock()
+    try:
+        device = online.desk_of(settings.secret_key, token)
+        desk = _desk(session, device, now)
+        if desk is None:
+            raise online.Refused("unknown_desk", 404)
+        nonce = online.read_visit(
+            settings.secret_key, visit, device, browser[0], settings.online_visit_ttl_s, now
+        )
+        scale = int(desk["scale"])
+        chosen = _small_int(score, scale)
+        if chosen is None:  # the form again, with the answers kept and the gap said
+            return _page(
+                request, lang, 422, browser, prod, token=token, visit=visit,
+                error=TEXT[lang]["score_needed"], answered={
+                    "procedure": procedure, "solved": solved, "conduct": conduct,
+                    "competence": competence, "service": service,
+                },
+                **_form(request, lang, scale, desk),
+            )  # fmt: skip
+        factors: dict[str, Any] = {}
+        for name, value in (("procedure", procedure), ("conduct", conduct),
+                            ("competence", competence)):  # fmt: skip
+            if value:
+                level = _small_int(value, scale)
+                if level is None:
+                    raise online.Refused("bad_answer", 400)
+                factors[name] = level
+        if solved:
+            if solved not in p.SOLVED_ANSWERS:
+                raise online.Refused("bad_answer", 400)
+            factors["solved"] = solved
+        codes = {code for code, _hy, _en in desk["services"]}
+        if service and service not in codes:
+            raise online.Refused("bad_answer", 400)
+        address = client_address(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            settings.trusted_proxies,
+        )
+        session.close()  # the submission opens its own transactions
+        online.submit(
+            state.sessions, state.store, secret=settings.secret_key, limits=limits(settings),
+            device=device, nonce=nonce,
+            answers=online.Answers(chosen, {k: factors[k] for k in p.FACTORS if k in factors},
+                                   service or None),
+            address=address, browser=browser[0], now=now, tz=ZoneInfo(settings.timezone),
+        )  # fmt: skip
+    except online.Refused as exc:
+        state.metrics.online_refused.labels(exc.code).inc()
+        return _page(request, lang, exc.status, browser, prod, message=TEXT[lang][exc.code])
+    state.metrics.online_ratings.inc()
+    return _page(request, lang, 200, browser, prod, message=TEXT[lang]["done"], done=True)
+
+
+def limits(settings: Any) -> online.Limits:
+    return online.Limits(
+        per_browser_day=settings.online_per_browser_day,
+        per_address_hour=settings.online_per_address_hour,
+        visit_ttl_s=settings.online_visit_ttl_s,
+        window_s=settings.online_window_s,
+        require_armed=settings.online_require_armed,
+    )
+
+
+Armer = Annotated[ApiToken, Depends(require(Role.TECHNICIAN, Role.MANAGER))]
+
+
+@router.post("/api/v1/online/desks/{device}/arm", tags=["online"])
+def arm_desk(
+    session: SessionDep,
+    state: StateDep,
+    token: Armer,
+    device: Annotated[str, PathParam(max_length=64, pattern=p.DEVICE_ID_RE.pattern)],
+) -> dict[str, str]:
+    """Open a visit window at a desk (a queue system calling the next visitor): where
+    ``GNAHAT_ONLINE_REQUIRE_ARMED`` is on, the desk's QR code takes one rating inside it.
+    Managers may arm only their own centres' desks."""
+    now = state.clock()
+    desk = _desk(session, device, now)
+    if desk is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no desk has unit {device!r} now")
+    allowed = scoped_centres(token.role, token.centres)
+    if allowed is not None and desk["centre"] not in allowed:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "not a desk of your centres")
+    closes = online.arm(state.sessions, device, now, state.settings.online_window_s)
+    session.add(
+        AuditLog(at=now, actor=f"token:{token.name}", action="online.arm",
+                 detail={"device": device, "closes_at": closes.isoformat()})
+    )  # fmt: skip
+    session.commit()
+    return {"device": device, "closes_at": closes.isoformat()}

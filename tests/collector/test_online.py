@@ -1,0 +1,174 @@
+"""The online channel over real HTTP and a real database: a desk's QR token opens the
+phone page, a rating and its factors are stored once through the same store as a
+unit's, and abuse is refused or flagged (never deleted)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector import online
+from collector.auth import Role, create_token
+from collector.config import Settings
+from collector.main import create_app
+from collector.models import (
+    ChannelAggregate,
+    DailyAggregate,
+    Event,
+    FactorAggregate,
+    Flag,
+    OnlineSubmission,
+)
+from tests.collector.helpers import DEV, T0
+
+SECRET = "online-test-secret-0123456789abcdef"
+
+
+@dataclass
+class Site:
+    client: TestClient
+    now: list[datetime]
+    sessions: sessionmaker[Session]
+
+    def page(self, device: str = DEV, **params: str) -> tuple[str, str]:
+        """GET the desk's page: (its path, the visit token in its form)."""
+        path = f"/r/{online.desk_token(SECRET, device)}"
+        r = self.client.get(path, params=params)
+        assert r.status_code == 200, r.text
+        visit = re.search(r'name="visit" value="([^"]+)"', r.text)
+        assert visit
+        return path, visit.group(1)
+
+    def rate(self, score: int = 4, **answers: str) -> tuple[int, str]:
+        path, visit = self.page()
+        form = {"visit": visit, "score": str(score), "lang": "en", **answers}
+        r = self.client.post(path, data=form)
+        return r.status_code, r.text
+
+    def events(self) -> list[Event]:
+        with self.sessions() as s:
+            return list(s.scalars(select(Event).order_by(Event.seq)))
+
+
+def make_site(database_url: str, sessions: sessionmaker[Session], **settings: object) -> Site:
+    app = create_app(
+        Settings(database_url=database_url, secret_key=SECRET, **settings)  # type: ignore[arg-type]
+    )
+    now = [T0 + timedelta(hours=2)]
+    app.state.gnahat.clock = lambda: now[0]
+    return Site(TestClient(app), now, sessions)
+
+
+@pytest.fixture
+def site(database_url: str, sessions: sessionmaker[Session]) -> Iterator[Site]:
+    s = make_site(database_url, sessions)
+    with s.client:
+        yield s
+
+
+def test_a_visitor_rates_with_factors_once_and_it_counts_in_every_figure(site: Site) -> None:
+    path, visit = site.page(lang="en")
+    form = {"visit": visit, "score": "2", "procedure": "1", "solved": "partly",
+            "conduct": "4", "service": "EMPLOYMENT", "lang": "en"}  # fmt: skip
+    r = site.client.post(path, data=form)
+    assert r.status_code == 200 and "Your rating was received." in r.text
+    rating, factors = site.events()
+    assert (rating.type, rating.stream, rating.seq, rating.channel, rating.score) == (
+        "rating", "web", 1, "online", 2,
+    )  # fmt: skip
+    assert factors.type == "factors" and factors.rating_seq == 1
+    assert factors.answers == {"procedure": 1, "solved": "partly", "conduct": 4}
+    assert rating.chosen_service == "EMPLOYMENT" and rating.device == DEV
+    again = site.client.post(path, data=form)  # the same form sent twice: a replay
+    assert again.status_code == 409 and "already sent" in again.text
+    assert len(site.events()) == 2
+    with site.sessions() as s:
+        assert s.scalar(select(func.sum(DailyAggregate.n))) == 1  # counted together
+        online_cells = s.scalars(select(ChannelAggregate)).all()
+        assert [(c.channel, c.n2, c.n) for c in online_cells] == [("online", 1, 1)]
+        factor_cells = {(f.factor, f.level): f.n for f in s.scalars(select(FactorAggregate))}
+        assert factor_cells == {("procedure", 1): 1, ("solved", 2): 1, ("conduct", 4): 1}
+
+
+def test_forged_expired_and_wrong_desk_tokens_are_refused_with_a_clear_message(
+    site: Site,
+) -> None:
+    forged = site.client.get("/r/not-a-real-token", params={"lang": "en"})
+    assert forged.status_code == 403 and "This code is not valid" in forged.text
+    other_secret = online.desk_token("another-collector-secret-0123456789", DEV)
+    assert site.client.get(f"/r/{other_secret}").status_code == 403
+    path, visit = site.page(lang="en")
+    tampered = visit[:-4] + ("AAAA" if not visit.endswith("AAAA") else "BBBB")
+    r = site.client.post(path, data={"visit": tampered, "score": "3", "lang": "en"})
+    assert r.status_code == 403 and "not valid" in r.text
+    # A visit token of one desk does not rate another.
+    other = f"/r/{online.desk_token(SECRET, 'am-sh-gyumri1-d02')}"
+    assert site.client.post(other, data={"visit": visit, "score": "3"}).status_code == 403
+    site.now[0] += timedelta(hours=1)  # the page left open past GNAHAT_ONLINE_VISIT_TTL_S
+    late = site.client.post(path, data={"visit": visit, "score": "3", "lang": "en"})
+    assert late.status_code == 410 and "scan the code again" in late.text
+    assert site.events() == []
+    missing = site.rate(score=9)
+    assert missing[0] == 422  # no valid score: the form again, saying so
+    assert site.events() == []
+
+
+def test_a_burst_from_one_browser_is_flagged_and_left_out_of_scores_nothing_deleted(
+    site: Site,
+) -> None:
+    for i in range(6):
+        site.now[0] += timedelta(minutes=1)
+        status, _ = site.rate(score=4, solved="yes")
+        assert status == 200, i
+    events = [e for e in site.events() if e.type == "rating"]
+    assert len(events) == 6  # every one kept
+    flagged = [e.seq for e in events if e.flags & Flag.ONLINE_SUSPECT]
+    assert len(flagged) == 3  # beyond three a day from one browser
+    with site.sessions() as s:
+        cell = s.scalars(select(ChannelAggregate)).one()
+        assert (cell.n, cell.excluded) == (3, 3)
+        assert s.scalar(select(func.sum(DailyAggregate.n))) == 3
+        solved = s.scalars(select(FactorAggregate)).one()
+        assert (solved.n, solved.excluded) == (3, 3)
+        assert s.scalar(select(func.count()).select_from(OnlineSubmission)) == 6
+
+
+def test_a_flood_is_refused_before_anything_is_stored(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    site = make_site(database_url, sessions, online_per_browser_day=1)
+    with site.client:
+        codes = [site.rate()[0] for _ in range(7)]
+    assert codes == [200] * 5 + [429, 429]  # 5 = the limit times the flood factor
+    assert len(site.events()) == 5
+
+
+def test_an_armed_desk_takes_one_rating_a_visit(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    site = make_site(database_url, sessions, online_require_armed=True)
+    with sessions() as s, s.begin():
+        queue = create_token(s, name="queue", role=Role.TECHNICIAN)[1]
+        other = create_token(s, name="m", role=Role.MANAGER, centres=["ER-AVAN"])[1]
+    with site.client:
+        status, text = site.rate()
+        assert status == 409 and "opens once you have been served" in text
+        arm = f"/api/v1/online/desks/{DEV}/arm"
+        refused = site.client.post(arm, headers={"Authorization": f"Bearer {other}"})
+        assert refused.status_code == 403  # a manager of another centre
+        r = site.client.post(arm, headers={"Authorization": f"Bearer {queue}"})
+        assert r.status_code == 200
+        assert site.rate()[0] == 200
+        site.now[0] += timedelta(minutes=1)
+        assert site.rate()[0] == 200  # a second rating in the same visit: kept, flagged
+        site.now[0] += timedelta(hours=1)  # the window closed
+        assert site.rate()[0] == 409
+    ratings = [e for e in site.events() if e.type == "rating"]
+    assert [bool(e.flags & Flag.ONLINE_SUSPECT) for e in ratings] == [False, True]
