@@ -40,7 +40,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from collector import mapping as mapping_mod
 from collector import outbox
 from collector.config import Settings
-from collector.models import Centre, DailyAggregate, Employee, ForwardBatch, Meta, Service
+from collector.models import (
+    Centre,
+    ChannelAggregate,
+    DailyAggregate,
+    Employee,
+    FactorAggregate,
+    ForwardBatch,
+    Meta,
+    Service,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,8 @@ class Cell:
     employee: str | None  # pseudonym, only when employee-level forwarding is on
     scale: int
     counts: tuple[int, ...]  # n1..n{scale}
+    measure: str = "R"
+    """``R`` ratings (every channel), ``ONLINE_R`` the online part, ``F_<FACTOR>`` answers."""
 
 
 @dataclass
@@ -200,9 +211,12 @@ class Dhis2Adapter:
             if service is None:
                 raise Unmapped(f"service {cell.service} has no service row in {m.source}")
             for level, count in enumerate(cell.counts, start=1):
-                element = m.element(cell.scale, level)
+                element = m.measure_element(cell.measure, cell.scale, level)
                 if element is None:
-                    raise Unmapped(f"data_element R{cell.scale}_{level} has no row in {m.source}")
+                    key = mapping_mod.element_key(cell.measure, cell.scale, level)
+                    if cell.measure != "R":
+                        continue  # channel and factor rows are optional: not sent without
+                    raise Unmapped(f"data_element {key} has no row in {m.source}")
                 if count == 0 and not m.zeros_significant:
                     continue  # the mapping omits zeros: absent, and deleted if sent before
                 dv: dict[str, Any] = {
@@ -476,7 +490,44 @@ class Forwarder:
                 DailyAggregate.day == day, DailyAggregate.centre_id == centre_id
             )
         ).all()
-        return self._fold(rows, services, self._employee_codes(session))
+        extra = self._extra_cells(session, [day], [centre_id], services)
+        cells = self._fold(rows, services, self._employee_codes(session))
+        return cells + extra.get((day, centre_id), [])
+
+    def _extra_cells(
+        self, session: Session, days: list[date], centres: list[int], services: dict[int, str]
+    ) -> dict[tuple[date, int], list[Cell]]:
+        """The online channel's counts and the factor answers of (day, centre) pairs within
+        ``days`` x ``centres``, as cells (never per employee: they have none)."""
+        out: dict[tuple[date, int], dict[tuple[str, str, int], list[int]]] = {}
+        ch = ChannelAggregate
+        for r in session.execute(
+            select(ch.day, ch.centre_id, ch.service_id, ch.scale,
+                   ch.n1, ch.n2, ch.n3, ch.n4, ch.n5).where(
+                ch.day >= min(days), ch.day <= max(days), ch.centre_id.in_(centres),
+                ch.channel == "online",
+            )
+        ):  # fmt: skip
+            key = ("ONLINE_R", services.get(r.service_id, NO_SERVICE), r.scale)
+            counts = out.setdefault((r.day, r.centre_id), {}).setdefault(key, [0] * r.scale)
+            for level in range(r.scale):
+                counts[level] += getattr(r, f"n{level + 1}")
+        fa = FactorAggregate
+        for f in session.execute(
+            select(fa.day, fa.centre_id, fa.service_id, fa.factor, fa.scale, fa.level, fa.n).where(
+                fa.day >= min(days), fa.day <= max(days), fa.centre_id.in_(centres)
+            )
+        ):
+            key = (f"F_{f.factor.upper()}", services.get(f.service_id, NO_SERVICE), f.scale)
+            counts = out.setdefault((f.day, f.centre_id), {}).setdefault(key, [0] * f.scale)
+            counts[f.level - 1] += f.n
+        return {
+            pair: [
+                Cell(service, None, scale, tuple(c), measure)
+                for (measure, service, scale), c in sorted(cells.items())
+            ]
+            for pair, cells in out.items()
+        }
 
     def _employee_codes(self, session: Session) -> dict[int, str]:
         if not self.settings.forward_employee_level:
@@ -535,6 +586,11 @@ class Forwarder:
             if since is not None:
                 query = query.where(DailyAggregate.changed_at >= since - PLAN_MARGIN)
             candidates = {(d, c) for d, c in s.execute(query).all() if d <= last_day}
+            for table in (ChannelAggregate, FactorAggregate):  # factors may come later
+                changed = select(table.day, table.centre_id).distinct()
+                if since is not None:
+                    changed = changed.where(table.changed_at >= since - PLAN_MARGIN)
+                candidates |= {(d, c) for d, c in s.execute(changed).all() if d <= last_day}
             # The newest eligible day always: its cells may have changed while it was
             # still the running day (not yet eligible) and before the last planning.
             newest = select(DailyAggregate.day, DailyAggregate.centre_id).distinct()
@@ -608,15 +664,14 @@ class Forwarder:
         ):
             if (r.day, r.centre_id) in keys:
                 grouped.setdefault((r.day, r.centre_id), []).append(r)
+        extra = self._extra_cells(s, days, centres, services)
         for day, centre_id in chunk:
             key = keys[(day, centre_id)]
             batch = batches.get(key)
             try:
-                payload: dict[str, Any] = self.adapter.build(
-                    codes[centre_id],
-                    day,
-                    self._fold(grouped.get((day, centre_id), []), services, employees),
-                )
+                cells = self._fold(grouped.get((day, centre_id), []), services, employees)
+                cells += extra.get((day, centre_id), [])
+                payload: dict[str, Any] = self.adapter.build(codes[centre_id], day, cells)
                 unmapped = None
             except Unmapped as exc:
                 payload, unmapped = {}, str(exc)

@@ -13,7 +13,11 @@ forward, which of the M&E IS's objects it is:
   ``server_timezone`` (the M&E IS's clock, which opens and closes periods);
 - ``data_set`` (key empty): the Daily data set every value is sent under;
 - ``category`` / ``category_combo`` (key ``service``): the disaggregation by service;
-- ``data_element`` (key ``R{scale}_{level}``, e.g. ``R4_1``): ratings at one level of a scale;
+- ``data_element`` (key ``R{scale}_{level}``, e.g. ``R4_1``): ratings at one level of a scale
+  (every channel together); ``ONLINE_R{scale}_{level}``: the online channel's part of them;
+  ``F_{FACTOR}_{scale}_{level}``: answers to an assessment factor (``PROCEDURE``,
+  ``CONDUCT``, ``COMPETENCE`` on the rating's scale; ``SOLVED`` on 3: 1 no, 2 partly,
+  3 yes). Rows for the last two are optional: without them those counts are not sent;
 - ``service`` (key: our service code, or ``NONE``): its category option combo;
 - ``org_unit`` (key: our centre code): the centre's organisation unit.
 
@@ -49,6 +53,29 @@ OPTIONS: dict[str, str] = {
     "server_timezone": "UTC",
 }
 _UID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+#: Measures beyond the ratings (``R``): the online channel's part, and each factor.
+FACTOR_MEASURES = ("F_PROCEDURE", "F_SOLVED", "F_CONDUCT", "F_COMPETENCE")
+EXTRA_KEY_RE = re.compile(r"^(ONLINE_R|F_(?:PROCEDURE|SOLVED|CONDUCT|COMPETENCE)_)(\d)_(\d)$")
+
+
+def element_key(measure: str, scale: int, level: int) -> str:
+    """The mapping key of one measure at one level: ``R4_1``, ``ONLINE_R4_1``, ``F_SOLVED_3_1``."""
+    if measure in ("R", "ONLINE_R"):
+        return f"{measure}{scale}_{level}"
+    return f"{measure}_{scale}_{level}"
+
+
+def _describe(key: str) -> str:
+    m = EXTRA_KEY_RE.match(key)
+    if m is None:
+        return key
+    measure, scale, level = m[1].rstrip("_"), m[2], m[3]
+    if measure == "ONLINE_R":
+        return f"Gnahat online ratings, {scale}-point scale, level {level}"
+    factor = measure[2:].lower()
+    if factor == "solved":
+        return f"Gnahat issue solved: {('no', 'partly', 'yes')[int(level) - 1]}"
+    return f"Gnahat {factor}, {scale}-point scale, level {level}"
 
 
 def stable_uid(*parts: str) -> str:
@@ -85,6 +112,8 @@ class Mapping:
     category: Entry | None = None
     category_combo: Entry | None = None
     data_elements: dict[tuple[int, int], Entry] = field(default_factory=dict)
+    extra_elements: dict[str, Entry] = field(default_factory=dict)
+    """Online and factor measures, by key (``ONLINE_R4_1``, ``F_SOLVED_3_1``)."""
     services: dict[str, Entry] = field(default_factory=dict)
     org_units: dict[str, Entry] = field(default_factory=dict)
     source: str = "the registry"
@@ -118,6 +147,11 @@ class Mapping:
     def element(self, scale: int, level: int) -> Entry | None:
         return self.data_elements.get((scale, level))
 
+    def measure_element(self, measure: str, scale: int, level: int) -> Entry | None:
+        if measure == "R":
+            return self.element(scale, level)
+        return self.extra_elements.get(element_key(measure, scale, level))
+
     def digest(self) -> str:
         text = to_csv(self)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -132,6 +166,8 @@ def _entry_rows(m: Mapping) -> Iterable[tuple[str, str, Entry]]:
         yield "category_combo", "service", m.category_combo
     for (scale, level), e in sorted(m.data_elements.items()):
         yield "data_element", f"R{scale}_{level}", e
+    for key, e in sorted(m.extra_elements.items()):
+        yield "data_element", key, e
     for key, e in sorted(m.services.items()):
         yield "service", key, e
     for key, e in sorted(m.org_units.items()):
@@ -171,6 +207,18 @@ def derive(
                 f"GNAHAT_R{scale}_{level}",
                 f"Gnahat ratings, {scale}-point scale, level {level}",
             )
+        for level in range(1, scale + 1):
+            keys = [element_key("ONLINE_R", scale, level)]
+            keys += [element_key(f, scale, level) for f in FACTOR_MEASURES if f != "F_SOLVED"]
+            for key in keys:
+                m.extra_elements[key] = Entry(
+                    stable_uid("dataElement", key), f"GNAHAT_{key}", _describe(key)
+                )
+    for level in (1, 2, 3):
+        key = element_key("F_SOLVED", 3, level)
+        m.extra_elements[key] = Entry(
+            stable_uid("dataElement", key), f"GNAHAT_{key}", _describe(key)
+        )
     for code, name in [*services, (NO_SERVICE, "No service recorded")]:
         m.services[code] = Entry(stable_uid("coc", code), f"GNAHAT_SVC_{code}"[:CODE_MAX], name)
     for code, name in centres:
@@ -244,10 +292,26 @@ def parse(text: str, source: str = "mapping") -> Mapping:
                     )
                 used[slot] = line
         entry = Entry(uid, code, name or key, line)
-        if kind == "data_element":
+        extra = EXTRA_KEY_RE.match(key) if kind == "data_element" else None
+        if extra is not None:
+            scale, level = int(extra[2]), int(extra[3])
+            if (extra[1] == "F_SOLVED_" and scale != 3) or not (
+                3 <= scale <= 5 and 1 <= level <= scale
+            ):
+                problems.append((line, "key", f"{key!r}: no such level of that scale"))
+                continue
+            m.extra_elements[key] = entry
+        elif kind == "data_element":
             match = re.fullmatch(r"R(\d)_(\d)", key)
             if not match or not (3 <= int(match[1]) <= 5 and 1 <= int(match[2]) <= int(match[1])):
-                problems.append((line, "key", f"{key!r} is not R<scale>_<level> (e.g. R4_1)"))
+                problems.append(
+                    (
+                        line,
+                        "key",
+                        f"{key!r} is not R<scale>_<level> (e.g. R4_1), ONLINE_R<scale>_<level> "
+                        "or F_<FACTOR>_<scale>_<level>",
+                    )
+                )
                 continue
             m.data_elements[(int(match[1]), int(match[2]))] = entry
         elif kind == "service":
@@ -321,7 +385,10 @@ def metadata_package(
     """
     if m.data_set is None or m.category is None or m.category_combo is None:
         raise ValueError("the mapping needs data_set, category and category_combo rows")
-    for e in (m.data_set, m.category, m.category_combo, *m.data_elements.values()):
+    for e in (
+        m.data_set, m.category, m.category_combo, *m.data_elements.values(),
+        *m.extra_elements.values(),
+    ):  # fmt: skip
         if not e.uid:
             raise ValueError(f"{e.name}: the package needs a uid for every object")
     cc = {"id": m.category_combo.uid}
@@ -354,6 +421,21 @@ def metadata_package(
             "categoryCombo": cc,
         }
         for (scale, level), e in sorted(m.data_elements.items())
+    ]
+    elements += [
+        {
+            "id": e.uid,
+            "code": e.code,
+            "name": e.name,
+            "shortName": _short(key.replace("_", " ").title()),
+            "formName": _describe(key),
+            "valueType": "INTEGER_ZERO_OR_POSITIVE",
+            "aggregationType": "SUM",
+            "domainType": "AGGREGATE",
+            "zeroIsSignificant": m.zeros_significant,
+            "categoryCombo": cc,
+        }
+        for key, e in sorted(m.extra_elements.items())
     ]
     ds = m.data_set
     package: dict[str, Any] = {

@@ -142,18 +142,19 @@ def check(m: Mapping, http: httpx.Client, base: str) -> list[Finding]:
         base,
         "dataElements",
         m,
-        m.data_elements.values(),
+        [*m.data_elements.values(), *m.extra_elements.values()],
         "id,code,name,valueType,zeroIsSignificant,aggregationType,categoryCombo[id]",
     )
     in_set = {
         str((e.get("dataElement") or {}).get("id")) for e in (ds or {}).get("dataSetElements", [])
     }
     combos: set[str] = set()
-    for (scale, level), entry in sorted(m.data_elements.items()):
+    keyed = [(f"R{scale}_{level}", e) for (scale, level), e in sorted(m.data_elements.items())]
+    for key, entry in [*keyed, *sorted(m.extra_elements.items())]:
         ident = m.ident(entry)
         de = elements.get(ident)
         if de is None:
-            err(f"data element {ident} (R{scale}_{level}) not found (E7610)")
+            err(f"data element {ident} ({key}) not found (E7610)")
             continue
         if de.get("valueType") not in COUNT_TYPES:
             err(
@@ -195,7 +196,7 @@ def check(m: Mapping, http: httpx.Client, base: str) -> list[Finding]:
             err(f"org unit {ident} (centre {key}) not found (E7603)")
         elif ds is not None and str(ou.get("id")) not in assigned:
             err(f"org unit {ident} (centre {key}) is not assigned to the data set")
-    found = len(m.data_elements) + len(m.services) + len(m.org_units)
+    found = len(m.data_elements) + len(m.extra_elements) + len(m.services) + len(m.org_units)
     if not any(f.level == "error" for f in out):
         out.append(Finding("ok", f"all {found} mapped objects exist and are assigned"))
     return out

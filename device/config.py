@@ -61,6 +61,8 @@ class VoiceConfig:
     command: tuple[str, ...] = ("aplay", "-q", "{file}")
     thanks_file: str = "/usr/share/gnahat/thanks-hy.wav"
     prompt_file: str | None = None
+    follow_up_file: str | None = None
+    """A clip read when the kiosk asks the assessment factors after a score."""
 
 
 @dataclass(frozen=True)
@@ -209,10 +211,10 @@ def parse_config(data: dict[str, Any]) -> UnitConfig:
         enabled=_get(k, "enabled", bool, False, errs, "kiosk", "true or false"),
         host=_get(k, "host", str, "127.0.0.1", errs, "kiosk", 'keep "127.0.0.1"'),
         port=_get(k, "port", int, 8765, errs, "kiosk", "a TCP port, e.g. 8765"),
-        language=_get(k, "language", str, "hy", errs, "kiosk", '"hy" or "en"'),
+        language=_get(k, "language", str, "hy", errs, "kiosk", '"hy", "en" or "ru"'),
     )
-    if kiosk.language not in ("hy", "en"):
-        errs.add("kiosk.language", f"{kiosk.language!r} is not offered", 'use "hy" or "en"')
+    if kiosk.language not in ("hy", "en", "ru"):
+        errs.add("kiosk.language", f"{kiosk.language!r} is not offered", 'use "hy", "en" or "ru"')
     if kiosk.host not in ("127.0.0.1", "localhost", "::1"):
         errs.add(
             "kiosk.host",
@@ -301,6 +303,7 @@ def parse_config(data: dict[str, Any]) -> UnitConfig:
         ),
         thanks_file=_get(v, "thanks_file", str, VoiceConfig.thanks_file, errs, "voice", "a path"),
         prompt_file=_get(v, "prompt_file", str, None, errs, "voice", "a path"),
+        follow_up_file=_get(v, "follow_up_file", str, None, errs, "voice", "a path"),
     )
     cfg = UnitConfig(
         device_id=device_id,

@@ -34,6 +34,7 @@ class Pattern(enum.StrEnum):
     IDENTIFY = "identify"
     LOGIN = "login"
     LOGOUT = "logout"
+    FOLLOW_UP = "follow_up"
 
 
 class Voice:
@@ -104,6 +105,12 @@ class Feedback:
         if self.voice is not None:
             self.voice.play(self.voice.config.thanks_file)
         self._record(Pattern.THANKS, score)
+
+    def follow_up(self) -> None:
+        """The kiosk asks the assessment factors: read the question clip, if there is one."""
+        if self.voice is not None:
+            self.voice.play(self.voice.config.follow_up_file)
+        self._record(Pattern.FOLLOW_UP)
 
     def not_counted(self) -> None:
         if self.fault_led is not None:

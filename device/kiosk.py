@@ -14,6 +14,7 @@ CORS preflight that this server never grants.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import threading
@@ -21,24 +22,15 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from device import protocol as p
 from device.config import KioskConfig
 from device.unit import Outcome, Unit
+from device.wording import FACTOR_QUESTIONS, FOLLOW_UP, LANGS, SCORE_LABELS, SOLVED_LABELS
 
 log = logging.getLogger(__name__)
 HEADER = "X-Gnahat-Kiosk"
 
-LABELS: dict[str, dict[int, list[str]]] = {
-    "hy": {
-        3: ["Վատ", "Միջին", "Լավ"],
-        4: ["Շատ վատ", "Վատ", "Լավ", "Շատ լավ"],
-        5: ["Շատ վատ", "Վատ", "Միջին", "Լավ", "Գերազանց"],
-    },
-    "en": {
-        3: ["Bad", "Fair", "Good"],
-        4: ["Very bad", "Bad", "Good", "Very good"],
-        5: ["Very bad", "Bad", "Fair", "Good", "Excellent"],
-    },
-}
+LABELS = SCORE_LABELS
 TEXT: dict[str, dict[str, str]] = {
     "hy": {
         "title": "Գնահատեք մեր ծառայությունը",
@@ -49,7 +41,8 @@ TEXT: dict[str, dict[str, str]] = {
         "not_armed": "Չհաշվվեց։ Գնահատումը կսկսվի սպասարկումից հետո։",
         "refused": "Սարքը հիմա չի ընդունում գնահատականներ։ Խնդրում ենք տեղեկացնել աշխատակցին։",
         "error": "Կապ չկա սարքի հետ։ Խնդրում ենք տեղեկացնել աշխատակցին։",
-        "other": "English",
+        "no_rating": "Պատասխանները չհաշվվեցին։",
+        "sent": "Շնորհակալություն պատասխանների համար",
     },
     "en": {
         "title": "Rate our service",
@@ -60,9 +53,23 @@ TEXT: dict[str, dict[str, str]] = {
         "not_armed": "Not counted. Rating opens after you have been served.",
         "refused": "This unit cannot take ratings now. Please tell a member of staff.",
         "error": "The unit does not answer. Please tell a member of staff.",
-        "other": "Հայերեն",
+        "no_rating": "The answers were not counted.",
+        "sent": "Thank you for your answers",
+    },
+    "ru": {
+        "title": "Оцените наше обслуживание",
+        "ask": "Пожалуйста, оцените наше обслуживание",
+        "wait_staff": "Оценка откроется после обслуживания",
+        "counted": "Спасибо",
+        "cooldown": "Не засчитано. Подождите немного.",
+        "not_armed": "Не засчитано. Оценка откроется после обслуживания.",
+        "refused": "Устройство сейчас не принимает оценки. Пожалуйста, сообщите сотруднику.",
+        "error": "Устройство не отвечает. Пожалуйста, сообщите сотруднику.",
+        "no_rating": "Ответы не засчитаны.",
+        "sent": "Спасибо за ответы",
     },
 }
+LANG_NAMES = {"hy": "Հայերեն", "en": "English", "ru": "Русский"}
 
 PAGE = """<!doctype html>
 <html lang="{lang}">
@@ -74,14 +81,24 @@ PAGE = """<!doctype html>
 <script type="application/json" id="kiosk-text">{text_json}</script>
 <script src="/kiosk.js" defer></script>
 </head>
-<body data-header="{header}">
-<a id="lang" href="/?lang={other_lang}" lang="{other_lang}">{other}</a>
+<body data-header="{header}" data-idle-ms="{idle_ms}">
+<nav id="lang" aria-label="Language">{lang_links}</nav>
 <main>
+<section id="rate">
 <h1>{title}</h1>
 <p id="prompt"></p>
 <div id="buttons" role="group" aria-label="{title}">
 {buttons}
 </div>
+</section>
+<section id="more" hidden aria-labelledby="more-title">
+<h1 id="more-title">{intro}</h1>
+{questions}
+<div class="actions">
+<button type="button" id="send" class="action">{send}</button>
+<button type="button" id="skip" class="action">{skip}</button>
+</div>
+</section>
 <p id="status" role="status" aria-live="assertive"></p>
 </main>
 </body>
@@ -108,7 +125,19 @@ button:disabled {{ opacity: .45; }}
 {colours}
 #status {{ min-height: 4.5rem; text-align: center; font-size: clamp(1.6rem, 5vw, 3.2rem);
   font-weight: 700; margin: .5rem 1rem 1.5rem; }}
-#lang {{ position: absolute; top: .8rem; right: 1rem; color: #fff; font-size: 1.3rem; }}
+#lang {{ position: absolute; top: .8rem; right: 1rem; display: flex; gap: 1.2rem; }}
+#lang a {{ color: #fff; font-size: 1.3rem; }}
+#more {{ padding: 0 1.5rem; }}
+#more h1 {{ font-size: clamp(1.4rem, 4vw, 2.4rem); }}
+.question {{ margin: .6rem 0 1rem; }}
+.question h2 {{ font-size: clamp(1.2rem, 3vw, 1.9rem); margin: .2rem 0 .5rem; }}
+.choices {{ display: flex; flex-wrap: wrap; gap: .8rem; }}
+.choices button {{ min-height: 4.5rem; min-width: 8rem; flex: 1; background: #fff;
+  font-size: clamp(1.1rem, 2.6vw, 1.8rem); }}
+.choices button[aria-pressed="true"] {{ background: #ffd400; border-color: #ffd400; }}
+.actions {{ display: flex; gap: 1.2rem; margin: 1rem 0; }}
+.actions button {{ flex: 1; min-height: 5rem; background: #fff; }}
+#send {{ background: #81c784; }}
 button span {{ overflow-wrap: anywhere; }}
 @media (max-width: 40rem) {{
   #buttons {{ grid-template-columns: minmax(0, 1fr); padding: .75rem; gap: .75rem; }}
@@ -121,35 +150,91 @@ button span {{ overflow-wrap: anywhere; }}
 JS = """"use strict";
 const TEXT = JSON.parse(document.getElementById("kiosk-text").textContent);
 const HEADER = document.body.dataset.header;
+const IDLE_MS = Number(document.body.dataset.idleMs);
 const status = document.getElementById("status");
 const prompt = document.getElementById("prompt");
+const rateView = document.getElementById("rate");
+const moreView = document.getElementById("more");
 const buttons = Array.from(document.querySelectorAll("#buttons button"));
+const choices = Array.from(document.querySelectorAll(".choices button"));
 let clearTimer = null;
+let idleTimer = null;
 function show(key) {
   status.textContent = TEXT[key] || TEXT.error;
   clearTimeout(clearTimer);
   clearTimer = setTimeout(() => { status.textContent = ""; }, 6000);
 }
+async function call(path, body) {
+  const r = await fetch(path, {
+    method: "POST",
+    headers: {"Content-Type": "application/json", [HEADER]: "1"},
+    body: JSON.stringify(body),
+  });
+  const answer = await r.json();
+  return r.ok ? answer.outcome : "error";
+}
+function backToRating() {
+  clearTimeout(idleTimer);
+  choices.forEach(c => c.setAttribute("aria-pressed", "false"));
+  moreView.hidden = true;
+  rateView.hidden = false;
+  buttons.forEach(b => b.disabled = false);
+  buttons[0].focus();
+}
+function answers() {
+  const out = {};
+  choices.forEach(c => {
+    if (c.getAttribute("aria-pressed") === "true") {
+      const v = c.dataset.value;
+      out[c.dataset.factor] = c.dataset.factor === "solved" ? v : Number(v);
+    }
+  });
+  return out;
+}
+async function finish(send) {
+  const given = answers();
+  if (send && Object.keys(given).length) {
+    try { show((await call("/factors", {answers: given})) === "counted" ? "sent" : "no_rating"); }
+    catch (e) { show("error"); }
+  }
+  backToRating();
+}
+function touched() {  // every touch gives the visitor another IDLE_MS; then what is answered goes
+  clearTimeout(idleTimer);
+  idleTimer = setTimeout(() => finish(true), IDLE_MS);
+}
+function askMore() {
+  rateView.hidden = true;
+  moreView.hidden = false;
+  document.getElementById("more-title").focus();
+  touched();
+}
 async function rate(score) {
   buttons.forEach(b => b.disabled = true);
-  try {
-    const r = await fetch("/press", {
-      method: "POST",
-      headers: {"Content-Type": "application/json", [HEADER]: "1"},
-      body: JSON.stringify({score: score}),
-    });
-    const body = await r.json();
-    show(r.ok ? body.outcome : "error");
-  } catch (e) {
-    show("error");
-  } finally {
-    setTimeout(() => buttons.forEach(b => b.disabled = false), 1500);
-  }
+  let outcome = "error";
+  try { outcome = await call("/press", {score: score}); } catch (e) {}
+  show(outcome);
+  if (outcome === "counted") { askMore(); return; }
+  setTimeout(() => buttons.forEach(b => b.disabled = false), 1500);
 }
 buttons.forEach(b => b.addEventListener("click", () => rate(Number(b.dataset.score))));
+choices.forEach(c => c.addEventListener("click", () => {
+  const group = choices.filter(o => o.dataset.factor === c.dataset.factor);
+  const on = c.getAttribute("aria-pressed") !== "true";
+  group.forEach(o => o.setAttribute("aria-pressed", "false"));
+  c.setAttribute("aria-pressed", on ? "true" : "false");
+  touched();
+}));
+document.getElementById("send").addEventListener("click", () => finish(true));
+document.getElementById("skip").addEventListener("click", () => finish(false));
 document.addEventListener("keydown", e => {
-  const n = Number(e.key);
-  if (n >= 1 && n <= buttons.length && !buttons[0].disabled) rate(n);
+  if (!rateView.hidden) {
+    const n = Number(e.key);
+    if (n >= 1 && n <= buttons.length && !buttons[0].disabled) rate(n);
+  } else {
+    touched();
+    if (e.key === "Escape") finish(false);
+  }
 });
 async function poll() {
   try {
@@ -175,6 +260,31 @@ COLOURS = {
 }
 
 
+#: Seconds without a touch after which the follow-up questions end (what is answered is
+#: sent): the whole follow-up takes about this long at most.
+IDLE_S = 20
+
+
+def _questions(scale: int, lang: str) -> str:
+    out = []
+    for factor in p.FACTORS:
+        if factor == "solved":
+            options = list(zip(p.SOLVED_ANSWERS, SOLVED_LABELS[lang], strict=True))
+        else:
+            options = [(str(i), label) for i, label in enumerate(LABELS[lang][scale], start=1)]
+        buttons = "".join(
+            f'<button type="button" data-factor="{factor}" data-value="{value}" '
+            f'aria-pressed="false">{html.escape(label)}</button>'
+            for value, label in options
+        )
+        out.append(
+            f'<div class="question" role="group" aria-labelledby="q-{factor}">'
+            f'<h2 id="q-{factor}">{html.escape(FACTOR_QUESTIONS[lang][factor])}</h2>'
+            f'<div class="choices">{buttons}</div></div>'
+        )
+    return "\n".join(out)
+
+
 def render_page(scale: int, lang: str) -> str:
     labels = LABELS[lang][scale]
     buttons = "\n".join(
@@ -182,18 +292,27 @@ def render_page(scale: int, lang: str) -> str:
         f'<span class="n" aria-hidden="true">{i}</span><span>{label}</span></button>'
         for i, label in enumerate(labels, start=1)
     )
-    other = "en" if lang == "hy" else "hy"
+    links = "".join(
+        f'<a href="/?lang={code}" lang="{code}" hreflang="{code}">{LANG_NAMES[code]}</a>'
+        for code in LANGS
+        if code != lang
+    )
     # "</" cannot end the data block early: the JSON escapes "<" everywhere.
     text_json = json.dumps(TEXT[lang], ensure_ascii=False).replace("<", "\\u003c")
+    follow = FOLLOW_UP[lang]
     return PAGE.format(
         lang=lang,
         title=TEXT[lang]["title"],
         scale=scale,
         buttons=buttons,
-        other_lang=other,
-        other=TEXT[lang]["other"],
+        lang_links=links,
         text_json=text_json,
         header=HEADER,
+        idle_ms=IDLE_S * 1000,
+        intro=html.escape(follow["intro"]),
+        questions=_questions(scale, lang),
+        send=html.escape(follow["send"]),
+        skip=html.escape(follow["skip"]),
     )
 
 
@@ -284,7 +403,7 @@ def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
             if path == "/":
                 lang = config.language
                 for part in query.split("&"):
-                    if part in ("lang=hy", "lang=en"):
+                    if part.startswith("lang=") and part[5:] in LANGS:
                         lang = part[5:]
                 page = render_page(unit.config.scale, lang).encode("utf-8")
                 self._send(HTTPStatus.OK, page, "text/html; charset=utf-8")
@@ -309,6 +428,9 @@ def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
             if not self._host_ok() or self.headers.get(HEADER) != "1":
                 self._json(HTTPStatus.FORBIDDEN, {"error": "only the kiosk page may rate"})
                 return
+            if self.path == "/factors":
+                self._factors()
+                return
             if self.path != "/press":
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
                 return
@@ -325,6 +447,34 @@ def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
                 self._json(HTTPStatus.BAD_REQUEST, {"error": f"score is 1..{unit.config.scale}"})
                 return
             outcome: Outcome = unit.rate(score)
+            if outcome is Outcome.COUNTED:
+                unit.feedback.follow_up()  # the page asks the factors next; read them out
+            self._json(HTTPStatus.OK, {"outcome": outcome.value})
+
+        def _factors(self) -> None:
+            """``{"answers": {...}, "service": "CODE"?}`` for the last counted rating,
+            judged by the protocol's own rules before the unit keeps it."""
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(min(length, 2048)) or b"{}")
+                answers = body["answers"]
+                service = body.get("service")
+                if not isinstance(answers, dict) or not answers:
+                    raise TypeError
+                probe = {"scale": unit.config.scale, **answers}
+                if service is not None:
+                    probe["service"] = service
+                checked = p.check_answers(probe, unit.config.scale)
+                if set(answers) - set(p.FACTORS):
+                    raise ValueError("unknown factor")
+                if service is not None and (
+                    not isinstance(service, str) or not p.SERVICE_RE.match(service)
+                ):
+                    raise ValueError("bad service")
+            except (ValueError, KeyError, TypeError, p.ProtocolError) as exc:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": f"bad answers: {exc}"})
+                return
+            outcome = unit.follow_up(checked, service)
             self._json(HTTPStatus.OK, {"outcome": outcome.value})
 
     return Handler

@@ -479,7 +479,7 @@ def event_from_obj(obj: Any, *, topic_device: str | None = None) -> Event:
                 f"rating_seq {rating_seq} must come before this event's seq {seq}",
                 field="rating_seq",
             )
-        answers = _answers(obj, scale)
+        answers = check_answers(obj, scale)
         staff = _badge(obj, nullable=True)
     else:
         staff = _badge(obj, nullable=etype is EventType.STAFF_LOGOUT)
@@ -531,7 +531,7 @@ def _scale(obj: Mapping[str, Any]) -> int:
     return scale
 
 
-def _answers(obj: Mapping[str, Any], scale: int) -> dict[str, Any]:
+def check_answers(obj: Mapping[str, Any], scale: int) -> dict[str, Any]:
     """The answered factors of a ``factors`` event (at least one)."""
     out: dict[str, Any] = {}
     for name in SCALED_FACTORS:

@@ -39,6 +39,11 @@ class Outcome(enum.StrEnum):
     COOLDOWN = "cooldown"  # inside the cooldown after a counted press
     NOT_ARMED = "not_armed"  # armed mode, and nobody armed the unit
     REFUSED = "refused"  # the outbox cannot take it (full disk): the fault pattern shows
+    NO_RATING = "no_rating"  # factors with no counted rating in the last FOLLOW_UP_S
+
+
+#: How long after a counted rating its factors may follow (the kiosk asks for ~20 s).
+FOLLOW_UP_S = 60
 
 
 class Unit:
@@ -63,6 +68,7 @@ class Unit:
         self._staff_since_ms: int | None = None
         self._last_counted_ms: int | None = None
         self._armed_until_ms: int | None = None
+        self._last_rating: tuple[int, int] | None = None  # (seq, mono ms) of the last counted
         self.suppressed = 0
         self.not_armed = 0
         self.refused = 0
@@ -178,11 +184,35 @@ class Unit:
             if event is None:
                 return Outcome.REFUSED
             self._last_counted_ms = now
+            self._last_rating = (event.seq, now)
             if self._armed_until_ms is not None:
                 self._armed_until_ms = None
                 self.feedback.prompt_off()
             self.acknowledged += 1
             self.feedback.thanks(score)
+            return Outcome.COUNTED
+
+    def follow_up(self, answers: dict[str, Any], service: str | None = None) -> Outcome:
+        """The assessment factors of the last counted rating (a kiosk asks them after the
+        score): one ``factors`` event linked to it, at most once, within
+        :data:`FOLLOW_UP_S`. ``answers`` must already be valid (checked by the caller
+        with :func:`device.protocol.event_from_obj` rules)."""
+        with self._lock:
+            now = self.clock.mono_ms()
+            last = self._last_rating
+            if last is None or now - last[1] > FOLLOW_UP_S * 1000 or not answers:
+                return Outcome.NO_RATING
+            event = self._append(
+                p.EventType.FACTORS,
+                rating_seq=last[0],
+                scale=self.config.scale,
+                staff=self.staff,
+                answers=answers,
+                service=service,
+            )
+            if event is None:
+                return Outcome.REFUSED
+            self._last_rating = None
             return Outcome.COUNTED
 
     def arm(self, source: str = "button") -> None:

@@ -608,3 +608,31 @@ def test_a_plan_goes_in_bounded_transactions_and_one_cut_short_is_planned_again(
         batches = s.scalars(select(ForwardBatch)).all()
     assert len(batches) == 9 and {b.version for b in batches} == {1}
     assert fwd.plan() == 0
+
+
+def test_factor_answers_and_the_online_channel_reach_the_me_is(env: Env) -> None:
+    from dataclasses import replace as copy
+
+    from device import protocol as p
+
+    rating = event(1, score=2)
+    factors = copy(
+        event(2), type=p.EventType.FACTORS, score=None, rating_seq=1,
+        answers={"procedure": 1, "solved": "partly"},
+    )  # fmt: skip
+    online = copy(event(1, score=4, stream="web"), channel="online")
+    env.store.process([msg([rating, online])])
+    fwd = env.forwarder()
+    assert fwd.run_once().outcomes == {"sent": 1}
+    held = env.values()
+    assert held[("GNAHAT_R4_2", PERIOD, SVC)] == "1" and held[("GNAHAT_R4_4", PERIOD, SVC)] == "1"
+    assert held[("GNAHAT_ONLINE_R4_4", PERIOD, SVC)] == "1"
+    assert held[("GNAHAT_ONLINE_R4_2", PERIOD, SVC)] == "0"
+    # The factors come a little later (a kiosk's follow-up): the day goes again with them.
+    env.store.process([msg(factors)])
+    env.advance(minutes=5)
+    assert fwd.run_once().outcomes == {"sent": 1}
+    held = env.values()
+    assert held[("GNAHAT_F_PROCEDURE_4_1", PERIOD, SVC)] == "1"
+    assert held[("GNAHAT_F_SOLVED_3_2", PERIOD, SVC)] == "1"
+    assert held[("GNAHAT_F_SOLVED_3_3", PERIOD, SVC)] == "0"

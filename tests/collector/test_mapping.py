@@ -72,7 +72,12 @@ def test_the_package_is_consistent_with_the_mapping() -> None:
     assert ds["organisationUnits"] == [{"id": m.org_units["SH-GYUMRI1"].uid}]
     assert "organisationUnits" not in package  # the ministry's own, only referenced
     elements = {e["code"]: e for e in package["dataElements"]}
-    assert sorted(elements) == [f"GNAHAT_R4_{n}" for n in range(1, 5)]
+    expected = [f"GNAHAT_{m}4_{n}" for m in ("R", "ONLINE_R") for n in range(1, 5)]
+    expected += [
+        f"GNAHAT_F_{f}_4_{n}" for f in ("PROCEDURE", "CONDUCT", "COMPETENCE") for n in range(1, 5)
+    ]
+    expected += [f"GNAHAT_F_SOLVED_3_{n}" for n in (1, 2, 3)]  # no, partly, yes
+    assert sorted(elements) == sorted(expected)
     assert all(
         e["valueType"] == "INTEGER_ZERO_OR_POSITIVE" and e["zeroIsSignificant"]
         for e in elements.values()

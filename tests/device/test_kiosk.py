@@ -92,7 +92,7 @@ def test_kiosk_configuration() -> None:
     from device.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        parse_config({"unit": {"device_id": DEV}, "kiosk": {"host": "0.0.0.0", "language": "ru"}})
+        parse_config({"unit": {"device_id": DEV}, "kiosk": {"host": "0.0.0.0", "language": "fr"}})
     assert "kiosk.host" in str(err.value) and "kiosk.language" in str(err.value)
 
 
