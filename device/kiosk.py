@@ -132,11 +132,13 @@ button:disabled {{ opacity: .45; }}
 .question {{ margin: .6rem 0 1rem; }}
 .question h2 {{ font-size: clamp(1.2rem, 3vw, 1.9rem); margin: .2rem 0 .5rem; }}
 .choices {{ display: flex; flex-wrap: wrap; gap: .8rem; }}
-.choices button {{ min-height: 4.5rem; min-width: 8rem; flex: 1; background: #fff;
+.choices button {{ min-height: 4.5rem; flex: 1 1 7rem; background: #fff;
   font-size: clamp(1.1rem, 2.6vw, 1.8rem); }}
 .choices button[aria-pressed="true"] {{ background: #ffd400; border-color: #ffd400; }}
-.actions {{ display: flex; gap: 1.2rem; margin: 1rem 0; }}
-.actions button {{ flex: 1; min-height: 5rem; background: #fff; }}
+.actions {{ display: flex; flex-wrap: wrap; gap: 1.2rem; margin: 1rem 0; }}
+.actions button {{ flex: 1 1 10rem; min-width: 0; min-height: 5rem; background: #fff;
+  overflow-wrap: anywhere; }}
+.choices button {{ min-width: 0; overflow-wrap: anywhere; }}
 #send {{ background: #81c784; }}
 button span {{ overflow-wrap: anywhere; }}
 @media (max-width: 40rem) {{

@@ -161,7 +161,7 @@ def test_collector_pages_headers_csp_axe_and_reflow(
     assert static.status == 200 and "no-store" not in static.headers.get("cache-control", "")
 
 
-@pytest.mark.parametrize("lang", ["hy", "en"])
+@pytest.mark.parametrize("lang", ["hy", "en", "ru"])
 def test_kiosk_page_headers_csp_axe_and_reflow(kiosk_url: str, context: Any, lang: str) -> None:
     page = context.new_page()
     r = page.goto(f"{kiosk_url}/?lang={lang}")
@@ -169,6 +169,10 @@ def test_kiosk_page_headers_csp_axe_and_reflow(kiosk_url: str, context: Any, lan
     assert page.locator("main").count() == 1  # a main landmark
     page.wait_for_function("document.getElementById('prompt').textContent.length > 0")
     audit(page, f"kiosk {lang}")
+    page.locator("#buttons button").last.click()  # counted: the factor questions follow
+    page.wait_for_selector("#more:not([hidden])")
+    page.locator(".choices button").first.click()
+    audit(page, f"kiosk follow-up questions {lang}")
 
 
 def log_in(page: Any, url: str, who: str, lang: str) -> None:

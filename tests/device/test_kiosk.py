@@ -115,6 +115,8 @@ def test_a_visitor_touches_the_screen(
     page.get_by_role("button", name="4 — Շատ լավ").click()
     expect(page.get_by_role("status")).to_have_text("Շնորհակալություն")
     assert outbox.depth == 1
+    # The factor questions follow; the visitor skips them.
+    page.get_by_role("button", name="Բաց թողնել").click()
     expect(page.get_by_role("button", name="1 — Շատ վատ")).to_be_enabled()
     page.get_by_role("button", name="1 — Շատ վատ").click()  # inside the cooldown
     expect(page.get_by_role("status")).to_have_text("Չհաշվվեց։ Մի պահ սպասեք։")
@@ -122,6 +124,91 @@ def test_a_visitor_touches_the_screen(
     expect(page.get_by_role("button", name="2 — Վատ")).to_be_enabled()
     page.keyboard.press("2")  # a keyboard (or switch access) works too
     expect(page.get_by_role("status")).to_have_text("Շնորհակալություն")
+    page.keyboard.press("Escape")  # and leaves the questions
+    expect(page.get_by_role("button", name="2 — Վատ")).to_be_enabled()
     assert [json.loads(p)["score"] for _s, p in outbox.pending(limit=10)] == [4, 2]
     page.get_by_role("link", name="English").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Rate our service")
+
+
+def test_a_kiosk_assessment_with_factors_is_stored_once_and_reaches_the_me_is(
+    kiosk: tuple[KioskServer, Unit, Any, Any], browser_page: Any, tmp_path: Path
+) -> None:
+    """A visitor rates, answers three of the four questions by keyboard alone in
+    Russian, and sends: the unit keeps the rating and a linked factors event; the
+    collector stores them once (a re-send is a duplicate), counts them in the factor
+    cells, and the fake M&E IS receives them as data elements."""
+    from datetime import UTC, datetime
+
+    from playwright.sync_api import expect
+
+    from collector.config import Settings
+    from collector.db import make_engine, migrate, session_factory
+    from collector.demo_data import SHIPPED
+    from collector.forward import Forwarder
+    from collector.models import FactorAggregate
+    from collector.registry import import_dir
+    from collector.store import Received, Store
+    from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
+
+    server, _unit, outbox, _clk = kiosk
+    page = browser_page
+    page.goto(server.url + "?lang=ru")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Оцените наше обслуживание")
+    page.keyboard.press("3")
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Ещё несколько вопросов. Их можно пропустить."
+    )
+
+    # Keyboard only: Tab to an answer, Enter to choose it.
+    def choose(question: str, answer: str) -> None:
+        group = page.get_by_role("group", name=question)
+        button = group.get_by_role("button", name=answer, exact=True)
+        button.focus()
+        page.keyboard.press("Enter")
+        expect(button).to_have_attribute("aria-pressed", "true")
+
+    choose("Как вы оцениваете порядок обслуживания и время ожидания?", "Плохо")
+    choose("Решён ли ваш вопрос?", "Частично")
+    choose("Как вы оцениваете отношение сотрудника?", "Очень хорошо")
+    page.get_by_role("button", name="Отправить").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_have_text("Спасибо за ответы")
+    pending = [json.loads(p) for _s, p in outbox.pending(limit=10)]
+    assert [e["type"] for e in pending] == ["rating", "factors"]
+    assert pending[1]["rating_seq"] == pending[0]["seq"]
+    assert {k: pending[1].get(k) for k in ("procedure", "solved", "conduct", "competence")} == {
+        "procedure": 2, "solved": "partly", "conduct": 4, "competence": None,
+    }  # fmt: skip
+    # The collector: what the unit publishes, stored once and counted.
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    migrate(url)
+    sessions = session_factory(make_engine(url))
+    with sessions() as s, s.begin():
+        import_dir(s, SHIPPED, now=datetime(2026, 1, 1, tzinfo=UTC))
+    store = Store(sessions)
+    payloads = [p for _s, p in outbox.pending(limit=10)]
+    received = datetime.fromisoformat(pending[1]["at"]).astimezone(UTC)
+    topic = f"gnahat/v1/dev/{DEV}/event"
+    first = store.process([Received(topic, b, received) for b in payloads])
+    again = store.process([Received(topic, b, received) for b in payloads])
+    assert (first.stored, again.stored, again.duplicates) == (2, 0, 2)
+    with sessions() as s:
+        cells = {
+            (f.factor, f.level): f.n
+            for f in s.scalars(__import__("sqlalchemy").select(FactorAggregate))
+        }
+    assert cells == {("procedure", 2): 1, ("solved", 2): 1, ("conduct", 4): 1}
+    fake = FakeMeIs(username="gnahat", password="pw")
+    serve_registry(fake, sessions, tmp_path / "mapping.csv")
+    with FakeMeIsServer(fake) as me_is:
+        settings = Settings(
+            database_url=url, forward_url=me_is.url, forward_username="gnahat",
+            forward_password="pw", forward_mapping=tmp_path / "mapping.csv", forward_today=True,
+        )  # fmt: skip
+        fwd = Forwarder(sessions, settings)
+        assert fwd.run_once().outcomes == {"sent": 1}
+        fwd.http.close()
+    held = {k[0]: v for k, v in fake.held().items() if v != "0"}
+    assert held["GNAHAT_F_PROCEDURE_4_2"] == "1" and held["GNAHAT_F_SOLVED_3_2"] == "1"
+    assert held["GNAHAT_F_CONDUCT_4_4"] == "1" and held["GNAHAT_R4_3"] == "1"
