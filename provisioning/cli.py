@@ -79,11 +79,46 @@ def build_parser() -> argparse.ArgumentParser:
     ut.add_argument("--cert", action="store_true", default=None)
     u_sub.add_parser("list", help="provisioned units and their state")
 
+    cards = sub.add_parser(
+        "cards", help="a printable A6 card with the online rating QR code for every desk"
+    )
+    cards.add_argument("--out", type=Path, required=True, help="folder for the SVG cards")
+    cards.add_argument(
+        "--env-file", help="the collector's settings (GNAHAT_SECRET_KEY, GNAHAT_PUBLIC_URL)"
+    )
+    cards.add_argument("--public-url", help="override GNAHAT_PUBLIC_URL")
     fl = sub.add_parser("fleet", help="many units")
     f_sub = fl.add_subparsers(dest="action", required=True, metavar="ACTION")
     fi = f_sub.add_parser("import", help="provision every row of a CSV")
     fi.add_argument("csv", type=Path)
     return parser
+
+
+def _cards(args: argparse.Namespace) -> int:
+    """Write a printable card per desk (collector settings: secret key, public URL)."""
+    from datetime import UTC, datetime
+
+    from collector.config import load_settings
+    from collector.db import make_engine, session_factory
+    from provisioning.cards import write_cards
+
+    settings = load_settings(args.env_file)
+    url = args.database_url or settings.database_url
+    engine = make_engine(url)
+    try:
+        written = write_cards(
+            session_factory(engine),
+            settings.secret_key,
+            args.public_url or settings.public_url,
+            args.out,
+            datetime.now(UTC),
+        )
+    finally:
+        engine.dispose()
+    for file in written:
+        print(file)
+    print(f"{len(written)} cards (A6, print at 100 %)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "cards":
+        return _cards(args)
     from provisioning.units import Provisioner, ProvisioningError
 
     prov = Provisioner(args.state, database_url=args.database_url)
