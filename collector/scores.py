@@ -387,3 +387,49 @@ def daily_series(session: Session, centre_id: int, start: date, end: date) -> li
             }
         )
     return out
+
+
+# ---------------------------------------------------------------- factors and channels
+
+
+def factor_summary(
+    session: Session, centre_id: int, start: date, end: date
+) -> list[dict[str, Any]]:
+    """Per assessment factor over the period: answers counted, the favourable share
+    (the top two levels of a scaled factor; "yes" for ``solved``) with its Wilson 95 %
+    interval: where visitors are lost (waiting, solving, conduct, competence)."""
+    from collector.models import FactorAggregate as F
+
+    rows = session.execute(
+        select(F.factor, F.scale, F.level, func.sum(F.n))
+        .where(F.centre_id == centre_id, F.day >= start, F.day <= end)
+        .group_by(F.factor, F.scale, F.level)
+    ).all()
+    acc: dict[str, list[int]] = {}
+    for factor, scale, level, n in rows:
+        a = acc.setdefault(factor, [0, 0])
+        n = int(n or 0)
+        a[1] += n
+        favourable = level == 3 if factor == "solved" else level >= scale - 1
+        if favourable:
+            a[0] += n
+    out = []
+    for factor in ("procedure", "solved", "conduct", "competence"):
+        good, n = acc.get(factor, [0, 0])
+        lo, hi = wilson(good, n)
+        out.append({"factor": factor, "n": n, "share": good / n if n else None, "ci": (lo, hi)})
+    return out
+
+
+def channel_counts(session: Session, centre_id: int, start: date, end: date) -> dict[str, int]:
+    """Ratings counted per channel (``counter``, ``online``) over the period."""
+    from collector.models import ChannelAggregate as C
+
+    return {
+        str(channel): int(n or 0)
+        for channel, n in session.execute(
+            select(C.channel, func.sum(C.n))
+            .where(C.centre_id == centre_id, C.day >= start, C.day <= end)
+            .group_by(C.channel)
+        )
+    }

@@ -40,6 +40,7 @@ from collector.models import (
 )
 from collector.names import names
 from collector.users import LoginRefused, RateLimited, login
+from device.wording import FACTOR_QUESTIONS
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 router = APIRouter(include_in_schema=False)
@@ -135,6 +136,12 @@ TEXT: dict[str, dict[str, str]] = {
         "ներքևի սյուները՝ գնահատականների թիվը, {period}",
         "pic_levels": "Գնահատականների բաշխումն ըստ մակարդակների",
         "pic_levels_desc": "Յուրաքանչյուր մակարդակի բաժինը և թիվը",
+        "pic_factors": "Որտեղ ենք կորցնում այցելուներին",
+        "pic_factors_desc": "Գնահատման գործոններ․ բարենպաստ պատասխանների բաժինը և 95 % միջակայքը",
+        "factor_h": "Գործոն",
+        "channels": "Ալիքներ",
+        "channel_counter": "պատուհանի մոտ",
+        "channel_online": "հեռախոսով",
         "pic_services": "Ծառայություններ՝ կողք կողքի",
         "pic_services_desc": "Գոհունակության բաժինը և 95 % միջակայքը ըստ ծառայության",
         "pic_heatmap": "Գնահատականներն ըստ ժամի և շաբաթվա օրվա",
@@ -257,6 +264,12 @@ TEXT: dict[str, dict[str, str]] = {
         "the bottom: the number of ratings; {period}",
         "pic_levels": "Ratings by level",
         "pic_levels_desc": "The share and number of ratings at each level",
+        "pic_factors": "Where we lose visitors",
+        "pic_factors_desc": "Assessment factors: favourable answers and their 95 % interval",
+        "factor_h": "Factor",
+        "channels": "Channels",
+        "channel_counter": "at the desk",
+        "channel_online": "by phone",
         "pic_services": "Services side by side",
         "pic_services_desc": "Satisfied share and its 95 % interval per service",
         "pic_heatmap": "Ratings by hour and weekday",
@@ -612,7 +625,26 @@ def _pictures(
         if sv["n"]
     ]
     grid = charts.hour_counts(session, centre.id, first, last, tz)
+    factors = scores.factor_summary(session, centre.id, first, last)
+    factor_bars = [
+        (
+            FACTOR_QUESTIONS[lang][f["factor"]],
+            f["share"],
+            f["ci"],
+            f" (n = {f['n']})",
+        )
+        for f in factors
+        if f["n"]
+    ]
+    channels = scores.channel_counts(session, centre.id, first, last)
     return {
+        "factors": charts.bars(
+            factor_bars, t["pic_factors"], t["pic_factors_desc"], "factors-chart"
+        )
+        if factor_bars
+        else None,
+        "factors_table": factor_bars,
+        "channels": channels,
         "compare": compare,
         "trend": charts.trend(
             days, t["pic_trend"], t["pic_trend_desc"].format(period=period), "trend"

@@ -496,3 +496,32 @@ def test_the_ministry_sees_every_centre_managers_do_not(client: TestClient, stor
     assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
     assert client.get("/ministry").status_code == 403
     assert 'href="/ministry"' not in client.get("/dashboard").text
+
+
+def test_the_factor_picture_and_the_channels_on_the_dashboard(
+    client: TestClient, store: Store
+) -> None:
+    """Where visitors are lost: the factors' favourable shares with n, and the ratings
+    at the desk and by phone counted apart."""
+    from dataclasses import replace
+
+    from device import protocol as p
+
+    dev = "am-sh-gyumri1-d01"
+    factors = [
+        replace(event(100 + i, device=dev), type=p.EventType.FACTORS, score=None,
+                rating_seq=i, answers={"procedure": 1 if i < 4 else 4, "solved": "yes"})
+        for i in range(1, 6)
+    ]  # fmt: skip
+    online = [replace(event(i, device=dev, stream="web"), channel="online") for i in (1, 2)]
+    store.process([msg(factors + online, device=dev)])
+    assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/dashboard?lang=en").text
+    assert 'id="factors-chart-t"' in page and "Where we lose visitors" in page
+    table = re.search(r"Where we lose visitors.*?</table>", page, re.S)
+    assert table is not None
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th><td class="num">([^<]+)<', table[0]))
+    assert rows["How were the procedure and the waiting time?"].startswith("40")  # 2 of 5
+    assert rows["Was your issue solved?"].startswith("100")
+    assert "How was the employee&#39;s conduct?" not in page  # nobody answered it
+    assert re.search(r"Channels: at the desk 10 · by phone 2", page)
