@@ -9,7 +9,9 @@ units, prints the accounting and stops everything.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import secrets
 import shutil
 import signal
@@ -30,6 +32,8 @@ UNPLUG_AFTER_S = 60.0
 #: The desk whose visitors leave unhappy (worst-first weights).
 SINKING_DEVICE = "am-sh-gyumri1-d01"
 SINKING_MIX = [40.0, 30.0, 15.0, 15.0]
+#: The share of visitors who rate on their phone by the desk's QR code.
+ONLINE_SHARE = 0.05
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Demo:
         self.runner: threading.Thread | None = None
         self.app: Any = None
         self.me_is: Any = None
+        self.phone_ratings = 0
         self.silenced: set[str] = set()
         self.actions_done = 0
 
@@ -162,6 +167,9 @@ class Demo:
             forward_mapping=mapping_path,
             forward_interval_s=10.0,
             alert_interval_s=15.0,
+            # Every simulated phone comes from this machine's one address, and the days
+            # pass faster: the per-address limit would flag them all.
+            online_per_address_hour=100_000,
         )
         self.app = create_app(self.settings, ingest=True, forward_clock=self.clock.now)
         self.app.state.gnahat.business_clock = self.clock.now  # the simulated days
@@ -222,6 +230,10 @@ class Demo:
                 # One desk whose visitors leave unhappy: its dissatisfied share rises
                 # above the threshold once it has enough ratings.
                 mix=SINKING_MIX if device_id(code, i) == SINKING_DEVICE else None,
+                # The first desk of every centre has a touch screen that asks the factor
+                # questions; some visitors everywhere rate on their phones by QR.
+                kiosk=i == 1,
+                online_share=ONLINE_SHARE,
             )
             for code, *_ in CENTRES
             for i in range(1, o.units_per_centre + 1)
@@ -262,6 +274,11 @@ class Demo:
             try:
                 if action.kind is Kind.BADGE:
                     unit.badge(action.value)
+                elif action.kind is Kind.FACTORS:
+                    if unit.daemon.unit is not None:
+                        unit.daemon.unit.follow_up(json.loads(action.value))
+                elif action.kind is Kind.ONLINE:
+                    self._rate_by_phone(action.device, json.loads(action.value))
                 elif action.kind is Kind.MASH:
                     for _ in range(6):
                         unit.press(int(action.value))
@@ -271,14 +288,40 @@ class Demo:
                 log.exception("simulated action failed on %s", action.device)
             self.actions_done += 1
 
+    def _rate_by_phone(self, device: str, rating: dict[str, Any]) -> None:
+        """A visitor scans the desk's QR code and rates on the collector's phone page,
+        over HTTP as a phone would (a fresh browser: its own cookie)."""
+        import httpx
+
+        from collector.online import desk_token
+
+        url = f"http://{self.opts.http_host}:{self.http_port}/r/"
+        url += desk_token(self.settings.secret_key, device)
+        with httpx.Client(timeout=10) as phone:
+            page = phone.get(url, params={"lang": "hy"})
+            visit = re.search(r'name="visit" value="([^"]+)"', page.text)
+            if visit is None:
+                log.warning("phone page of %s answered %s", device, page.status_code)
+                return
+            form = {"visit": visit.group(1), "lang": "hy"}
+            form.update({k: str(v) for k, v in rating.items()})
+            answer = phone.post(url, data=form)
+            if answer.status_code == 200:
+                self.phone_ratings += 1
+
     # ------------------------------------------------------------ report and stop
 
     def stored_ratings(self) -> int:
         from collector.models import Event
 
-        with self.sessions() as s:
+        with self.sessions() as s:  # the units' ratings (phones are counted apart)
             return (
-                s.scalar(select(func.count()).select_from(Event).where(Event.type == "rating")) or 0
+                s.scalar(
+                    select(func.count())
+                    .select_from(Event)
+                    .where(Event.type == "rating", Event.channel == "counter")
+                )
+                or 0
             )
 
     def banner(self) -> None:
@@ -336,8 +379,14 @@ class Demo:
         """Sum of the rating counts the fake M&E IS holds."""
         if self.me_is is None:
             return 0
-        with self.me_is.fake.lock:
-            return sum(int(v) for v in self.me_is.fake.values.values())
+        held = self.me_is.fake.held()  # by codes: the ratings are GNAHAT_R<scale>_<level>
+        return sum(int(v) for (de, *_), v in held.items() if re.match(r"GNAHAT_R\d_", de))
+
+    def factor_answers(self) -> int:
+        from collector.models import FactorAggregate
+
+        with self.sessions() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(FactorAggregate.n), 0))) or 0)
 
     def progress(self) -> None:
         t = self.report()
@@ -345,7 +394,8 @@ class Demo:
             f"[{self.clock.now():%a %H:%M}] presses {t['presses']}  acknowledged "
             f"{t['acknowledged']}  stored {t['stored']}  counted {t['counted']}  "
             f"(bursts left out {t['excluded']})  queued on units {t['queued']}  "
-            f"pushes to M&E IS {self.pushes()} holding {t['forwarded']}"
+            f"pushes to M&E IS {self.pushes()} holding {t['forwarded']}  "
+            f"by phone {self.phone_ratings}  factor answers {self.factor_answers()}"
         )
 
     def pushes(self) -> int:
@@ -395,7 +445,8 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
         demo.say(
             f"accounting: acknowledged {totals['acknowledged']}, stored {totals['stored']}, "
             f"counted in scores {totals['counted']}, left out as bursts {totals['excluded']}, "
-            f"held by the M&E IS {totals['forwarded']}, still queued on units {totals['queued']}"
+            f"held by the M&E IS {totals['forwarded']}, still queued on units {totals['queued']}, "
+            f"rated by phone {demo.phone_ratings}"
         )
         if totals["acknowledged"] != totals["stored"]:
             demo.say("MISMATCH: acknowledged presses differ from stored events")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import json
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,11 @@ class Kind(enum.StrEnum):
     PRESS = "press"
     BADGE = "badge"
     MASH = "mash"
+    FACTORS = "factors"
+    """A kiosk visitor answers the follow-up questions (``value``: JSON answers)."""
+    ONLINE = "online"
+    """A visitor rates on their phone by the desk's QR code (``value``: JSON score and
+    answers) instead of pressing."""
 
 
 @dataclass(frozen=True, order=True)
@@ -45,6 +51,28 @@ class Desk:
     mix: list[float] | None = None
     """Worst-first score weights of this desk's visitors; None: a mix of its own around
     the national one (the demo gives one desk a sinking mix)."""
+    kiosk: bool = False
+    """A touch screen: most visitors answer some of the factor questions after the score."""
+    online_share: float = 0.0
+    """The share of visitors who rate on their phone instead of at the desk."""
+
+
+def factor_answers(rng: random.Random, score: int, scale: int) -> dict[str, object]:
+    """What a visitor who gave ``score`` answers to the factor questions: each asked one
+    answered four times in five; the waiting is judged a little harsher than the score,
+    conduct a little kinder; "solved" follows the score."""
+    out: dict[str, object] = {}
+    lean = {"procedure": -0.7, "conduct": 0.4, "competence": 0.0}
+    for factor in ("procedure", "solved", "conduct", "competence"):
+        if rng.random() >= 0.8:
+            continue
+        if factor == "solved":
+            share = (score - 1) / (scale - 1)
+            out[factor] = rng.choices(["no", "partly", "yes"], [1 - share, 0.6, share * 2])[0]
+        else:
+            value = round(score + lean[factor] + rng.gauss(0, 0.7))
+            out[factor] = min(scale, max(1, value))
+    return out
 
 
 def hourly_weight(t: time) -> float:
@@ -102,8 +130,17 @@ def desk_actions(
                     at = t + timedelta(seconds=rng.uniform(0, slot))
                     if start <= at < end:
                         score = rng.choices(range(1, desk.scale + 1), weights=mix)[0]
+                        if desk.online_share and rng.random() < desk.online_share:
+                            rating = {"score": score, **factor_answers(rng, score, desk.scale)}
+                            yield Action(at, desk.device, Kind.ONLINE, json.dumps(rating))
+                            continue
                         kind = Kind.MASH if rng.random() < mash_share else Kind.PRESS
                         yield Action(at, desk.device, kind, str(score))
+                        if desk.kiosk and kind is Kind.PRESS and rng.random() < 0.6:
+                            answers = factor_answers(rng, score, desk.scale)
+                            if answers:
+                                later = at + timedelta(seconds=rng.uniform(5, 15))
+                                yield Action(later, desk.device, Kind.FACTORS, json.dumps(answers))
                 t += timedelta(seconds=slot)
             if desk.badge and start <= closing < end:
                 yield Action(

@@ -191,10 +191,11 @@ def rating_page(
         device = online.desk_of(state.settings.secret_key, token)
     except online.Refused as exc:
         return _page(request, lang, exc.status, browser, prod, message=TEXT[lang][exc.code])
-    desk = _desk(session, device, state.clock())
+    now = state.today_now()  # the business clock (the demo's simulated days), else the clock
+    desk = _desk(session, device, now)
     if desk is None:
         return _page(request, lang, 404, browser, prod, message=TEXT[lang]["unknown_desk"])
-    visit = online.visit_token(state.settings.secret_key, device, browser[0], state.clock())
+    visit = online.visit_token(state.settings.secret_key, device, browser[0], now)
     return _page(
         request, lang, 200, browser, prod, token=token, visit=visit,
         **_form(request, lang, desk["scale"], desk),
@@ -226,7 +227,7 @@ def rate(
     prod = settings.environment == "production"
     if not settings.online_enabled:
         return _page(request, lang, 503, browser, prod, message=TEXT[lang]["closed"])
-    now = state.clock()
+    now = state.today_now()
     try:
         device = online.desk_of(settings.secret_key, token)
         desk = _desk(session, device, now)
@@ -304,7 +305,7 @@ def arm_desk(
     """Open a visit window at a desk (a queue system calling the next visitor): where
     ``GNAHAT_ONLINE_REQUIRE_ARMED`` is on, the desk's QR code takes one rating inside it.
     Managers may arm only their own centres' desks."""
-    now = state.clock()
+    now = state.today_now()
     desk = _desk(session, device, now)
     if desk is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no desk has unit {device!r} now")

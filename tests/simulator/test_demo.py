@@ -57,7 +57,7 @@ def test_demo_starts_stores_events_and_stops_cleanly(
     assert proc.stdout is not None
     lines: list[str] = []
     token = None
-    stored = pushes = 0
+    stored = pushes = phones = answers = 0
     me_is = password = None
     children: set[int] = set()
     try:
@@ -70,15 +70,21 @@ def test_demo_starts_stores_events_and_stops_cleanly(
                 me_is = m.group(1)
             if m := re.search(r"user demo-manager, password (\S+)\)", line):
                 password = m.group(1)
-            if m := re.search(r"stored (\d+) .*pushes to M&E IS (\d+)", line):
+            if m := re.search(
+                r"stored (\d+) .*pushes to M&E IS (\d+).*by phone (\d+)  factor answers (\d+)",
+                line,
+            ):
                 stored, pushes = int(m.group(1)), int(m.group(2))
-                if stored >= 5 and pushes >= 1:
+                phones, answers = int(m.group(3)), int(m.group(4))
+                if stored >= 5 and pushes >= 1 and phones >= 1 and answers >= 1:
                     break
         assert token, "\n".join(lines)
         assert stored >= 5 and pushes >= 1, "\n".join(lines)
+        assert phones >= 1 and answers >= 1, "\n".join(lines)  # phones and a kiosk's factors
         assert me_is is not None
         values = httpx.get(me_is, auth=("gnahat", "demo")).json()["dataValues"]
-        assert values and all(v["dataElement"].startswith("GNAHAT_R") for v in values)
+        assert values and all(v["dataElement"].startswith("GNAHAT_") for v in values)
+        assert any(v["dataElement"].startswith("GNAHAT_R") for v in values)
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
         feed = httpx.get(
