@@ -21,11 +21,11 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from collector.models import Centre, DailyAggregate, Service
+from collector.models import Centre, ChannelAggregate, DailyAggregate, Service
 from collector.scores import Counts, wilson
 
 Grain = Literal["day", "week", "month"]
-By = Literal["centre", "marz", "service", "national"]
+By = Literal["centre", "marz", "service", "channel", "national"]
 NATIONAL = "AM"
 NO_SERVICE = "NONE"
 COLUMNS = (
@@ -47,7 +47,7 @@ COLUMNS = (
 )
 #: The SDMX structure the SDMX-CSV answer refers to (agency, id, version).
 DSD = ("AM_MLSA", "GNAHAT_RATINGS", "1.0")
-SDMX_DIMENSIONS = ("FREQ", "REF_AREA", "SERVICE", "SCALE", "MEASURE", "TIME_PERIOD")
+SDMX_DIMENSIONS = ("FREQ", "REF_AREA", "SERVICE", "CHANNEL", "SCALE", "MEASURE", "TIME_PERIOD")
 MEASURES = ("N", "N1", "N2", "N3", "N4", "N5", "CSAT", "CSAT_LOW", "CSAT_HIGH")
 FREQ = {"day": "D", "week": "W", "month": "M"}
 
@@ -104,9 +104,12 @@ def series(
     by: By = "centre",
     updated_since: datetime | None = None,
 ) -> list[Row]:
-    a = DailyAggregate
+    a: Any = DailyAggregate
     group_col: Any
-    if by == "centre":
+    if by == "channel":  # each channel on its own: counter (units) and online (phones)
+        a = ChannelAggregate
+        group_col = a.channel
+    elif by == "centre":
         group_col = Centre.code
     elif by == "marz":
         group_col = Centre.marz
@@ -164,7 +167,8 @@ def sdmx_csv(records: Iterable[dict[str, Any]]) -> str:
     """SDMX-CSV 2.0: ``STRUCTURE,STRUCTURE_ID,ACTION``, the dimensions, ``OBS_VALUE``.
 
     Dimensions: ``FREQ`` (D, W, M), ``REF_AREA`` (centre code, marz ISO 3166-2 code, or
-    ``AM``), ``SERVICE`` (service code, ``_T`` for all), ``SCALE``, ``MEASURE`` (N, N1-N5,
+    ``AM``), ``SERVICE`` (service code, ``_T`` for all), ``CHANNEL`` (``COUNTER``,
+    ``ONLINE``, ``_T`` for both), ``SCALE``, ``MEASURE`` (N, N1-N5,
     CSAT, CSAT_LOW, CSAT_HIGH) and ``TIME_PERIOD`` (SDMX's ``2026-11-24``,
     ``2026-W48``, ``2026-11``). Every observation is ``ACTION`` I (information).
     """
@@ -173,8 +177,11 @@ def sdmx_csv(records: Iterable[dict[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["STRUCTURE", "STRUCTURE_ID", "ACTION", *SDMX_DIMENSIONS, "OBS_VALUE"])
     for r in records:
+        channel = "_T"
         if r["by"] == "service":
             area, service = NATIONAL, r["group"]
+        elif r["by"] == "channel":
+            area, service, channel = NATIONAL, "_T", r["group"].upper()
         else:
             area, service = r["group"], "_T"
         for measure in MEASURES:
@@ -189,6 +196,7 @@ def sdmx_csv(records: Iterable[dict[str, Any]]) -> str:
                     FREQ[r["grain"]],
                     area,
                     service,
+                    channel,
                     r["scale"],
                     measure,
                     r["period"],

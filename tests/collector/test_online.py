@@ -172,3 +172,34 @@ def test_an_armed_desk_takes_one_rating_a_visit(
         assert site.rate()[0] == 409
     ratings = [e for e in site.events() if e.type == "rating"]
     assert [bool(e.flags & Flag.ONLINE_SUSPECT) for e in ratings] == [False, True]
+
+
+def test_the_analyst_feed_counts_the_channels_apart_and_together(site: Site) -> None:
+    import csv
+    import io
+
+    from collector.auth import create_token
+    from collector.store import Store
+    from tests.collector.helpers import event, msg
+
+    Store(site.sessions).process([msg([event(i, score=4) for i in (1, 2, 3)])])
+    assert site.rate(score=1)[0] == 200
+    with site.sessions() as s, s.begin():
+        analyst = create_token(s, name="a", role=Role.ANALYST)[1]
+    auth = {"Authorization": f"Bearer {analyst}"}
+    params = {"start": "2026-11-24", "end": "2026-11-24", "format": "csv"}
+    apart = site.client.get("/api/v1/feeds/aggregates", params={**params, "by": "channel"},
+                            headers=auth)  # fmt: skip
+    rows = {r["group"]: r for r in csv.DictReader(io.StringIO(apart.text))}
+    assert (rows["counter"]["n"], rows["online"]["n"], rows["online"]["n1"]) == ("3", "1", "1")
+    together = site.client.get(
+        "/api/v1/feeds/aggregates", params={**params, "by": "national"}, headers=auth
+    )
+    [row] = list(csv.DictReader(io.StringIO(together.text)))
+    assert row["n"] == "4"
+    sdmx = site.client.get(
+        "/api/v1/feeds/aggregates",
+        params={**params, "by": "channel", "format": "sdmx-csv"},
+        headers=auth,
+    ).text
+    assert ",AM,_T,ONLINE,4,N,2026-11-24,1" in sdmx

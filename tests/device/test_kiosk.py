@@ -161,17 +161,24 @@ def test_a_kiosk_assessment_with_factors_is_stored_once_and_reaches_the_me_is(
     )
 
     # Keyboard only: Tab to an answer, Enter to choose it.
+    def tab_to(button: Any) -> None:
+        for _ in range(40):
+            page.keyboard.press("Tab")
+            if button.evaluate("b => b === document.activeElement"):
+                return
+        raise AssertionError("not reachable by Tab")
+
     def choose(question: str, answer: str) -> None:
         group = page.get_by_role("group", name=question)
         button = group.get_by_role("button", name=answer, exact=True)
-        button.focus()
+        tab_to(button)
         page.keyboard.press("Enter")
         expect(button).to_have_attribute("aria-pressed", "true")
 
     choose("Как вы оцениваете порядок обслуживания и время ожидания?", "Плохо")
     choose("Решён ли ваш вопрос?", "Частично")
     choose("Как вы оцениваете отношение сотрудника?", "Очень хорошо")
-    page.get_by_role("button", name="Отправить").focus()
+    tab_to(page.get_by_role("button", name="Отправить"))
     page.keyboard.press("Enter")
     expect(page.get_by_role("status")).to_have_text("Спасибо за ответы")
     pending = [json.loads(p) for _s, p in outbox.pending(limit=10)]

@@ -164,7 +164,8 @@ def aggregates_feed(
         Literal["day", "week", "month"], Query(description="day, ISO week or month")
     ] = "day",
     by: Annotated[
-        Literal["centre", "marz", "service", "national"], Query(description="the grouping")
+        Literal["centre", "marz", "service", "channel", "national"],
+        Query(description="the grouping (channel: at the desk and online apart)"),
     ] = "centre",
     updated_since: Instant = None,
     format: Annotated[Literal["json", "csv", "sdmx-csv"], Query()] = "json",
