@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from collector import online
 from collector.api.deps import SessionDep, StateDep, require
+from collector.api.params import AUTH_RESPONSES, NOT_FOUND
 from collector.auth import Role, scoped_centres
 from collector.clientaddr import client_address
 from collector.models import ApiToken, Assignment, AuditLog, Centre, Device, Service
@@ -295,7 +296,11 @@ def limits(settings: Any) -> online.Limits:
 Armer = Annotated[ApiToken, Depends(require(Role.TECHNICIAN, Role.MANAGER))]
 
 
-@router.post("/api/v1/online/desks/{device}/arm", tags=["online"])
+@router.post(
+    "/api/v1/online/desks/{device}/arm",
+    tags=["online"],
+    responses={**AUTH_RESPONSES, **NOT_FOUND},
+)
 def arm_desk(
     session: SessionDep,
     state: StateDep,
