@@ -194,12 +194,31 @@ def logged_in(base: str, user: str) -> httpx.Client:
     return c
 
 
+def analyst_token(url: str) -> str:
+    """A fresh analyst API token in the bench's database."""
+    from collector.auth import create_token
+
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as s, s.begin():
+            return create_token(s, name="bench", role=Role.ANALYST)[1]
+    finally:
+        engine.dispose()
+
+
 def timed(
     base: str, user: str, paths: list[str], at_once: int = CLIENTS
 ) -> tuple[list[float], float]:
     """Each path asked once, by ``at_once`` logged-in clients at once: seconds per page,
-    and the wall time of them all (logging in not counted)."""
-    clients = [logged_in(base, user) for _ in range(at_once)]
+    and the wall time of them all (logging in not counted). ``user`` ``Bearer ...``: API
+    clients with that token instead of a login."""
+    if user.startswith("Bearer "):
+        clients = [
+            httpx.Client(base_url=base, timeout=60, headers={"Authorization": user})
+            for _ in range(at_once)
+        ]
+    else:
+        clients = [logged_in(base, user) for _ in range(at_once)]
     lock = threading.Lock()
     queue = list(paths)
     out: list[float] = []
@@ -256,6 +275,19 @@ def run(results: Results) -> None:
         ("ministry_30d", "aram", ["/ministry"] * (REQUESTS // 2)),
         ("ministry_year", "aram", ["/ministry?" + year[1:]] * (REQUESTS // 2)),
     ]
+    # The API at both windows: scores of every centre, rankings, the aggregate feed.
+    bearer = f"Bearer {analyst_token(url)}"
+    month = f"start={date.today() - timedelta(days=30)}&end={date.today() - timedelta(days=1)}"
+    for window, span, days in (("30d", month, 30), ("year", year[1:], 365)):
+        cases += [
+            (f"api_scores_{window}", bearer, [f"/api/v1/scores/centres?{span}"] * 40),
+            (f"api_rankings_{window}", bearer, [f"/api/v1/rankings/centres?days={days}"] * 40),
+            (
+                f"api_feed_month_by_centre_{window}",
+                bearer,
+                [f"/api/v1/feeds/aggregates?grain=month&by=centre&{span}"] * 40,
+            ),
+        ]
 
     def measure(site: str, label: str, at_once: int) -> None:
         for name, user, paths in cases:
