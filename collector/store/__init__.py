@@ -21,7 +21,6 @@ from collector.registry import Snapshot, registry_version
 from collector.store.aggregates import AggregateWriter
 from collector.store.batch import _Q, BatchResult, Reason, Received, _Pending
 from collector.store.devices import DeviceStateWriter
-from collector.store.driver import BATCH_UPSERTS, Upserts
 from collector.store.events import EVENT_COLUMNS, EventWriter
 from collector.store.quarantine import (
     QUARANTINE_RAW_MAX,
@@ -74,16 +73,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
     def process(self, messages: Sequence[Received]) -> BatchResult:
         """Commit one batch; the caller publishes ``result.ack_messages()`` afterwards."""
         with self._lock, self.sessions() as session, session.begin():
-            # The batch's upserts (streams, cells) go together at its end: on PostgreSQL
-            # one statement, one round trip.
-            ups = Upserts(session.connection())
-            session.info[BATCH_UPSERTS] = ups
-            try:
-                result = self._process(session, messages)
-                ups.run()
-            finally:
-                session.info.pop(BATCH_UPSERTS, None)
-            return result
+            return self._process(session, messages)
 
     def _process(self, session: Session, messages: Sequence[Received]) -> BatchResult:
         result = BatchResult()

@@ -19,7 +19,7 @@ from collector.models import (
     HourlyCount,
     MonthlyAggregate,
 )
-from collector.store.driver import Driver, batch_upserts
+from collector.store.driver import Driver
 
 
 class AggregateWriter:
@@ -100,17 +100,14 @@ class AggregateWriter:
             }
             for k, d in sorted(deltas.items())
         ]
-        ups, own = batch_upserts(session)
-        ups.add(
-            DailyAggregate.__table__,
+        Driver(session.connection(), DailyAggregate.__table__).upsert_many(
             ("day", "centre_id", "employee_id", "service_id", "scale", *counters, "changed_at"),
             params,
             "day, centre_id, employee_id, service_id, scale",
             ", ".join(f"{c} = daily_aggregates.{c} + excluded.{c}" for c in counters)
             + ", changed_at = excluded.changed_at",
         )
-        ups.add(
-            ChannelAggregate.__table__,
+        Driver(session.connection(), ChannelAggregate.__table__).upsert_many(
             ("day", "centre_id", "service_id", "channel", "scale", *counters, "changed_at"),
             [
                 {
@@ -133,8 +130,7 @@ class AggregateWriter:
             m = months.setdefault((k[0].replace(day=1), *k[1:]), [0] * 7)
             for i, v in enumerate(d):
                 m[i] += v
-        ups.add(
-            MonthlyAggregate.__table__,
+        Driver(session.connection(), MonthlyAggregate.__table__).upsert_many(
             ("month", "centre_id", "employee_id", "service_id", "scale", *counters),
             [
                 {
@@ -151,8 +147,7 @@ class AggregateWriter:
             ", ".join(f"{c} = monthly_aggregates.{c} + excluded.{c}" for c in counters),
         )
         if hours:
-            ups.add(
-                HourlyCount.__table__,
+            Driver(session.connection(), HourlyCount.__table__).upsert_many(
                 ("centre_id", "day", "utc_hour", "n"),
                 [
                     {"centre_id": c, "day": d, "utc_hour": h, "n": n}
@@ -161,8 +156,6 @@ class AggregateWriter:
                 "centre_id, day, utc_hour",
                 "n = hourly_counts.n + excluded.n",
             )
-        if own:
-            ups.run()
 
     def _add_factors(self, session: Session, rows: list[dict[str, Any]]) -> None:
         """Count each answered factor of new ``factors`` events in its cell (excluded

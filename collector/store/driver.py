@@ -127,62 +127,6 @@ class Driver:
         self.conn.exec_driver_sql(sql, [tuple(self.values(cols, r)) for r in rows])
 
 
-class Upserts:
-    """The upserts of one batch, run together: on PostgreSQL one statement (each upsert
-    a data-modifying ``WITH`` part: one round trip and one execution for all), elsewhere
-    one after another. Every part must touch its own table."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.parts: list[tuple[str, list[Any]]] = []
-
-    def add(
-        self,
-        table: Any,
-        cols: Sequence[str],
-        rows: list[dict[str, Any]],
-        conflict: str,
-        update: str,
-    ) -> None:
-        if not rows:
-            return
-        d = Driver(self.conn, table)
-        if not d.pg:
-            d.upsert_many(cols, rows, conflict, update)
-            return
-        source, arrays = d._unnest(cols, rows)
-        sql = (
-            f"INSERT INTO {d.table} ({', '.join(cols)}) {source} "
-            f"ON CONFLICT ({conflict}) DO UPDATE SET {update}"
-        )
-        self.parts.append((sql, arrays))
-
-    def run(self) -> None:
-        if not self.parts:
-            return
-        *first, (last, _) = self.parts
-        sql = last
-        if first:
-            sql = "WITH " + ", ".join(f"u{i} AS ({part})" for i, (part, _) in enumerate(first))
-            sql += " " + last
-        params = tuple(a for _, arrays in self.parts for a in arrays)
-        self.conn.exec_driver_sql(sql, params)
-        self.parts = []
-
-
-#: ``Session.info`` key of the batch's :class:`Upserts` (set by ``Store.process``).
-BATCH_UPSERTS = "gnahat_upserts"
-
-
-def batch_upserts(session: Any) -> tuple[Upserts, bool]:
-    """The batch's upserts, and whether the caller owns them (must :meth:`Upserts.run`):
-    outside a batch (a replay), a caller gets its own."""
-    ups = session.info.get(BATCH_UPSERTS)
-    if ups is not None:
-        return ups, False
-    return Upserts(session.connection()), True
-
-
 def newer(col: str, cols: Sequence[str]) -> str:
     """``col = excluded.col`` only where what came is newer than what is kept.
 

@@ -16,7 +16,7 @@ from collector.dating import Dating, date_events, db_finder
 from collector.models import Event, Flag, StreamState, UTCDateTime
 from collector.registry import Snapshot
 from collector.store.batch import _Q, BatchResult, Reason, _Pending
-from collector.store.driver import Driver, batch_upserts
+from collector.store.driver import Driver
 from device import protocol as p
 
 log = logging.getLogger(__name__)
@@ -267,9 +267,7 @@ class EventWriter:
             {"device": d, "stream": s, "max_seq": m, "stored": n, "first_seen": at, "last_seen": at}
             for (d, s), (m, n, at) in sorted(per.items())
         ]
-        ups, own = batch_upserts(session)
-        ups.add(
-            StreamState.__table__,
+        Driver(session.connection(), StreamState.__table__).upsert_many(
             ("device", "stream", "max_seq", "stored", "first_seen", "last_seen"),
             params,
             "device, stream",
@@ -277,8 +275,6 @@ class EventWriter:
             "THEN excluded.max_seq ELSE stream_state.max_seq END, "
             "stored = stream_state.stored + excluded.stored, last_seen = excluded.last_seen",
         )
-        if own:
-            ups.run()
 
     def _flag_bursts(self, session: Session, ratings: list[dict[str, Any]]) -> list[Any]:
         """Flag ratings of one unit that come faster than plausible; return the newly flagged."""
