@@ -219,3 +219,38 @@ def test_a_kiosk_assessment_with_factors_is_stored_once_and_reaches_the_me_is(
     held = {k[0]: v for k, v in fake.held().items() if v != "0"}
     assert held["GNAHAT_F_PROCEDURE_4_2"] == "1" and held["GNAHAT_F_SOLVED_3_2"] == "1"
     assert held["GNAHAT_F_CONDUCT_4_4"] == "1" and held["GNAHAT_R4_3"] == "1"
+
+
+def test_factors_are_checked_and_taken_once_after_a_counted_rating(
+    kiosk: tuple[KioskServer, Unit, Any, Any],
+) -> None:
+    server, _unit, outbox, clk = kiosk
+    with httpx.Client(base_url=server.url) as c:
+
+        def factors(body: object) -> httpx.Response:
+            return c.post("/factors", json=body, headers=RATE)
+
+        assert factors({"answers": {"solved": "yes"}}).json() == {"outcome": "no_rating"}
+        assert c.post("/press", json={"score": 3}, headers=RATE).json()["outcome"] == "counted"
+        for bad in (
+            {"answers": {"solved": "maybe"}},
+            {"answers": {"procedure": 9}},
+            {"answers": {"mood": 2}},
+            {"answers": {}},
+            {"answers": {"solved": "yes"}, "service": "no spaces"},
+            {"score": 3},
+        ):
+            r = factors(bad)
+            assert r.status_code == 400 and "bad answers" in r.json()["error"], bad
+        assert outbox.depth == 1  # nothing kept from the refused ones
+        assert factors({"answers": {"solved": "yes", "conduct": 4}}).json() == {
+            "outcome": "counted"
+        }
+        assert factors({"answers": {"solved": "no"}}).json() == {"outcome": "no_rating"}  # once
+        clk.advance(3000)  # past the cooldown: the next visitor
+        assert c.post("/press", json={"score": 2}, headers=RATE).json()["outcome"] == "counted"
+        clk.advance(61_000)  # a rating's factors come within 60 s, or not at all
+        assert factors({"answers": {"solved": "no"}}).json() == {"outcome": "no_rating"}
+    kept = [json.loads(p) for _s, p in outbox.pending(limit=10)]
+    assert [e["type"] for e in kept] == ["rating", "factors", "rating"]
+    assert kept[1]["rating_seq"] == kept[0]["seq"] and kept[1]["solved"] == "yes"
