@@ -183,6 +183,8 @@ class SerialListener(abc.ABC):
         self.state = "ok" if port is not None else "unplugged"
         self.last_error: str | None = None
         self.reopened = 0
+        self._opening = threading.Lock()
+        """One attempt to open at a time (the reader thread, a technician's check)."""
         self.changed = threading.Condition()
         """Notified whenever ``state`` changes (tests and status pages wait on it)."""
         self._stop = threading.Event()
@@ -199,21 +201,26 @@ class SerialListener(abc.ABC):
             self.handle_bytes(chunk)
 
     def try_open(self) -> bool:
-        """One attempt to open the port; True when it is open."""
-        if self.port is not None:
+        """One attempt to open the port; True when it is open.
+
+        Serialised: an attempt that fails must not report "unplugged" over another
+        attempt that has just opened the port.
+        """
+        with self._opening:
+            if self.port is not None:
+                return True
+            if self.opener is None:
+                return False
+            try:
+                self.port = self.opener()
+            except Exception as exc:  # serial.SerialException, OSError, ...
+                self._set("unplugged", str(exc) or type(exc).__name__)
+                return False
+            if self.last_error is not None:
+                self.reopened += 1
+                log.warning("%s is back", self.name)
+            self._set("ok", None)
             return True
-        if self.opener is None:
-            return False
-        try:
-            self.port = self.opener()
-        except Exception as exc:  # serial.SerialException, OSError, ...
-            self._set("unplugged", str(exc) or type(exc).__name__)
-            return False
-        if self.last_error is not None:
-            self.reopened += 1
-            log.warning("%s is back", self.name)
-        self._set("ok", None)
-        return True
 
     def _set(self, state: str, error: str | None) -> None:
         with self.changed:
