@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import date
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON
+from sqlalchemy import JSON, Date
+
+from collector.models import UTCDateTime, sqlite_time_text
 
 
 class Driver:
@@ -29,7 +32,17 @@ class Driver:
         self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
         key = (table.name, dialect.name)
         if key not in self._converters:  # once per table and database kind
-            procs = {c.name: c.type.bind_processor(dialect) for c in table.columns}
+            # The dialect's own form of each type (on SQLite a datetime is stored as the
+            # text SQLAlchemy writes, so raw rows compare equal to those the ORM writes).
+            procs = {
+                c.name: c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns
+            }
+            if dialect.name == "sqlite":  # the same text, without SQLAlchemy's formatting
+                for c in table.columns:
+                    if isinstance(c.type, UTCDateTime):
+                        procs[c.name] = sqlite_time_text
+                    elif type(c.type) is Date:
+                        procs[c.name] = date.isoformat
             if self.pg:
                 from psycopg.types.json import Json
 

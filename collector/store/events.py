@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import namedtuple
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import String, and_, column, select, tuple_, update, values
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
 from collector.dating import Dating, date_events, db_finder
-from collector.models import Event, Flag, StreamState, UTCDateTime
+from collector.models import Event, Flag, StreamState, sqlite_time_text
 from collector.registry import Snapshot
 from collector.store.batch import _Q, BatchResult, Reason, _Pending
 from collector.store.driver import Driver
@@ -67,6 +68,13 @@ def existing_keys(session: Session, keys: list[p.EventKey]) -> set[p.EventKey]:
             )
         )
     return found
+
+
+#: A rating in a busy range, as the burst check and the aggregates read it.
+_BurstRow = namedtuple(
+    "_BurstRow",
+    "id device pressed_at flags day centre_id employee_id service_id score scale channel",
+)
 
 
 class EventWriter:
@@ -277,68 +285,43 @@ class EventWriter:
         )
 
     def _flag_bursts(self, session: Session, ratings: list[dict[str, Any]]) -> list[Any]:
-        """Flag ratings of one unit that come faster than plausible; return the newly flagged."""
-        spans: dict[str, tuple[datetime, datetime]] = {}
-        for r in ratings:
-            lo, hi = spans.get(r["device"], (r["pressed_at"], r["pressed_at"]))
-            spans[r["device"]] = (min(lo, r["pressed_at"]), max(hi, r["pressed_at"]))
+        """Flag ratings of one unit that come faster than plausible; return the newly flagged.
+
+        A burst is more than ``burst_max`` ratings of one unit within ``burst_window``.
+        The new ratings of a unit are cut into clusters (consecutive ratings closer than
+        the window); only a cluster's own range, widened by the window, can hold a burst
+        with them. First one cheap count per range; the rows are read only for ranges
+        that hold more ratings than the limit (rare: busy hours rate far below it).
+        """
         w = self.burst_window
-        # One query whatever the spread: each unit's own time range, joined from VALUES,
-        # so the (device, pressed_at) index serves every range. First only count (cheap):
-        # a unit with no more ratings than the limit in its range cannot be in a burst.
-        rows = [(d, lo - w, hi + w) for d, (lo, hi) in sorted(spans.items())]
-
-        def ranges_cte(data: list[tuple[str, datetime, datetime]]) -> Any:
-            return (
-                values(
-                    column("device", String),
-                    column("lo", UTCDateTime()),
-                    column("hi", UTCDateTime()),
-                    name="ranges",
-                )
-                .data(data)
-                .cte("ranges")
-            )
-
-        def in_range(r: Any) -> Any:
-            return and_(
-                Event.device == r.c.device,
-                Event.pressed_at >= r.c.lo,
-                Event.pressed_at <= r.c.hi,
-                Event.type == p.EventType.RATING.value,
-            )
-
+        times: dict[str, list[datetime]] = {}
+        for r in ratings:
+            times.setdefault(r["device"], []).append(r["pressed_at"])
+        ranges: list[tuple[str, datetime, datetime]] = []
+        for device, stamps in sorted(times.items()):
+            stamps.sort()
+            lo = prev = stamps[0]
+            for t in stamps[1:]:
+                if t - prev > w:
+                    ranges.append((device, lo - w, prev + w))
+                    lo = t
+                prev = t
+            ranges.append((device, lo - w, prev + w))
         conn = session.connection()
-        busy = self._busy_units(conn, rows)
+        busy = self._ranges_query(conn, ranges, count=True)
         if not busy:
             return []
-        r = ranges_cte([row for row in rows if row[0] in busy])
-        found = conn.execute(
-            select(
-                Event.id,
-                Event.device,
-                Event.pressed_at,
-                Event.flags,
-                Event.day,
-                Event.centre_id,
-                Event.employee_id,
-                Event.service_id,
-                Event.score,
-                Event.scale,
-                Event.channel,
-            )
-            .join(r, in_range(r))
-            .order_by(Event.device, Event.pressed_at)
-        ).all()
-        by_device: dict[str, list[Any]] = {}
-        for row in found:
-            by_device.setdefault(row.device, []).append(row)
+        found = self._ranges_query(conn, [ranges[i] for i in sorted(busy)], count=False)
+        by_device: dict[str, dict[int, Any]] = {}
+        for row in found:  # ranges of one unit may overlap: each row once
+            by_device.setdefault(row.device, {})[row.id] = row
         to_flag: list[Any] = []
-        for items in by_device.values():
+        for seen in by_device.values():
+            items = sorted(seen.values(), key=lambda row: (row.pressed_at, row.id))
             j = 0
             mark = [False] * len(items)
             for i in range(len(items)):
-                while items[i].pressed_at - items[j].pressed_at > self.burst_window:
+                while items[i].pressed_at - items[j].pressed_at > w:
                     j += 1
                 if i - j + 1 > self.burst_max:
                     for k in range(j, i + 1):
@@ -357,44 +340,64 @@ class EventWriter:
             )
         return to_flag
 
-    def _busy_units(self, conn: Any, rows: list[tuple[str, datetime, datetime]]) -> set[str]:
-        """Units with more ratings than the burst limit inside their range.
+    #: What the burst check reads of a rating in a busy range.
+    _BURST_COLUMNS = ", ".join(_BurstRow._fields)
+
+    def _ranges_query(
+        self, conn: Any, ranges: list[tuple[str, datetime, datetime]], *, count: bool
+    ) -> Any:
+        """Over per-unit time ranges: ``count`` — the indexes of the ranges holding more
+        ratings than the burst limit; else the ratings inside them (``_BURST_COLUMNS``).
 
         Plain driver SQL: SQLAlchemy would compile a fresh VALUES list on every batch,
-        which costs more than the query itself.
+        which costs more than the query itself; on PostgreSQL three arrays keep the
+        statement short and the same from batch to batch (parsed once).
         """
         dialect = conn.dialect
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        to_db = UTCDateTime().bind_processor(dialect) or (lambda v: v)
-        tail = (
-            "SELECT ranges.device FROM ranges JOIN events "
-            "ON events.device = ranges.device AND events.pressed_at >= ranges.lo "
-            f"AND events.pressed_at <= ranges.hi AND events.type = {mark} "
-            f"GROUP BY ranges.device HAVING count(*) > {mark}"
+        to_db: Callable[[Any], Any] = (
+            sqlite_time_text if dialect.name == "sqlite" else lambda v: v.astimezone(UTC)
         )
-        if dialect.name == "postgresql":  # three arrays: one short statement, parsed once
-            sql = (
-                "WITH ranges AS (SELECT * FROM unnest(%s::varchar[], %s::timestamptz[], "
-                "%s::timestamptz[]) AS r(device, lo, hi)) " + tail
-            )
-            arrays = (
-                [d for d, _, _ in rows],
-                [to_db(lo) for _, lo, _ in rows],
-                [to_db(hi) for _, _, hi in rows],
-                p.EventType.RATING.value,
-                self.burst_max,
-            )
-            return {d for (d,) in conn.exec_driver_sql(sql, arrays)}
-        tuples = ", ".join([f"({mark}, {mark}, {mark})"] * len(rows))
-        sql = (
-            f"WITH ranges(device, lo, hi) AS (VALUES {tuples}) "
-            "SELECT ranges.device FROM ranges JOIN events "
-            "ON events.device = ranges.device AND events.pressed_at >= ranges.lo "
-            f"AND events.pressed_at <= ranges.hi AND events.type = {mark} "
-            f"GROUP BY ranges.device HAVING count(*) > {mark}"
+        join = (
+            "FROM ranges JOIN events ON events.device = ranges.device "
+            "AND events.pressed_at >= ranges.lo AND events.pressed_at <= ranges.hi "
+            f"AND events.type = {mark} "
         )
-        params: list[Any] = []
-        for device, lo, hi in rows:
-            params += [device, to_db(lo), to_db(hi)]
-        params += [p.EventType.RATING.value, self.burst_max]
-        return {d for (d,) in conn.exec_driver_sql(sql, tuple(params))}
+        if count:
+            tail = f"SELECT ranges.i {join}GROUP BY ranges.i HAVING count(*) > {mark}"
+            extra: list[Any] = [p.EventType.RATING.value, self.burst_max]
+        else:
+            cols = ", ".join(f"events.{c.strip()}" for c in self._BURST_COLUMNS.split(","))
+            tail = f"SELECT {cols} {join}"
+            extra = [p.EventType.RATING.value]
+        if dialect.name == "postgresql":
+            head = (
+                "WITH ranges AS (SELECT * FROM unnest(%b::int[], %b::varchar[], "
+                "%b::timestamptz[], %b::timestamptz[]) AS r(i, device, lo, hi)) "
+            )
+            params: list[Any] = [
+                list(range(len(ranges))),
+                [d for d, _, _ in ranges],
+                [to_db(lo) for _, lo, _ in ranges],
+                [to_db(hi) for _, _, hi in ranges],
+            ]
+        else:
+            tuples = ", ".join([f"({mark}, {mark}, {mark}, {mark})"] * len(ranges))
+            head = f"WITH ranges(i, device, lo, hi) AS (VALUES {tuples}) "
+            params = []
+            for i, (device, lo, hi) in enumerate(ranges):
+                params += [i, device, to_db(lo), to_db(hi)]
+        result = conn.exec_driver_sql(head + tail, tuple(params + extra))
+        if count:
+            return {i for (i,) in result}
+        table = Event.__table__.c
+        procs = [
+            (name, proc)
+            for name in (c.strip() for c in self._BURST_COLUMNS.split(","))
+            if (proc := table[name].type.dialect_impl(dialect).result_processor(dialect, None))
+            is not None
+        ]
+        rows = [_BurstRow(*row) for row in result]
+        if not procs:
+            return rows
+        return [row._replace(**{n: f(getattr(row, n)) for n, f in procs}) for row in rows]

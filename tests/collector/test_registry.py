@@ -130,7 +130,11 @@ def test_reassignment_does_not_rewrite_history(
     store.process([msg(event(2, at=T0 + timedelta(days=2)))])
     store.process([msg(event(3))])  # late event from before the move
     with sessions() as s:
-        rows = s.execute(select(Event.seq, Centre.code).join(Centre).order_by(Event.seq)).all()
+        rows = s.execute(
+            select(Event.seq, Centre.code)
+            .join(Centre, Centre.id == Event.centre_id)
+            .order_by(Event.seq)
+        ).all()
         assert [tuple(r) for r in rows] == [(1, "SH-GYUMRI1"), (2, "ER-AVAN"), (3, "SH-GYUMRI1")]
 
 
@@ -178,3 +182,28 @@ def test_migrations_match_the_models(database_url: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+@pytest.mark.parametrize("model", ["centres", "employees", "services"])
+def test_the_registry_refuses_to_lose_a_row(
+    store: Store, sessions: sessionmaker[Session], model: str
+) -> None:
+    """Events name registry rows by id without foreign keys: no registry row may go."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    store.process([msg(event(1))])
+    with sessions() as s:
+        before = s.scalar(text(f"SELECT count(*) FROM {model}"))
+    assert before
+    with (
+        pytest.raises(DBAPIError, match="the registry keeps every row"),
+        sessions() as s,
+        s.begin(),
+    ):
+        s.execute(text(f"DELETE FROM {model}"))
+    with sessions() as s:
+        assert s.scalar(text(f"SELECT count(*) FROM {model}")) == before
+        ev = s.scalars(select(Event)).one()
+        assert s.get(Centre, ev.centre_id) is not None
+        assert s.get(Employee, ev.employee_id) is not None

@@ -452,3 +452,59 @@ def test_factors_and_channels_are_counted_as_stored_and_rebuilt_the_same(
     store.rebuild_all_aggregates()
     assert channel_cells() == kept_channels
     assert factor_cells() == kept_factors
+
+
+def at(seq: int, when: object, **kw: object) -> object:
+    """A rating pressed at ``when`` exactly (``event`` adds ``seq`` minutes)."""
+    return replace(event(seq, **kw), at=when.isoformat())  # type: ignore[attr-defined]
+
+
+def test_a_press_at_a_whole_second_is_found_by_its_own_time(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """The fast path writes times as the ORM compares them (SQLite compares text)."""
+    store.process([msg(at(1, T0)), msg(at(2, T0 + timedelta(microseconds=500)))])
+    with sessions() as s:
+        at_t0 = s.scalars(
+            select(Event.seq).where(Event.pressed_at >= T0, Event.pressed_at <= T0)
+        ).all()
+        assert at_t0 == [1]
+        assert s.scalar(select(func.count()).where(Event.received_at >= T0)) == 2
+
+
+def test_the_migration_gives_old_whole_second_times_their_full_form(
+    store: Store, sessions: sessionmaker[Session], database_url: str
+) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from collector.db import alembic_config, migrate
+
+    store.process([msg(at(1, T0))])
+    engine = sessions.kw["bind"]
+    if engine.dialect.name == "sqlite":  # what the fast path used to write
+        with engine.begin() as c:
+            c.execute(text("UPDATE events SET pressed_at = substr(pressed_at, 1, 19)"))
+        with sessions() as s:
+            assert s.scalar(select(func.count()).where(Event.pressed_at >= T0)) == 0
+    engine.dispose()
+    command.downgrade(alembic_config(database_url), "0016")
+    migrate(database_url)
+    with sessions() as s:
+        assert s.scalars(select(Event.seq).where(Event.pressed_at >= T0)).all() == [1]
+
+
+def test_bursts_across_batches_and_clusters(store: Store, sessions: sessionmaker[Session]) -> None:
+    """A burst is found when its presses came in two batches; presses of one unit far
+    apart in one batch are separate ranges and no burst."""
+    t = T0 + timedelta(hours=1)
+    calm = [at(i, t + timedelta(minutes=i), score=1) for i in range(1, 11)]
+    store.process([msg(e) for e in calm])  # one a minute: no burst
+    store.process([msg(at(20 + i, T0 + timedelta(seconds=i))) for i in range(5)])
+    store.process([msg(at(30 + i, T0 + timedelta(seconds=5 + i))) for i in range(5)])
+    with sessions() as s:
+        flagged = set(s.scalars(select(Event.seq).where(Event.flags.op("&")(Flag.BURST) != 0)))
+        assert flagged == {20, 21, 22, 23, 24, 30, 31, 32, 33, 34}
+        agg = s.scalars(select(DailyAggregate)).all()
+        assert sum(a.n for a in agg) == 10  # the calm ones; the burst is left out
+        assert sum(a.excluded for a in agg) == 10
