@@ -34,9 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## services: install Mosquitto and Chromium if absent (needs root and apt); tests start their own brokers
+## services: install Mosquitto, nats-server and Chromium if absent (needs root and apt); tests start their own brokers
 services:
 	@bash .ci/ensure-mosquitto
+	@bash .ci/ensure-nats
 	@bash .ci/ensure-chromium || echo "no chromium: browser tests will be skipped (they fail under CI)" >&2
 
 clean:

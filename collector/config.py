@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     )
     mqtt_url: str = Field(
         "mqtt://127.0.0.1:1883",
-        description="Broker: `mqtt://host:port` or `mqtts://host:port` (TLS).",
+        description="Broker: `mqtt://host:port` or `mqtts://host:port` (TLS); a broker "
+        "cluster: its nodes, comma-separated (`mqtt://a:1883,mqtt://b:1883`), tried in turn.",
     )
     mqtt_username: str | None = Field(None, description="Collector's broker account.")
     mqtt_password: str | None = Field(None, description="Password of the broker account.")
@@ -212,9 +213,20 @@ class Settings(BaseSettings):
     @field_validator("mqtt_url")
     @classmethod
     def _check_mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("use mqtt://host:port or mqtts://host:port")
+        schemes = set()
+        for one in value.split(","):
+            parts = urlsplit(one.strip())
+            try:
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError:
+                raise ValueError(f"{one.strip()!r}: the port must be 1 to 65535") from None
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError(
+                    "use mqtt://host:port or mqtts://host:port (several: comma-separated)"
+                )
+            schemes.add(parts.scheme)
+        if len(schemes) > 1:
+            raise ValueError("every broker of the list must use the same scheme (TLS or not)")
         return value
 
     @field_validator("trusted_proxies")
@@ -240,17 +252,27 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def mqtt_endpoints(self) -> list[tuple[str, int]]:
+        """Every broker of ``mqtt_url``, in order (failover goes round the list)."""
+        out = []
+        for one in self.mqtt_url.split(","):
+            parts = urlsplit(one.strip())
+            out.append(
+                (parts.hostname or "127.0.0.1", parts.port or (8883 if self.mqtt_tls else 1883))
+            )
+        return out
+
+    @property
     def mqtt_host(self) -> str:
-        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+        return self.mqtt_endpoints[0][0]
 
     @property
     def mqtt_port(self) -> int:
-        parts = urlsplit(self.mqtt_url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        return self.mqtt_endpoints[0][1]
 
     @property
     def mqtt_tls(self) -> bool:
-        return urlsplit(self.mqtt_url).scheme == "mqtts"
+        return urlsplit(self.mqtt_url.split(",")[0].strip()).scheme == "mqtts"
 
 
 def load_settings(env_file: str | None = None) -> Settings:

@@ -72,6 +72,7 @@ def client_settings(s: Settings) -> dict[str, Any]:
         "mqtt_host": s.mqtt_host,
         "mqtt_port": s.mqtt_port,
         "mqtt_tls": s.mqtt_tls,
+        "mqtt_endpoints": s.mqtt_endpoints,
     }
 
 

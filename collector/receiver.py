@@ -30,6 +30,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from device.endpoints import Failover
+
 log = logging.getLogger(__name__)
 
 #: (connection generation, packet id) of a QoS 1 message; ``None`` for QoS 0.
@@ -124,10 +126,19 @@ def build_client(
         events("connected", True)
         c.subscribe([(t, 1) for t in subscriptions])
 
+    retry = {"wait": 1.0}
+
     def on_subscribe(c: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if any(r.is_failure for r in reasons):
-            log.error("subscription refused: %s", reasons)
+            # A broker cluster electing a leader refuses for a moment; an ACL for good.
+            # Either way ingest would sit deaf on this connection: try again, backing off.
+            log.error("subscription refused: %s; trying again in %.0f s", reasons, retry["wait"])
+            timer = threading.Timer(retry["wait"], c.subscribe, [[(t, 1) for t in subscriptions]])
+            timer.daemon = True
+            timer.start()
+            retry["wait"] = min(retry["wait"] * 2, 30.0)
             return
+        retry["wait"] = 1.0
         log.info("subscribed to %s", ", ".join(subscriptions))
         events("subscribed", True)
 
@@ -170,7 +181,9 @@ def puback(client: Any, conn: Generation, tokens: list[Token]) -> int:
     return stale
 
 
-def connect(client: Any, settings: dict[str, Any]) -> None:
+def connect(client: Any, settings: dict[str, Any]) -> Failover:
+    """Arm ``client`` for the first broker of the list; a lost or failed connection
+    moves the next attempt to the next broker (see :mod:`device.endpoints`)."""
     kwargs: dict[str, Any] = {}
     if settings["mqtt_protocol"] == "5":
         from paho.mqtt.packettypes import PacketTypes
@@ -180,7 +193,22 @@ def connect(client: Any, settings: dict[str, Any]) -> None:
         props.SessionExpiryInterval = settings["mqtt_session_expiry_s"]
         props.ReceiveMaximum = settings["mqtt_receive_maximum"]
         kwargs = {"clean_start": False, "properties": props}
-    client.connect_async(settings["mqtt_host"], settings["mqtt_port"], keepalive=30, **kwargs)
+    endpoints = settings.get("mqtt_endpoints") or [(settings["mqtt_host"], settings["mqtt_port"])]
+    failover = Failover(
+        [(h, p) for h, p in endpoints],
+        lambda host, port: client.connect_async(host, port, keepalive=30, **kwargs),
+    )
+    previous = client.on_disconnect
+
+    def on_disconnect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if previous is not None:
+            previous(c, userdata, flags, reason, props)
+        failover.lost(c, userdata, flags, reason, props)
+
+    client.on_disconnect = on_disconnect
+    client.on_connect_fail = failover.failed
+    failover.start()
+    return failover
 
 
 def _child(

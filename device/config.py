@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from device import pins
+from device.endpoints import parse_endpoint
 from device.errors import ConfigError
 from device.protocol import DEVICE_ID_RE, SCALES
 
@@ -32,6 +33,12 @@ class MqttConfig:
     health_interval_s: float = 60.0
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
+    brokers: tuple[tuple[str, int], ...] = ()
+    """More brokers after ``host:port`` (the other nodes of a broker cluster): a lost or
+    failed connection moves to the next, round the list."""
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), *self.brokers]
 
     def password(self) -> str | None:
         if not self.password_file:
@@ -125,6 +132,22 @@ def _get(
     return value
 
 
+def _brokers(m: dict[str, Any], errs: _Errors) -> tuple[tuple[str, int], ...]:
+    fix = 'a list of "host:port", e.g. ["10.0.0.12:8883", "10.0.0.13:8883"]'
+    listed = _get(m, "brokers", list, [], errs, "mqtt", fix)
+    default_port = 8883 if m.get("tls") else 1883
+    out = []
+    for item in listed:
+        if not isinstance(item, str):
+            errs.add("mqtt.brokers", f"{item!r} is not text", fix)
+            continue
+        try:
+            out.append(parse_endpoint(item, default_port))
+        except ValueError as exc:
+            errs.add("mqtt.brokers", str(exc), fix)
+    return tuple(out)
+
+
 def parse_config(data: dict[str, Any]) -> UnitConfig:
     errs = _Errors()
     known = {"unit", "mqtt", "outbox", "pins", "badge_reader", "queue_serial", "voice", "kiosk"}
@@ -175,6 +198,7 @@ def parse_config(data: dict[str, Any]) -> UnitConfig:
         health_interval_s=_get(m, "health_interval_s", num, 60.0, errs, "mqtt", "seconds"),
         reconnect_min_s=_get(m, "reconnect_min_s", num, 1.0, errs, "mqtt", "seconds"),
         reconnect_max_s=_get(m, "reconnect_max_s", num, 60.0, errs, "mqtt", "seconds"),
+        brokers=_brokers(m, errs),
     )
     if not 1 <= mqtt_cfg.batch_max <= 256:
         errs.add("mqtt.batch_max", "out of range", "use 1..256 (the protocol's batch limit)")

@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from device import protocol as p
 from device.clock import Clock
 from device.config import UnitConfig
+from device.endpoints import Failover
 from device.mqtt_loop import stop_loop
 from device.outbox import Outbox
 
@@ -74,6 +75,10 @@ class Link:
         self.on_command = on_command
         self.rng = rng or random.Random()
         self.client: mqtt.Client | None = None
+        self.failover: Failover | None = None
+        self._resubscribe_at: int | None = None
+        """Monotonic ms at which to subscribe again after a refused subscription."""
+        self._resubscribe_wait_ms = 1000
         self.connected = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -118,9 +123,16 @@ class Link:
         self._jitter_backoff(client)
         client.on_connect = self._mqtt_on_connect
         client.on_disconnect = self._mqtt_on_disconnect
+        client.on_subscribe = self._mqtt_on_subscribe
         client.on_message = self._mqtt_on_message
         self.client = client
-        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        failover = Failover(
+            cfg.endpoints(),
+            lambda host, port: client.connect_async(host, port, keepalive=cfg.keepalive_s),
+        )
+        self.failover = failover
+        client.on_connect_fail = failover.failed
+        failover.start()
         client.loop_start()
         self._thread = threading.Thread(target=self._run, name="gnahat-link", daemon=True)
         self._thread.start()
@@ -169,7 +181,7 @@ class Link:
         if reason.is_failure:
             log.error("broker refused the unit: %s", reason)
             return
-        client.subscribe([(p.ack_topic(self.device), 1), (p.cmd_topic(self.device), 1)])
+        self._subscribe(client)
         client.publish(
             p.status_topic(self.device),
             p.encode_status(p.Presence.ONLINE, firmware=self.config.firmware, boot=self.boot),
@@ -187,6 +199,23 @@ class Link:
         self._jitter_backoff(client)
         if not self._stop.is_set():
             log.warning("link down (%s); reconnecting with backoff", reason)
+            if self.failover is not None:
+                self.failover.lost(client, userdata, flags, reason, props)
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        client.subscribe([(p.ack_topic(self.device), 1), (p.cmd_topic(self.device), 1)])
+
+    def _mqtt_on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        """A refused subscription (a broker cluster electing a leader, an ACL) would leave
+        the unit deaf to its acks for the whole connection: try again, with back-off."""
+        if any(r.is_failure for r in reasons):
+            log.warning("the broker refused the ack subscription (%s); trying again", reasons)
+            self._inbox.put(("subscribe_failed", b""))
+            self._wake.set()
+        else:
+            self._inbox.put(("subscribed", b""))
 
     def _mqtt_on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._inbox.put((msg.topic, bytes(msg.payload)))
@@ -219,6 +248,9 @@ class Link:
         if client is None or not self.connected.is_set():
             return
         now = self.clock.mono_ms()
+        if self._resubscribe_at is not None and now >= self._resubscribe_at:
+            self._resubscribe_at = None
+            self._subscribe(client)
         if now >= self._next_health:
             self._next_health = now + int(self.mqtt.health_interval_s * 1000)
             client.publish(p.health_topic(self.device), self.health_payload(), qos=0)
@@ -263,6 +295,15 @@ class Link:
                 self._inflight.clear()
                 self._sent_upto = 0
                 self._next_health = 0
+                self._resubscribe_at = None
+                self._resubscribe_wait_ms = 1000
+            elif topic == "subscribe_failed":
+                self._resubscribe_at = self.clock.mono_ms() + self._resubscribe_wait_ms
+                self._resubscribe_wait_ms = min(
+                    self._resubscribe_wait_ms * 2, int(self.mqtt.reconnect_max_s * 1000)
+                )
+            elif topic == "subscribed":
+                self._resubscribe_wait_ms = 1000
             elif topic == p.ack_topic(self.device):
                 self._handle_ack(payload)
             elif topic == p.cmd_topic(self.device):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from simulator.broker import MosquittoBroker, mosquitto_binary
+from simulator.nats import NatsCluster, nats_binary
 
 IN_CI = bool(os.environ.get("CI"))
 # The alert engine and the webhook sender run in every `serve` by default, on the wall
@@ -47,6 +48,17 @@ def broker_factory(tmp_path: Path) -> Iterator[type[MosquittoBroker]]:
     yield _Factory
     for b in started:
         b.stop(kill=True)
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three nats-server nodes on loopback: one cluster, JetStream R3, MQTT on each."""
+    if nats_binary() is None:
+        missing("nats-server binary not found (apt-get install nats-server)")
+    cluster = NatsCluster(tmp_path / "nats")
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

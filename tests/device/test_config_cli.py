@@ -34,6 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
         ({"unit": {"device_id": "d1"}, "badge_reader": {}}, "badge_reader.port: missing"),
         ({"unit": {"device_id": "d1"}, "outbox": {"max_events": 0}}, "outbox.max_events"),
         ({"unit": {"device_id": "d1"}, "gpio": {}}, "gpio: unknown section"),
+        ({"unit": {"device_id": "d1"}, "mqtt": {"brokers": "b:1883"}}, "mqtt.brokers: 'b:1883'"),
+        ({"unit": {"device_id": "d1"}, "mqtt": {"brokers": ["b:99999"]}}, "1 to 65535"),
+        ({"unit": {"device_id": "d1"}, "mqtt": {"brokers": ["b:1883/x"]}}, "not host or host:port"),
+        ({"unit": {"device_id": "d1"}, "mqtt": {"brokers": [""]}}, "an empty broker endpoint"),
     ],
 )
 def test_config_errors_name_key_and_fix(data: dict[str, Any], message: str) -> None:
@@ -139,3 +143,13 @@ def test_daemon_notifies_systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert sd_notify("READY=1")
     assert sock.recv(100) == b"READY=1"
     sock.close()
+
+
+def test_a_unit_takes_the_other_nodes_of_a_broker_cluster() -> None:
+    cfg = parse_config(
+        {
+            "unit": {"device_id": "d1"},
+            "mqtt": {"host": "a", "tls": True, "brokers": ["b", "c:8884", "[::1]:8885"]},
+        }
+    )
+    assert cfg.mqtt.endpoints() == [("a", 8883), ("b", 8883), ("c", 8884), ("::1", 8885)]
