@@ -197,14 +197,23 @@ def connect(client: Any, settings: dict[str, Any]) -> Failover:
     failover = Failover(
         [(h, p) for h, p in endpoints],
         lambda host, port: client.connect_async(host, port, keepalive=30, **kwargs),
+        quick=lambda: client.reconnect_delay_set(min_delay=1, max_delay=30),
     )
     previous = client.on_disconnect
+    previous_connect = client.on_connect
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not reason.is_failure:
+            failover.connected()
+        if previous_connect is not None:
+            previous_connect(c, userdata, flags, reason, props)
 
     def on_disconnect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if previous is not None:
             previous(c, userdata, flags, reason, props)
         failover.lost(c, userdata, flags, reason, props)
 
+    client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     client.on_connect_fail = failover.failed
     failover.start()

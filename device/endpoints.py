@@ -45,14 +45,31 @@ class Failover:
     ``failed`` to ``on_connect_fail``.
     """
 
-    def __init__(self, endpoints: Sequence[Endpoint], connect: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        connect: Callable[[str, int], None],
+        *,
+        quick: Callable[[], None] | None = None,
+    ) -> None:
+        """``quick()``: make the next attempt after the shortest wait (the client's
+        back-off reset); called when moving on to an endpoint not yet tried since the
+        last good connection, so a dead node costs one short wait, not a doubling
+        back-off. Once every endpoint has failed, the back-off grows as usual."""
         if not endpoints:
             raise ValueError("no broker endpoint")
         self.endpoints = list(endpoints)
         self._connect = connect
+        self._quick = quick
         self._index = 0
+        self._failed_since_ok = 0
         self._lock = threading.Lock()
         self.switches = 0
+
+    def connected(self) -> None:
+        """A connection was accepted (``on_connect`` without failure)."""
+        with self._lock:
+            self._failed_since_ok = 0
 
     @property
     def current(self) -> Endpoint:
@@ -68,9 +85,13 @@ class Failover:
             old = self.current
             self._index = (self._index + 1) % len(self.endpoints)
             self.switches += 1
+            self._failed_since_ok += 1
+            fresh = self._failed_since_ok < len(self.endpoints)
             host, port = self.current
         log.warning("broker %s:%d %s; next attempt at %s:%d", *old, why, host, port)
         self._connect(host, port)
+        if fresh and self._quick is not None:
+            self._quick()
 
     def lost(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         """``on_disconnect``: a lost or refused connection goes to the next endpoint; a

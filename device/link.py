@@ -129,6 +129,7 @@ class Link:
         failover = Failover(
             cfg.endpoints(),
             lambda host, port: client.connect_async(host, port, keepalive=cfg.keepalive_s),
+            quick=lambda: self._jitter_backoff(client),
         )
         self.failover = failover
         client.on_connect_fail = failover.failed
@@ -181,6 +182,8 @@ class Link:
         if reason.is_failure:
             log.error("broker refused the unit: %s", reason)
             return
+        if self.failover is not None:
+            self.failover.connected()
         self._subscribe(client)
         client.publish(
             p.status_topic(self.device),
