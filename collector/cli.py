@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -266,9 +267,11 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         burst_window_s=settings.burst_window_s,
     )
     done = threading.Event()
-    ingest = Ingest(settings, store, Metrics(), on_fatal=lambda _why: done.set())
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    if settings.ingest_standby:
+        return _ingest_with_lease(settings, store, done)
+    ingest = Ingest(settings, store, Metrics(), on_fatal=lambda _why: done.set())
     try:
         ingest.start()
     except SettingsError as exc:
@@ -281,6 +284,66 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     if ingest.fatal:
         print(f"gnahat-collector: {ingest.fatal}", file=sys.stderr)
         return 3
+    return 0
+
+
+def _ingest_with_lease(settings: Settings, store: Any, done: threading.Event) -> int:
+    """Active or standby: ingest only while holding the ``ingest`` lease.
+
+    Every process of the group uses the same client id, so the one that takes over
+    resumes the broker's persistent session (what arrived meanwhile is queued there).
+    Two actives for a moment (a lease that ran out under a slow renewal) cost nothing
+    but time: the broker hands the session to the newer connection, and the unique key
+    on (device, stream, seq) stores each event once whoever commits it.
+    """
+    import socket
+
+    from collector.ingest import Ingest, utcnow
+    from collector.metrics import Metrics
+    from collector.outbox import Lease
+    from collector.receiver import SettingsError
+
+    lease = Lease(
+        store.sessions,
+        "ingest_lease",
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+        ttl_s=settings.ingest_lease_s,
+        clock=utcnow,
+    )
+    beat = settings.ingest_lease_s / 3
+    fatal: list[str] = []
+
+    def holds() -> bool | None:
+        try:
+            return lease.hold()
+        except Exception as exc:  # the database is away: nobody can take the lease either
+            log.warning("could not renew the ingest lease (%s)", exc)
+            return None
+
+    log.info("standby ingest as %s: waiting for the lease", lease.owner)
+    while not done.is_set():
+        if not holds():
+            done.wait(beat)
+            continue
+        ingest = Ingest(settings, store, Metrics(), on_fatal=lambda why: fatal.append(why))
+        try:
+            ingest.start()
+        except SettingsError as exc:
+            lease.release()
+            print(f"gnahat-collector: {exc}", file=sys.stderr)
+            return 2
+        log.info("holding the ingest lease: ingesting from %s", settings.mqtt_url)
+        while not done.wait(beat) and not fatal:
+            if holds() is False:
+                log.warning("another process holds the ingest lease: standing by")
+                break
+        ingest.stop()
+        if fatal:
+            lease.release()
+            print(f"gnahat-collector: {fatal[0]}", file=sys.stderr)
+            return 3
+    with contextlib.suppress(Exception):
+        lease.release()
     return 0
 
 

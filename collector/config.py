@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         None,
         description="Shared subscription group: ingest processes in one group split the load.",
     )
+    ingest_standby: bool = Field(
+        False,
+        description="Active and standby ingest for brokers without shared subscriptions "
+        "(NATS): processes with the same `GNAHAT_MQTT_CLIENT_ID` take turns through a lease "
+        "in the database; one ingests, the others wait and take over its broker session "
+        "when its lease runs out.",
+    )
+    ingest_lease_s: float = Field(
+        15.0, gt=0, description="How long the active ingest's lease lasts without renewal."
+    )
     ingest_receiver: Literal["process", "thread"] = Field(
         "process",
         description="`process`: the MQTT client runs in a child process (uses a second core); "
