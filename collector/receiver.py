@@ -193,9 +193,8 @@ def connect(client: Any, settings: dict[str, Any]) -> Failover:
         props.SessionExpiryInterval = settings["mqtt_session_expiry_s"]
         props.ReceiveMaximum = settings["mqtt_receive_maximum"]
         kwargs = {"clean_start": False, "properties": props}
-    endpoints = settings.get("mqtt_endpoints") or [(settings["mqtt_host"], settings["mqtt_port"])]
     failover = Failover(
-        [(h, p) for h, p in endpoints],
+        [(h, p) for h, p in settings["mqtt_endpoints"]],  # lists once pickled: tuples again
         lambda host, port: client.connect_async(host, port, keepalive=30, **kwargs),
         quick=lambda: client.reconnect_delay_set(min_delay=1, max_delay=30),
     )

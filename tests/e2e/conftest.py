@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,3 +67,60 @@ def collector(
     handle = CollectorHandle(broker, database_url, sessions)
     yield handle
     handle.stop()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Units of the demo registry in four centres, for fleets of a few units.
+DEVICES = [
+    "am-er-avan-d01",
+    "am-er-avan-d02",
+    "am-lo-vanadzor-d01",
+    "am-sh-gyumri1-d01",
+    "am-su-kapan-d01",
+]
+
+
+class IngestProcess:
+    """A real ``gnahat-collector ingest`` process; ``seen[name]`` is set once its log has
+    shown ``watch[name]``."""
+
+    def __init__(self, env: dict[str, str], watch: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "ingest"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.watch = watch
+        self.seen = {name: threading.Event() for name in watch}
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            for name, text in self.watch.items():
+                if text in line:
+                    self.seen[name].set()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[str]:
+    """PostgreSQL with the demo registry, for tests that run collector processes."""
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    with session_factory(engine)() as s, s.begin():
+        import_dir(s, SHIPPED, now=datetime(2026, 1, 1, tzinfo=UTC))
+    engine.dispose()
+    yield postgres_url

@@ -18,14 +18,7 @@ from device.clock import SystemClock
 from device.config import MqttConfig
 from simulator.fleet import Fleet
 from simulator.nats import NatsCluster
-
-DEVICES = [
-    "am-er-avan-d01",
-    "am-er-avan-d02",
-    "am-lo-vanadzor-d01",
-    "am-sh-gyumri1-d01",
-    "am-su-kapan-d01",
-]
+from tests.e2e.conftest import DEVICES
 
 
 def test_units_and_collector_fail_over_between_nodes(
