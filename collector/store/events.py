@@ -340,17 +340,14 @@ class EventWriter:
             )
         return to_flag
 
-    #: What the burst check reads of a rating in a busy range.
-    _BURST_COLUMNS = ", ".join(_BurstRow._fields)
-
     def _ranges_query(
         self, conn: Any, ranges: list[tuple[str, datetime, datetime]], *, count: bool
     ) -> Any:
         """Over per-unit time ranges: ``count`` — the indexes of the ranges holding more
-        ratings than the burst limit; else the ratings inside them (``_BURST_COLUMNS``).
+        ratings than the burst limit; else the ratings inside them (as ``_BurstRow``).
 
         Plain driver SQL: SQLAlchemy would compile a fresh VALUES list on every batch,
-        which costs more than the query itself; on PostgreSQL three arrays keep the
+        which costs more than the query itself; on PostgreSQL four arrays keep the
         statement short and the same from batch to batch (parsed once).
         """
         dialect = conn.dialect
@@ -372,7 +369,7 @@ class EventWriter:
             tail = f"SELECT ranges.i {join}GROUP BY ranges.i HAVING count(*) > {mark}"
             extra: list[Any] = [p.EventType.RATING.value, self.burst_max]
         else:
-            cols = ", ".join(f"events.{c.strip()}" for c in self._BURST_COLUMNS.split(","))
+            cols = ", ".join(f"events.{c}" for c in _BurstRow._fields)
             tail = f"SELECT {cols} {join}"
             extra = [p.EventType.RATING.value]
         if dialect.name == "postgresql":
@@ -403,7 +400,7 @@ class EventWriter:
         table = Event.__table__.c
         procs = [
             (name, proc)
-            for name in (c.strip() for c in self._BURST_COLUMNS.split(","))
+            for name in _BurstRow._fields
             if (proc := table[name].type.dialect_impl(dialect).result_processor(dialect, None))
             is not None
         ]
