@@ -1,6 +1,10 @@
 """Broker accounts and configuration: Mosquitto's own password hash format, one ACL
 block per unit (write own event/status/health, read own ack/cmd), the collector's
-account, TLS listeners, persistence and raised queue limits; reload with SIGHUP."""
+account, TLS listeners, persistence and raised queue limits; reload with SIGHUP.
+
+For a NATS cluster the same accounts are written as nats-server ``accounts``
+(``nats-accounts.conf``): one NATS account per unit, so that a unit's MQTT session and
+client id live in its own account and no other credential can take them over."""
 
 from __future__ import annotations
 
@@ -15,11 +19,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bcrypt
+
 from device import protocol as p
 from provisioning.ca import write_secret
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd writes for "$7$"
 COLLECTOR_USER = "gnahat-collector"
+NATS_BCRYPT_COST = 11  # nats-server compares passwords that start with "$2" as bcrypt
+NATS_COLLECTOR_ACCOUNT = "gnahat-collector"
+NATS_MQTT_STORE = "$MQTT.msgs."
+"""The subject prefix of nats-server's per-account MQTT message stream (``$MQTT_msgs``;
+server/mqtt.go ``mqttStreamSubjectPrefix``): a QoS 1 message is kept for a persistent
+session only when it lands on it, so imports between accounts are mapped onto it."""
+NATS_MQTT_DELIVERY = "$MQTT.sub.>"
+"""Where nats-server delivers a QoS 1 subscription's stored messages to its client
+(server/mqtt.go ``mqttSubPrefix``): a user with subscribe permissions needs it allowed.
+Only the account's own sessions deliver there, and every unit has an account of its own."""
 
 
 def mosquitto_hash(
@@ -29,6 +45,11 @@ def mosquitto_hash(
     salt = salt or secrets.token_bytes(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, 64)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def nats_hash(password: str, *, cost: int = NATS_BCRYPT_COST) -> str:
+    """A bcrypt hash, which nats-server accepts in place of a plain password."""
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(cost)).decode("ascii")
 
 
 def new_password() -> str:
@@ -73,7 +94,11 @@ class Accounts:
         if self.data.get("collector"):
             return None
         password = new_password()
-        self.data["collector"] = {"username": COLLECTOR_USER, "hash": mosquitto_hash(password)}
+        self.data["collector"] = {
+            "username": COLLECTOR_USER,
+            "hash": mosquitto_hash(password),
+            "nats_hash": nats_hash(password),
+        }
         return password
 
     def set_unit(self, device: str, *, password: str | None, cert_serial: int | None) -> None:
@@ -82,6 +107,7 @@ class Accounts:
         entry = self.units.get(device, {"created": now})
         entry.update(
             hash=mosquitto_hash(password) if password else None,
+            nats_hash=nats_hash(password) if password else None,
             cert_serial=cert_serial,
             revoked=False,
             updated=now,
@@ -97,6 +123,23 @@ class Accounts:
 
     def active_units(self) -> list[str]:
         return sorted(d for d, e in self.units.items() if not e.get("revoked"))
+
+    def fill_nats_hashes(self, password_of: Any) -> bool:
+        """Give accounts made before the cluster layout their bcrypt hash, from the
+        password kept in the state folder (``password_of(name)``, None if unknown)."""
+        changed = False
+        entries: list[tuple[str, dict[str, Any]]] = [
+            (d, e) for d, e in self.units.items() if e.get("hash") and not e.get("nats_hash")
+        ]
+        collector = self.data.get("collector")
+        if collector and not collector.get("nats_hash"):
+            entries.append((COLLECTOR_USER, collector))
+        for name, entry in entries:
+            password = password_of(name)
+            if password:
+                entry["nats_hash"] = nats_hash(password)
+                changed = True
+        return changed
 
 
 def render_passwd(accounts: Accounts) -> str:
@@ -135,6 +178,115 @@ def render_acl(accounts: Accounts) -> str:
             "",
         ]
     return "\n".join(out)
+
+
+def nats_subject(topic: str) -> str:
+    """The NATS subject nats-server gives an MQTT topic (levels joined by dots)."""
+    return topic.replace("/", ".")
+
+
+def nats_unit_account(device: str) -> str:
+    return f"unit-{device}"
+
+
+def _nats_list(items: list[str], indent: str) -> str:
+    if not items:
+        return "[]"
+    inner = "\n".join(f"{indent}  {item}" for item in items)
+    return f"[\n{inner}\n{indent}]"
+
+
+def _q(value: str) -> str:
+    return json.dumps(value)  # a double-quoted string nats-server's parser reads
+
+
+def render_nats_accounts(accounts: Accounts) -> str:
+    """nats-server ``accounts`` for the units and the collector.
+
+    Every unit has an account of its own: nats-server keeps MQTT sessions per account
+    (server/mqtt.go, one session manager per account), so a unit's client id and
+    persistent session cannot be reached from another unit's credentials. Its user may
+    publish only its own event/status/health and subscribe only its own ack/cmd.
+    Messages cross between a unit's account and the collector's by stream export and
+    import, mapped onto the importing account's MQTT store (``$MQTT.msgs.<subject>``) so
+    that a persistent session that is away still receives them. Revoked units and units
+    with a certificate identity only (nats-server has one MQTT listener per node; see
+    docs/operations.md) have no account.
+    """
+    collector = accounts.data.get("collector") or {}
+    units = [d for d in accounts.active_units() if accounts.units[d].get("nats_hash")]
+    skipped = [d for d in accounts.active_units() if d not in units]
+    ev, st, he, ack, cmd = (
+        nats_subject(f"{p.TOPIC_ROOT}/dev/*/{k}")
+        for k in ("event", "status", "health", "ack", "cmd")
+    )
+    out = [
+        "# Generated by gnahat-provision; edits are overwritten.",
+        "# Include it in every node's configuration; reload with `nats-server --signal reload`.",
+    ]
+    for device in skipped:
+        out.append(f"# {device}: no password (certificate identity only), so no account here")
+    out.append("accounts {")
+    col_user = []
+    if collector.get("nats_hash"):
+        col_user.append(
+            f"{{user: {_q(collector['username'])}, password: {_q(collector['nats_hash'])}, "
+            f"permissions: {{publish: {{allow: [{_q(ack)}, {_q(cmd)}]}}, "
+            f"subscribe: {{allow: [{_q(ev)}, {_q(st)}, {_q(he)}, {_q(NATS_MQTT_DELIVERY)}]}}}}}}"
+        )
+    col_exports: list[str] = []
+    col_imports: list[str] = []
+    for device in units:
+        acc = _q(nats_unit_account(device))
+        for kind in ("ack", "cmd"):
+            col_exports.append(
+                f"{{stream: {_q(nats_subject(p.topic(device, kind)))}, accounts: [{acc}]}}"
+            )
+        for kind in ("event", "status", "health"):
+            subject = nats_subject(p.topic(device, kind))
+            col_imports.append(
+                f"{{stream: {{account: {acc}, subject: {_q(subject)}}}, "
+                f"to: {_q(NATS_MQTT_STORE + subject)}}}"
+            )
+    out += [
+        f"  {_q(NATS_COLLECTOR_ACCOUNT)}: {{",
+        "    jetstream: enabled",
+        f"    users: {_nats_list(col_user, '    ')}",
+        f"    exports: {_nats_list(col_exports, '    ')}",
+        f"    imports: {_nats_list(col_imports, '    ')}",
+        "  }",
+    ]
+    for device in units:
+        entry = accounts.units[device]
+        own = {
+            k: nats_subject(p.topic(device, k)) for k in ("event", "status", "health", "ack", "cmd")
+        }
+        user = (
+            f"{{user: {_q(device)}, password: {_q(entry['nats_hash'])}, "
+            f"permissions: {{publish: {{allow: [{_q(own['event'])}, {_q(own['status'])}, "
+            f"{_q(own['health'])}]}}, "
+            f"subscribe: {{allow: [{_q(own['ack'])}, {_q(own['cmd'])}, "
+            f"{_q(NATS_MQTT_DELIVERY)}]}}}}}}"
+        )
+        col = _q(NATS_COLLECTOR_ACCOUNT)
+        exports = [
+            f"{{stream: {_q(own[k])}, accounts: [{col}]}}" for k in ("event", "status", "health")
+        ]
+        imports = [
+            f"{{stream: {{account: {col}, subject: {_q(own[k])}}}, "
+            f"to: {_q(NATS_MQTT_STORE + own[k])}}}"
+            for k in ("ack", "cmd")
+        ]
+        out += [
+            f"  {_q(nats_unit_account(device))}: {{",
+            "    jetstream: enabled",
+            f"    users: [{user}]",
+            f"    exports: {_nats_list(exports, '    ')}",
+            f"    imports: {_nats_list(imports, '    ')}",
+            "  }",
+        ]
+    out.append("}")
+    return "\n".join(out) + "\n"
 
 
 def render_conf(layout: BrokerLayout, folder: Path, ca_file: Path, crl_file: Path) -> str:
@@ -204,6 +356,7 @@ def write_broker_files(
     folder.mkdir(parents=True, exist_ok=True)
     write_secret(folder / "passwd", render_passwd(accounts).encode())
     (folder / "acl").write_text(render_acl(accounts), encoding="utf-8")
+    write_secret(folder / "nats-accounts.conf", render_nats_accounts(accounts).encode())
     conf = folder / "mosquitto.conf"
     conf.write_text(render_conf(layout, folder, ca_file, crl_file), encoding="utf-8")
     if layout.run_as_user:
@@ -211,7 +364,7 @@ def write_broker_files(
 
         try:
             pw = pwd.getpwnam(layout.run_as_user)
-            for name in ("passwd", "acl"):
+            for name in ("passwd", "acl", "nats-accounts.conf"):
                 os.chown(folder / name, pw.pw_uid, pw.pw_gid)
         except (KeyError, PermissionError):
             pass
@@ -219,11 +372,15 @@ def write_broker_files(
 
 
 def reload_broker(folder: Path) -> bool:
-    """SIGHUP the broker whose pid file is in ``folder``: it re-reads passwords and ACLs."""
-    pid_file = folder / "mosquitto.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-        return True
-    except (OSError, ValueError):
-        return False
+    """SIGHUP the broker whose pid file is in ``folder`` (``mosquitto.pid``, or
+    ``nats.pid`` for a nats-server node run from this folder): both re-read their
+    accounts and permissions on it."""
+    reloaded = False
+    for name in ("mosquitto.pid", "nats.pid"):
+        try:
+            pid = int((folder / name).read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+            reloaded = True
+        except (OSError, ValueError):
+            continue
+    return reloaded

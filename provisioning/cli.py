@@ -41,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     ci = ca_sub.add_parser("init", help="create the device CA (once)")
     ci.add_argument("--name", default="Gnahat device CA")
 
-    br = sub.add_parser("broker", help="Mosquitto configuration")
+    br = sub.add_parser("broker", help="Mosquitto (or NATS cluster) configuration")
     br_sub = br.add_subparsers(dest="action", required=True, metavar="ACTION")
-    bc = br_sub.add_parser("config", help="write mosquitto.conf, passwd, acl (and reload)")
+    bc = br_sub.add_parser(
+        "config", help="write mosquitto.conf, passwd, acl, nats-accounts.conf (and reload)"
+    )
     bc.add_argument("--broker-host", help="name units use to reach the broker")
     bc.add_argument("--listen", help="address the TLS listeners bind (default 0.0.0.0)")
     bc.add_argument("--tls-port", type=int)
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             print(
-                f"wrote {conf} (+ passwd, acl); collector password in "
+                f"wrote {conf} (+ passwd, acl) and, for a NATS cluster, "
+                f"{conf.parent / 'nats-accounts.conf'}; collector password in "
                 f"{prov.state / 'collector.password'}"
             )
             if args.reload:

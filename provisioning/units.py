@@ -23,6 +23,7 @@ import tomli_w
 
 from device import protocol as p
 from provisioning.broker import (
+    COLLECTOR_USER,
     Accounts,
     BrokerLayout,
     new_password,
@@ -124,6 +125,7 @@ class Provisioner:
         created = self.accounts.ensure_collector()
         if created is not None:
             write_secret(self.state / "collector.password", created.encode())
+        self.accounts.fill_nats_hashes(self._kept_password)
         self.accounts.save()
         if not cert.exists():
             cert.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +150,15 @@ class Provisioner:
         )
         self.save_settings()
         return conf
+
+    def _kept_password(self, name: str) -> str | None:
+        """A password this state folder keeps: the collector's, or a unit's bundle's."""
+        path = (
+            self.state / "collector.password"
+            if name == COLLECTOR_USER
+            else self.bundles / name / "password"
+        )
+        return path.read_text().strip() if path.exists() else None
 
     def reload(self) -> bool:
         return reload_broker(self.broker_dir)

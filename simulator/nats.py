@@ -14,6 +14,7 @@ which is how tests and scenarios take a node away.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -63,7 +64,9 @@ class NatsCluster:
     """``size`` nats-server nodes on ``127.0.0.1`` forming one cluster.
 
     ``accounts_config``: text for the ``accounts``/``authorization`` part of every
-    node's configuration (as provisioning writes it); without it, anonymous clients.
+    node's configuration; ``accounts_file``: a file every node includes instead (as
+    provisioning writes ``nats-accounts.conf``; ``reload()`` makes the nodes re-read
+    it). Without either, anonymous clients.
     """
 
     def __init__(
@@ -72,11 +75,13 @@ class NatsCluster:
         *,
         size: int = 3,
         accounts_config: str = "",
+        accounts_file: Path | None = None,
         cluster_name: str = "gnahat",
     ) -> None:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="gnahat-nats-"))
         self.cluster_name = cluster_name
         self.accounts_config = accounts_config
+        self.accounts_file = Path(accounts_file).resolve() if accounts_file else None
         self.host = "127.0.0.1"
         self.nodes = [
             NatsNode(
@@ -125,9 +130,17 @@ class NatsCluster:
                 "  max_ack_pending: 1024",
                 "}",
                 self.accounts_config,
+                self._include(node),
                 "",
             ]
         )
+
+    def _include(self, node: NatsNode) -> str:
+        if self.accounts_file is None:
+            return ""
+        # nats-server reads an include relative to the including file's folder
+        rel = os.path.relpath(self.accounts_file, node.workdir.resolve())
+        return f"include {json.dumps(rel)}"
 
     # ------------------------------------------------------------ life
 
@@ -213,6 +226,13 @@ class NatsCluster:
             if time.monotonic() > deadline:
                 raise BrokerError("the NATS cluster has no JetStream leader")
             threading.Event().wait(0.2)  # polling another process's state
+
+    def reload(self) -> None:
+        """SIGHUP every running node: it re-reads its configuration (accounts, users,
+        permissions) without dropping connections that are still allowed."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGHUP)
 
     def kill(self, i: int) -> None:
         """SIGKILL node ``i`` (a crash: nothing flushed that was not already)."""
