@@ -8,6 +8,12 @@ presses round the fleet, injects the faults, heals, waits for every unit to drai
 then counts: acknowledged presses, stored events, duplicates dropped, quarantined,
 still queued, gaps. It fails when anything acknowledged is not stored exactly once.
 
+With ``broker = "nats"`` the same runs on the clustered layout: a three-node
+nats-server cluster with the accounts provisioning writes (one per unit), units that
+know every node, two ``gnahat-collector ingest`` processes taking turns through the
+database lease and ``serve --no-ingest`` for the web and forwarding; faults kill
+nodes and the active ingest instead of the single broker.
+
 The collector also forwards to a fake M&E IS (DHIS2 ``dataValueSets``) that faults can
 take down or make fail; at the end every value there must equal the collector's own
 daily aggregates (nothing lost or doubled on the way to the ministry either).
@@ -50,6 +56,23 @@ ACTIONS = {
     "duplicate_redelivery": "publish again the last `count` events of a unit, as a broker might",
     "me_is_down": "the M&E IS stops answering (connection refused) for `seconds`",
     "me_is_errors": "the M&E IS answers the next `count` pushes with HTTP 503",
+    "node_kill": "(nats) SIGKILL cluster node `node`; it starts again after `seconds`",
+    "ingest_kill": "(nats) SIGKILL the ingest process holding the lease; it comes back as standby",
+}
+#: What a scenario on each broker layout can do (the cluster has no proxy in front of
+#: its nodes, and a single Mosquitto has no node or standby to kill).
+LAYOUT_ACTIONS = {
+    "mosquitto": set(ACTIONS) - {"node_kill", "ingest_kill"},
+    "nats": {
+        "node_kill",
+        "ingest_kill",
+        "unit_kill",
+        "clock_skew",
+        "outbox_full",
+        "me_is_down",
+        "me_is_errors",
+        "collector_restart",
+    },
 }
 SHIPPED = Path(__file__).resolve().parent / "scenarios"
 ME_IS_USER, ME_IS_PASSWORD = "gnahat", "scenario"
@@ -63,6 +86,7 @@ class Fault:
     seconds: float = 0.0
     ms: int = 0
     count: int = 20
+    node: int = 0
 
 
 @dataclass
@@ -85,6 +109,26 @@ class Scenario:
     """Shortest time between two visitors at one desk, in the desk's own time."""
     faults: list[Fault] = field(default_factory=list)
     description: str = ""
+    broker: str = "mosquitto"
+    """``mosquitto`` (one broker, the single-server layout) or ``nats`` (a three-node
+    cluster with per-unit accounts and active/standby ingest)."""
+
+
+def on_broker(sc: Scenario, broker: str) -> Scenario:
+    """The same scenario on the other layout, each fault as its counterpart there: a
+    node's death is the single broker's death, the active ingest's death the
+    collector's."""
+    from dataclasses import replace
+
+    counterpart = {
+        "mosquitto": {"node_kill": "broker_kill", "ingest_kill": "collector_restart"},
+        "nats": {"broker_kill": "node_kill", "broker_restart": "node_kill"},
+    }[broker]
+    faults = [replace(f, action=counterpart.get(f.action, f.action)) for f in sc.faults]
+    for f in faults:
+        if f.action not in LAYOUT_ACTIONS[broker]:
+            raise ValueError(f"{sc.name}: {f.action} has no counterpart on {broker}")
+    return replace(sc, broker=broker, faults=faults, name=f"{sc.name}-on-{broker}")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -103,7 +147,15 @@ def load_scenario(path: str | Path) -> Scenario:
     sc = Scenario(
         name=data.pop("name", p.stem), faults=sorted(faults, key=lambda f: f.after), **data
     )
+    if sc.broker not in LAYOUT_ACTIONS:
+        raise ValueError(f"{p}: broker {sc.broker!r}: use one of {', '.join(LAYOUT_ACTIONS)}")
     for f in sc.faults:
+        if f.action not in LAYOUT_ACTIONS[sc.broker]:
+            raise ValueError(
+                f"{p}: fault at {f.after}: {f.action} does not apply to broker {sc.broker!r}"
+            )
+        if f.action == "node_kill" and not 0 <= f.node < 3:
+            raise ValueError(f"{p}: fault at {f.after}: node {f.node} not in 0..2")
         if (
             f.action in ("unit_kill", "duplicate_redelivery", "clock_skew", "outbox_full")
             and not 0 <= f.unit < sc.units
@@ -187,8 +239,13 @@ class CollectorProcess:
         log_path: Path | None = None,
         metrics_token: str = "",
         mapping: Path | None = None,
+        args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
+        ready_text: str = "subscribed to",
     ) -> None:
         self.log_path = log_path
+        self.args = args
+        self.ready_text = ready_text
         self.metrics_token = metrics_token
         self.env = {
             **os.environ,
@@ -197,6 +254,7 @@ class CollectorProcess:
             "GNAHAT_HTTP_PORT": str(port),
             "GNAHAT_MQTT_CLIENT_ID": "gnahat-scenario-collector",
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         }
         if me_is_url:
             self.env.update(
@@ -216,7 +274,7 @@ class CollectorProcess:
     def start(self, timeout: float = 60) -> None:
         root = str(Path(__file__).resolve().parent.parent)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve"],
+            [sys.executable, "-m", "collector.cli", "serve", *self.args],
             cwd=root,
             env=self.env,
             stdout=subprocess.DEVNULL,
@@ -236,7 +294,7 @@ class CollectorProcess:
                     if sink is not None:
                         sink.write(line)
                         sink.flush()
-                    if "subscribed to" in line:
+                    if self.ready_text in line:
                         ready.set()
             finally:
                 if sink is not None:
@@ -277,6 +335,112 @@ class CollectorProcess:
 
     def duplicates_dropped(self) -> int:
         return self.dropped_before + int(self.metric("gnahat_events_duplicate_total"))
+
+
+class IngestPair:
+    """Two ``gnahat-collector ingest`` processes with one client id taking turns
+    through the database lease (``GNAHAT_INGEST_STANDBY``): one ingests, the other
+    waits to take over the broker session."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "GNAHAT_INGEST_STANDBY": "true",
+            **env,
+        }
+        self.log_path = log_path
+        self.procs: list[subprocess.Popen[str] | None] = [None, None]
+        self.active_at: list[threading.Event] = [threading.Event(), threading.Event()]
+        self.restarts: list[threading.Thread] = []
+
+    def start(self, i: int) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "ingest"],
+            cwd=root,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs[i] = proc
+        active = self.active_at[i] = threading.Event()
+
+        def read() -> None:
+            assert proc.stderr is not None
+            with self.log_path.open("a", encoding="utf-8") as sink:
+                for line in proc.stderr:
+                    sink.write(f"[ingest {i}] {line}")
+                    sink.flush()
+                    if "subscribed to" in line:
+                        active.set()
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def start_all(self, timeout: float = 60) -> None:
+        self.start(0)
+        if not self.active_at[0].wait(timeout):
+            raise RuntimeError(f"no ingest took the lease; see {self.log_path}")
+        self.start(1)
+
+    def kill_active(self) -> int:
+        """SIGKILL the process that subscribed last (the lease holder) and start a new
+        one in its place: it stands by. Returns which one was killed."""
+        live = [
+            i for i, pr in enumerate(self.procs) if pr is not None and self.active_at[i].is_set()
+        ]
+        i = live[-1] if live else 0
+        proc = self.procs[i]
+        if proc is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        other = self.active_at[1 - i]
+
+        def restart() -> None:
+            # once the standby has taken the lease, so that the new process stands by
+            other.wait(120)
+            self.start(i)
+
+        t = threading.Thread(target=restart, daemon=True)
+        t.start()
+        self.restarts.append(t)
+        return i
+
+    def settle(self) -> None:
+        for t in self.restarts:
+            t.join()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def cluster_accounts(folder: Path, devices: list[str]) -> tuple[Path, str, dict[str, Path]]:
+    """What provisioning writes for a cluster: ``nats-accounts.conf`` with one account
+    per unit; returns it, the collector's password and each unit's password file."""
+    from provisioning.broker import Accounts, new_password, render_nats_accounts
+    from provisioning.ca import write_secret
+
+    folder.mkdir(parents=True, exist_ok=True)
+    accounts = Accounts(folder)
+    collector_password = accounts.ensure_collector() or ""
+    files: dict[str, Path] = {}
+    for device in devices:
+        password = new_password()
+        accounts.set_unit(device, password=password, cert_serial=None)
+        files[device] = folder / f"{device}.password"
+        write_secret(files[device], password.encode())
+    accounts.save()
+    conf = folder / "nats-accounts.conf"
+    write_secret(conf, render_nats_accounts(accounts).encode())
+    return conf, collector_password, files
 
 
 def pick_devices(n: int) -> list[str]:
@@ -379,8 +543,32 @@ def run_scenario(
     def port(offset: int) -> int:
         return port_base + offset if port_base else free_port()
 
-    broker = MosquittoBroker(workdir / "broker", port=port(0))
-    broker.start()
+    devices = pick_devices(sc.units)
+    nats = sc.broker == "nats"
+    cluster: Any = None
+    ingests: IngestPair | None = None
+    unit_passwords: dict[str, Path] = {}
+    collector_env: dict[str, str] = {}
+    if nats:
+        from simulator.nats import NatsCluster
+
+        accounts_file, collector_password, unit_passwords = cluster_accounts(
+            workdir / "accounts", devices
+        )
+        cluster = NatsCluster(workdir / "nats", accounts_file=accounts_file)
+        cluster.start()
+        broker: Any = cluster
+        broker_url = cluster.url
+        collector_env = {
+            "GNAHAT_MQTT_USERNAME": "gnahat-collector",
+            "GNAHAT_MQTT_PASSWORD": collector_password,
+            "GNAHAT_MQTT_PROTOCOL": "3.1.1",
+            "GNAHAT_INGEST_LEASE_S": "6",
+        }
+    else:
+        broker = MosquittoBroker(workdir / "broker", port=port(0))
+        broker.start()
+        broker_url = broker.url
     me_is = FakeMeIsServer(
         FakeMeIs(username=ME_IS_USER, password=ME_IS_PASSWORD), port=port(3)
     ).start()
@@ -388,14 +576,30 @@ def run_scenario(
     serve_registry(me_is.fake, sessions, workdir / "mapping.csv")
     collector = CollectorProcess(
         url,
-        broker.url,
+        broker_url,
         port(1),
         me_is.url,
         log_path=workdir / "collector.log",
         metrics_token=metrics_token,
         mapping=workdir / "mapping.csv",
+        # on the cluster, ingest runs in its own active/standby processes
+        args=("--no-ingest",) if nats else (),
+        extra_env=collector_env,
+        ready_text="Uvicorn running" if nats else "subscribed to",
     )
-    proxy = TcpProxy(broker.host, broker.port, listen_port=port(2)).start()
+    if nats:
+        ingests = IngestPair(
+            {
+                "GNAHAT_DATABASE_URL": url,
+                "GNAHAT_MQTT_URL": broker_url,
+                "GNAHAT_MQTT_CLIENT_ID": "gnahat-scenario-collector",
+                **collector_env,
+            },
+            workdir / "ingest.log",
+        )
+        proxy: Any = None
+    else:
+        proxy = TcpProxy(broker.host, broker.port, listen_port=port(2)).start()
     units: list[UnitProcess] = []
     timers: list[threading.Timer] = []
     acknowledged: set[tuple[str, str, int]] = set()
@@ -403,7 +607,6 @@ def run_scenario(
     # the moment the unit answered. A fast clock runs 600x: a press that takes 50 ms
     # covers 30 s of the unit's day, so a press near midnight has two candidate days.
     truth: dict[tuple[str, str, int], tuple[datetime, datetime]] = {}
-    devices = pick_devices(sc.units)
     epoch = time.time()
     epoch_dt = datetime.fromtimestamp(epoch, UTC)
     # The fast clocks start in the past so that the run's visits end about now: the
@@ -419,15 +622,33 @@ def run_scenario(
 
     try:
         collector.start()
+        if ingests is not None:
+            ingests.start_all()
         for i, device in enumerate(devices):
-            cfg = unit_config(
-                workdir / device / "unit.toml",
-                device_id=device,
-                broker_host=proxy.host,
-                broker_port=proxy.port,
-                outbox=workdir / device / "outbox.db",
-                ack_timeout_s=sc.ack_timeout_s,
-            )
+            if nats:
+                # units spread over the nodes: each starts on its own first node
+                eps = cluster.mqtt_endpoints
+                (host, first), *rest = eps[i % len(eps) :] + eps[: i % len(eps)]
+                cfg = unit_config(
+                    workdir / device / "unit.toml",
+                    device_id=device,
+                    broker_host=host,
+                    broker_port=first,
+                    outbox=workdir / device / "outbox.db",
+                    ack_timeout_s=sc.ack_timeout_s,
+                    username=device,
+                    password_file=str(unit_passwords[device]),
+                    extra_mqtt={"brokers": [f"{h}:{pt}" for h, pt in rest]},
+                )
+            else:
+                cfg = unit_config(
+                    workdir / device / "unit.toml",
+                    device_id=device,
+                    broker_host=proxy.host,
+                    broker_port=proxy.port,
+                    outbox=workdir / device / "outbox.db",
+                    ack_timeout_s=sc.ack_timeout_s,
+                )
             skew = sc.skewed_units.get(str(i), 0.0)
             if i in sc.clockless_units:
                 skew = (CLOCKLESS_EPOCH - datetime.now(UTC)).total_seconds()
@@ -461,6 +682,7 @@ def run_scenario(
                         units=units,
                         timers=timers,
                         me_is=me_is,
+                        ingests=ingests,
                     )
                 report.faults.append(f"at press {n}: {note}")
                 if progress:
@@ -475,12 +697,20 @@ def run_scenario(
             else:
                 report.refused += 1
             if progress and (n % 50 == 0 or n == sc.presses - 1):
-                _progress(progress, n + 1, sc.presses, "network cut" if proxy.is_cut else "")
+                cut = proxy is not None and proxy.is_cut
+                _progress(progress, n + 1, sc.presses, "network cut" if cut else "")
         for t in timers:
             t.join()
-        proxy.restore()
-        if not broker.running:
-            broker.start()
+        if ingests is not None:
+            ingests.settle()
+        if nats:
+            for i, node in enumerate(cluster.nodes):
+                if not node.running:
+                    cluster.start_node(i)
+        else:
+            proxy.restore()
+            if not broker.running:
+                broker.start()
         if progress:
             progress.write("\nhealed; waiting for every unit to drain\n")
         for unit in units:
@@ -503,11 +733,18 @@ def run_scenario(
             t.cancel()
         for unit in units:
             unit.stop()
+        if ingests is not None:
+            ingests.stop()
         collector.stop()
         me_is.stop()
-        proxy.close()
-        broker.stop()
-        (workdir / "broker.log").write_text("\n".join(broker.log) + "\n", encoding="utf-8")
+        if proxy is not None:
+            proxy.close()
+        if nats:
+            (workdir / "broker.log").write_text(cluster.logs() + "\n", encoding="utf-8")
+            cluster.stop()
+        else:
+            broker.stop()
+            (workdir / "broker.log").write_text("\n".join(broker.log) + "\n", encoding="utf-8")
 
     tz = ZoneInfo("Asia/Yerevan")
     with sessions() as s:
@@ -622,10 +859,32 @@ def _inject(
     units: list[Any],
     timers: list[threading.Timer],
     me_is: Any = None,
+    ingests: IngestPair | None = None,
 ) -> str:
     from device import protocol as p
 
     action = fault.action
+    if action == "node_kill":
+        # One node at a time: a node still down comes back (and the cluster is whole)
+        # before the next one dies, as the scenario's "another after the first is back".
+        for t in timers:
+            if t.name == "revive-node":
+                t.join()
+        broker.wait_ready()
+        broker.kill(fault.node)
+
+        def revive() -> None:
+            broker.start_node(fault.node)
+
+        t = threading.Timer(fault.seconds, revive)
+        t.name = "revive-node"
+        t.start()
+        timers.append(t)
+        return f"node {fault.node} killed for {fault.seconds:g}s"
+    if action == "ingest_kill":
+        assert ingests is not None
+        killed = ingests.kill_active()
+        return f"active ingest {killed} killed; the standby takes over"
     if action == "broker_restart":
         broker.stop()
         broker.start()

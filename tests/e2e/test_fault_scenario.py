@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.scenarios import ACTIONS, SHIPPED, load_scenario, run_scenario
+from simulator.scenarios import ACTIONS, SHIPPED, load_scenario, on_broker, run_scenario
 
 
 def test_ci_scenario_has_the_required_faults() -> None:
@@ -112,3 +112,43 @@ def test_a_clockless_unit_losing_power_with_a_backlog_counts_every_press_on_its_
     engine.dispose()
     assert (tmp_path / "collector.log").stat().st_size > 0  # the logs stay in the run's folder
     assert (tmp_path / "broker.log").stat().st_size > 0
+
+
+def test_cluster_scenario_has_the_required_faults(tmp_path: Path) -> None:
+    sc = load_scenario("cluster-faults")
+    assert sc.broker == "nats" and sc.units >= 10 and sc.presses >= 5000
+    kills = [f for f in sc.faults if f.action == "node_kill"]
+    assert len({f.node for f in kills}) >= 2  # one node, then another
+    assert any(f.action == "ingest_kill" for f in sc.faults)
+    mosquitto = on_broker(sc, "mosquitto")
+    assert {f.action for f in mosquitto.faults} >= {"broker_kill", "collector_restart"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('units = 2\n[[fault]]\nafter = 1\naction = "node_kill"\n')
+    with pytest.raises(ValueError, match="node_kill does not apply to broker 'mosquitto'"):
+        load_scenario(bad)
+    bad.write_text('broker = "nats"\n[[fault]]\nafter = 1\naction = "network_cut"\n')
+    with pytest.raises(ValueError, match="network_cut does not apply to broker 'nats'"):
+        load_scenario(bad)
+    bad.write_text('broker = "rabbit"\n')
+    with pytest.raises(ValueError, match="broker 'rabbit'"):
+        load_scenario(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["nats", "mosquitto"])
+def test_cluster_scenario_zero_loss(postgres_url: str, tmp_path: Path, broker: str) -> None:
+    """On PostgreSQL: the NATS cluster loses one node, then another once the first is
+    back, and the active ingest; the same scenario on one Mosquitto (its broker killed
+    where a node dies, its collector where the active ingest dies) still holds."""
+    from simulator.nats import nats_binary
+
+    if broker == "nats" and nats_binary() is None:
+        pytest.skip("nats-server is not installed")
+    sc = on_broker(load_scenario("cluster-faults"), broker)
+    out = io.StringIO()
+    report = run_scenario(sc, workdir=tmp_path, database_url=postgres_url, out=out, progress=None)
+    assert report.ok, out.getvalue() + "\n".join(report.faults)
+    assert report.acknowledged == report.stored == sc.presses
+    assert report.duplicate_rows == 0 and report.gaps == 0 and report.queued == 0
+    assert len(report.faults) == len(sc.faults)
+    assert report.me_is_mismatches == 0 and report.wrong_day == 0
