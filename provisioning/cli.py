@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--persistence-dir")
     bc.add_argument("--user", help="user the broker runs as (default mosquitto)")
     bc.add_argument("--reload", action="store_true", help="SIGHUP the running broker")
+    bc.add_argument(
+        "--also",
+        action="append",
+        metavar="HOST:PORT",
+        help="another node of a broker cluster, for new bundles' [mqtt] brokers (repeat; "
+        "--also none clears the list)",
+    )
 
     unit = sub.add_parser("unit", help="one unit")
     u_sub = unit.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -79,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     ut = u_sub.add_parser("rotate", help="new credentials; re-install the bundle on the unit")
     ut.add_argument("device")
     ut.add_argument("--cert", action="store_true", default=None)
+    ut.add_argument(
+        "--password",
+        dest="cert",
+        action="store_false",
+        help="a password instead of a certificate (what a NATS cluster's listener takes)",
+    )
     u_sub.add_parser("list", help="provisioned units and their state")
 
     cards = sub.add_parser(
@@ -144,6 +157,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "broker":
             s, layout = prov.settings, prov.settings.layout
             s.broker_host = args.broker_host or s.broker_host
+            if args.also:
+                from device.endpoints import parse_endpoint
+
+                also = [] if args.also == ["none"] else args.also
+                try:
+                    for item in also:
+                        parse_endpoint(item, s.layout.tls_port)
+                except ValueError as exc:
+                    print(f"error: --also: {exc}", file=sys.stderr)
+                    return 2
+                s.brokers = also
             for attr, value in (
                 ("host", args.listen),
                 ("tls_port", args.tls_port),

@@ -54,6 +54,9 @@ class Settings:
     """After a change, ask the broker (at ``broker_host``) until it answers as intended;
     per invocation (``--no-verify``), never saved."""
     verify_timeout_s: float = 15.0
+    brokers: list[str] = field(default_factory=list)
+    """The other nodes of a broker cluster (``host:port``), written into every bundle's
+    ``[mqtt] brokers`` after ``broker_host``: units fail over round the list."""
 
 
 @dataclass
@@ -80,7 +83,11 @@ class Provisioner:
             self.settings = settings
         elif self.settings_path.exists():
             raw = json.loads(self.settings_path.read_text())
-            self.settings = Settings(raw["broker_host"], BrokerLayout(**raw["layout"]))
+            self.settings = Settings(
+                raw["broker_host"],
+                BrokerLayout(**raw["layout"]),
+                brokers=list(raw.get("brokers", [])),
+            )
         else:
             self.settings = Settings()
 
@@ -88,7 +95,11 @@ class Provisioner:
         self.state.mkdir(parents=True, exist_ok=True)
         self.settings_path.write_text(
             json.dumps(
-                {"broker_host": self.settings.broker_host, "layout": asdict(self.settings.layout)},
+                {
+                    "broker_host": self.settings.broker_host,
+                    "layout": asdict(self.settings.layout),
+                    "brokers": self.settings.brokers,
+                },
                 indent=2,
             )
         )
@@ -269,6 +280,7 @@ class Provisioner:
         mqtt: dict[str, Any] = {
             "host": self.settings.broker_host,
             "tls": True,
+            **({"brokers": list(self.settings.brokers)} if self.settings.brokers else {}),
             "ca_file": f"{ETC}/ca.pem",
             "username": device,
         }

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="broker on this port, collector HTTP +1, unit proxy +2, fake M&E IS +3",
     )
+    run.add_argument(
+        "--broker",
+        choices=["mosquitto", "nats"],
+        help="run it on this layout instead of the file's (each fault as its counterpart)",
+    )
     sub.add_parser("scenarios", help="list the shipped scenarios and fault actions")
     me = sub.add_parser("me-is", help="run a fake M&E IS (DHIS2 dataValueSets) until Ctrl-C")
     me.add_argument("--port", type=int, default=8090)
@@ -185,9 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         import shutil
         import tempfile
 
-        from simulator.scenarios import load_scenario, run_scenario
+        from simulator.scenarios import load_scenario, on_broker, run_scenario
 
-        sc = load_scenario(args.scenario)
+        try:
+            sc = load_scenario(args.scenario)
+            if args.broker and args.broker != sc.broker:
+                sc = on_broker(sc, args.broker)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"scenario {sc.name}: {sc.description}")
         work = args.work or Path(tempfile.mkdtemp(prefix=f"gnahat-scenario-{sc.name}-"))
         report = run_scenario(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from collector.db import migrate
@@ -90,3 +91,18 @@ def test_provision_a_centre_from_the_cli(tmp_path: Path) -> None:
     assert "user am-lo-vanadzor-d23" in acl and "user am-lo-vanadzor-d21" not in acl
     passwd = (state / "broker" / "passwd").read_text()
     assert "am-lo-vanadzor-d21:" not in passwd and "gnahat-collector:$7$" in passwd
+    # A NATS cluster: the accounts file names the active units, hashes only; a unit
+    # re-issued with a password after the cluster's other nodes were given gets them.
+    nats = (state / "broker" / "nats-accounts.conf").read_text()
+    assert '"unit-am-lo-vanadzor-d23"' in nats and '"unit-am-lo-vanadzor-d21"' not in nats
+    assert "certificate identity only" in nats  # d22 has no password: no account
+    assert not any(s in nats for s in secrets)
+    bad = run("broker", "config", "--also", "node2:http", ok=False)
+    assert "--also" in bad and "port" in bad
+    run("broker", "config", "--also", "node2.example.am", "--also", "node3.example.am:8883")
+    run("unit", "rotate", "am-lo-vanadzor-d22", "--password")
+    unit = tomllib.loads((state / "bundles" / "am-lo-vanadzor-d22" / "unit.toml").read_text())
+    assert unit["mqtt"]["brokers"] == ["node2.example.am", "node3.example.am:8883"]
+    assert "password_file" in unit["mqtt"] and "cert_file" not in unit["mqtt"]
+    nats = (state / "broker" / "nats-accounts.conf").read_text()
+    assert '"unit-am-lo-vanadzor-d22"' in nats and "certificate identity only" not in nats
