@@ -5,16 +5,27 @@ or doubled."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import func, select
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select, update
 
-from collector.db import make_engine
-from collector.models import Event
+from collector.db import make_engine, migrate, session_factory
+from collector.demo_data import SHIPPED
+from collector.models import Event, Meta
+from collector.registry import import_dir
+from device import protocol as p
 from device.clock import SystemClock
 from device.config import MqttConfig
+from simulator.broker import MosquittoBroker
 from simulator.fleet import Fleet
 from simulator.nats import NatsCluster
+from tests.collector.helpers import event
 from tests.e2e.conftest import DEVICES, IngestProcess
 
 UNITS = DEVICES[:4]
@@ -81,3 +92,132 @@ def test_the_standby_takes_over_when_the_active_ingest_dies(
         )
         assert per_device == dict.fromkeys(UNITS, 100)
     engine.dispose()
+
+
+class AckWatcher:
+    """A unit's side of the wire, by hand: publish events, collect the acked seqs."""
+
+    def __init__(self, broker: MosquittoBroker, device: str) -> None:
+        self.device = device
+        self.acked: set[int] = set()
+        self.changed = threading.Condition()
+        subscribed = threading.Event()
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"watch-{device}", protocol=mqtt.MQTTv311
+        )
+        c.on_subscribe = lambda *a: subscribed.set()
+        c.on_connect = lambda cl, *a: cl.subscribe(p.ack_topic(device), qos=1)
+        c.on_message = self._on_ack
+        c.connect(broker.host, broker.port)
+        c.loop_start()
+        assert subscribed.wait(10)
+        self.client = c
+
+    def _on_ack(self, c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+        ack = p.decode_ack(m.payload)
+        with self.changed:
+            for lo, hi in ack.ranges:
+                self.acked.update(range(lo, hi + 1))
+            self.changed.notify_all()
+
+    def press(self, seq: int) -> None:
+        payload = p.encode_event(event(seq, device=self.device))
+        self.client.publish(p.event_topic(self.device), payload, qos=1).wait_for_publish(10)
+
+    def wait_acked(self, seqs: set[int], timeout: float = 30) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: seqs <= self.acked, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def sqlite_db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'standby.db'}"
+    migrate(url)
+    engine = make_engine(url)
+    with session_factory(engine)() as s, s.begin():
+        import_dir(s, SHIPPED, now=datetime(2026, 1, 1, tzinfo=UTC))
+    engine.dispose()
+    return url
+
+
+def lone_standby(url: str, broker: MosquittoBroker) -> IngestProcess:
+    env = {
+        "GNAHAT_DATABASE_URL": url,
+        "GNAHAT_MQTT_URL": broker.url,
+        "GNAHAT_MQTT_CLIENT_ID": "collector-ingest",
+        "GNAHAT_INGEST_STANDBY": "true",
+        "GNAHAT_INGEST_LEASE_S": "1.5",
+    }
+    watch = {
+        "active": "holding the ingest lease",
+        "subscribed": "subscribed to gnahat/v1/dev/+/event",
+        "stood down": "another process holds the ingest lease: standing by",
+        "db away": "could not renew the ingest lease",
+    }
+    return IngestProcess(env, watch)
+
+
+def test_the_active_ingest_stands_by_while_another_holds_the_lease(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """A lease renewed late may be taken by another process: the one that finds it
+    taken stops ingesting at once (its session is left to the holder), and takes its
+    turn again once the lease is free; what came meanwhile waits in the broker."""
+    url = sqlite_db(tmp_path)
+    proc = lone_standby(url, broker)
+    unit = AckWatcher(broker, DEVICES[0])
+    try:
+        assert proc.seen["subscribed"].wait(60), "".join(proc.log)
+        unit.press(1)
+        assert unit.wait_acked({1})
+        engine = make_engine(url)
+        with engine.begin() as conn:  # another process's lease, a minute long
+            later = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+            conn.execute(
+                update(Meta).where(Meta.key == "ingest_lease").values(value=f"other|{later}")
+            )
+        assert proc.seen["stood down"].wait(30), "".join(proc.log)
+        proc.seen["active"].clear()
+        unit.press(2)  # nobody ingests now: the broker keeps it for the session
+        assert not unit.wait_acked({2}, timeout=2)
+        with engine.begin() as conn:  # the other process released it
+            conn.execute(update(Meta).where(Meta.key == "ingest_lease").values(value=""))
+        engine.dispose()
+        assert proc.seen["active"].wait(30), "".join(proc.log)
+        assert unit.wait_acked({1, 2})
+    finally:
+        unit.close()
+        proc.stop()
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        seqs = conn.execute(select(Event.seq).where(Event.device == DEVICES[0])).scalars()
+        assert sorted(seqs) == [1, 2]
+    engine.dispose()
+
+
+def test_the_active_ingest_keeps_ingesting_while_it_cannot_renew(
+    broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The database away for the renewal (here: locked by another writer) means nobody
+    can take the lease either: the active one says so and keeps its turn, and what it
+    ingests is stored once the database answers."""
+    url = sqlite_db(tmp_path)
+    proc = lone_standby(url, broker)
+    unit = AckWatcher(broker, DEVICES[0])
+    lock = sqlite3.connect(tmp_path / "standby.db", timeout=0)
+    try:
+        assert proc.seen["subscribed"].wait(60), "".join(proc.log)
+        lock.execute("BEGIN EXCLUSIVE")  # no other connection reads or writes now
+        assert proc.seen["db away"].wait(60), "".join(proc.log)
+        unit.press(1)
+        assert not unit.wait_acked({1}, timeout=1)  # not committed, so not acked
+        lock.rollback()
+        assert unit.wait_acked({1}, timeout=60), "".join(proc.log)
+        assert not proc.seen["stood down"].is_set(), "".join(proc.log)
+    finally:
+        lock.close()
+        unit.close()
+        proc.stop()
