@@ -1,5 +1,7 @@
 """Broker cluster figures: ingest through a three-node NATS cluster beside one Mosquitto
-in the same run, and the time from killing the collector's node to resumed ingest.
+in the same run (anonymous, and with the accounts provisioning writes: one per unit,
+each message stored in the unit's account and again in the collector's), and the time
+from killing the collector's node to resumed ingest.
 
 The collector runs with its documented defaults, MQTT 3.1.1 on both brokers (NATS
 speaks no MQTT 5), into SQLite. NATS figures are reported missing when nats-server is
@@ -97,6 +99,53 @@ def kill_to_resumed(cluster: NatsCluster, url: str) -> float:
         return commits[0] - killed_at
 
 
+#: Units with accounts of their own in the provisioned layout (a publisher each).
+ACCOUNT_UNITS = 20
+
+
+def provisioned_rate(work: Path) -> float:
+    """Ingest through the cluster with per-unit accounts (the production layout)."""
+    from bench.bench_collector import DEVICES
+    from simulator.scenarios import cluster_accounts
+
+    devices = DEVICES[:ACCOUNT_UNITS]
+    conf, collector_password, password_files = cluster_accounts(work / "accounts", devices)
+    with NatsCluster(work / "nats-accounts", accounts_file=conf) as cluster:
+        node = _Node(cluster, publish_to=0, collector_first=1)
+
+        def publish(msgs: list[tuple[str, bytes]]) -> None:
+            by_device: dict[str, list[tuple[str, bytes]]] = {}
+            for topic, body in msgs:
+                by_device.setdefault(topic.split("/")[3], []).append((topic, body))
+            clients = []
+            for device, own in by_device.items():
+                c = mqtt.Client(
+                    CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv311
+                )
+                c.username_pw_set(device, password_files[device].read_text())
+                c.max_inflight_messages_set(1000)
+                c.max_queued_messages_set(0)
+                c.connect(node.host, node.port)
+                c.loop_start()
+                clients.append((c, [c.publish(t, b, qos=1) for t, b in own]))
+            for c, infos in clients:
+                for info in infos:
+                    info.wait_for_publish(120)
+                c.disconnect()
+                c.loop_stop()
+
+        return ingest_rate(
+            node,
+            f"sqlite:///{work / 'p.db'}",
+            "bench-p",
+            protocol="3.1.1",
+            msgs=payloads(N, devices=devices),
+            publish=publish,
+            username="gnahat-collector",
+            password=collector_password,
+        )
+
+
 def run(results: Results) -> None:
     with tempfile.TemporaryDirectory(prefix="gnahat-bench-cluster-") as d:
         work = Path(d)
@@ -112,5 +161,8 @@ def run(results: Results) -> None:
             node = _Node(cluster, publish_to=0, collector_first=1)
             rate = ingest_rate(node, f"sqlite:///{work / 'n.db'}", "bench-n", protocol="3.1.1", n=N)
             results.add("cluster.ingest_nats_3_nodes_events_per_s", rate, "events/s")
+        rate = provisioned_rate(work)
+        results.add("cluster.ingest_nats_3_nodes_per_unit_accounts_events_per_s", rate, "events/s")
+        with NatsCluster(work / "nats-kill") as cluster:
             gap = kill_to_resumed(cluster, f"sqlite:///{work / 'k.db'}")
             results.add("cluster.node_kill_to_resumed_ingest_s", gap, "s")

@@ -3,10 +3,12 @@ subscriber on the same broker, and press-to-commit latency at a steady 2 000 eve
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -40,11 +42,14 @@ def _devices() -> list[str]:
 DEVICES = _devices()
 
 
-def payloads(n: int, stream: str = "bench") -> list[tuple[str, bytes]]:
+def payloads(
+    n: int, stream: str = "bench", devices: list[str] | None = None
+) -> list[tuple[str, bytes]]:
+    devices = devices or DEVICES
     out = []
     for i in range(n):
-        device = DEVICES[i % len(DEVICES)]
-        seq = i // len(DEVICES) + 1
+        device = devices[i % len(devices)]
+        seq = i // len(devices) + 1
         minute = seq + i % 7  # a press about every minute per unit, staggered
         ev = p.Event(
             type=p.EventType.RATING,
@@ -98,22 +103,44 @@ def prepared_db(url: str) -> None:
 
 
 def ingest_rate(
-    broker: Endpoint, url: str, client_id: str, *, protocol: str = "5", n: int = N
+    broker: Endpoint,
+    url: str,
+    client_id: str,
+    *,
+    protocol: str = "5",
+    n: int = N,
+    publish: Callable[[list[tuple[str, bytes]]], None] | None = None,
+    msgs: list[tuple[str, bytes]] | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> float:
-    """Messages queued while the collector is away, then drained: sustained commit rate."""
+    """Messages queued while the collector is away, then drained: sustained commit rate.
+    ``publish``/``msgs``: how and what to queue (default: one client, every unit)."""
     prepared_db(url)
     settings = Settings(
         database_url=url,
         mqtt_url=broker.url,
         mqtt_client_id=client_id,
         mqtt_protocol=protocol,  # type: ignore[arg-type]
+        mqtt_username=username,
+        mqtt_password=password,
     )  # the documented defaults (MQTT 3.1.1 where the broker has no 5)
     engine = make_engine(url)
     first = Ingest(settings, Store(session_factory(engine)), Metrics())
     first.start()
     first.wait_until_subscribed(20)
     first.stop()
-    publish_all(broker, payloads(n))
+    msgs = msgs if msgs is not None else payloads(n)
+    n = len(msgs)
+    if publish is None:
+        publish_all(broker, msgs)
+    else:
+        publish(msgs)
+    # The collector's process holds no bench data: drop it, and keep what start-up built
+    # out of later collections, as `serve` and `ingest` do once started.
+    del msgs
+    gc.collect()
+    gc.freeze()
     ing = Ingest(settings, Store(session_factory(engine)), Metrics())
     started = time.perf_counter()
     ing.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -278,6 +279,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
         print(f"gnahat-collector: {exc}", file=sys.stderr)
         return 2
     log.info("ingesting from %s as %s", settings.mqtt_url, settings.mqtt_client_id)
+    # What start-up built lives as long as the process: out of every later collection.
+    gc.collect()
+    gc.freeze()
     done.wait()
     log.info("stopping: committing what is queued")
     ingest.stop()
@@ -321,6 +325,8 @@ def _ingest_with_lease(settings: Settings, store: Any, done: threading.Event) ->
             return None
 
     log.info("standby ingest as %s: waiting for the lease", lease.owner)
+    gc.collect()
+    gc.freeze()
     while not done.is_set():
         if not holds():
             done.wait(beat)

@@ -65,7 +65,12 @@ class Settings(BaseSettings):
         description="`process`: the MQTT client runs in a child process (uses a second core); "
         "`thread`: in this process.",
     )
-    ingest_batch_size: int = Field(1000, description="Largest number of messages per commit.")
+    ingest_batch_size: int = Field(
+        4000,
+        ge=1,
+        description="Largest number of messages per commit (a backlog drains in batches this "
+        "big; an idle writer commits each press at once).",
+    )
     ingest_batch_ms: int = Field(
         0,
         ge=0,
@@ -73,13 +78,13 @@ class Settings(BaseSettings):
         "commit at once what has arrived (batches form only under load).",
     )
     ingest_queue_max: int = Field(
-        5000,
+        10000,
         ge=10,
         description="Most received messages held in memory for the writer; beyond it the "
         "receiver stops taking and the broker holds the backlog.",
     )
     mqtt_receive_maximum: int = Field(
-        1000,
+        8000,
         ge=1,
         le=65535,
         description="MQTT 5 Receive Maximum: most unacknowledged messages the broker sends "

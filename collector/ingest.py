@@ -36,6 +36,7 @@ from collector.config import Settings
 from collector.metrics import Metrics
 from collector.receiver import (
     Generation,
+    Item,
     ReceiverProcess,
     Token,
     build_client,
@@ -306,10 +307,16 @@ class Ingest:
             self._queue.put(item)  # QoS 1: bounded by the in-flight window the broker keeps
         self._took(1)
 
-    def _on_messages(self, items: list[tuple[str, bytes, float, Token]]) -> None:
-        for topic, payload, ts, token in items:
+    def _on_messages(self, items: list[Item]) -> None:
+        for topic, payload, ts, token, ahead in items:
+            decoded = None
+            if ahead is not None:  # decoded by the receiver process
+                is_batch, events = ahead
+                decoded = p.DecodedPayload([p.event_from_tuple(e) for e in events], [], is_batch)
             # Blocks while the queue is full: the pipe and then the broker hold the rest.
-            self._queue.put(Received(topic, payload, datetime.fromtimestamp(ts, UTC), token))
+            self._queue.put(
+                Received(topic, payload, datetime.fromtimestamp(ts, UTC), token, decoded=decoded)
+            )
             self._took(1)
 
     def _took(self, n: int) -> None:

@@ -36,8 +36,30 @@ log = logging.getLogger(__name__)
 
 #: (connection generation, packet id) of a QoS 1 message; ``None`` for QoS 0.
 Token = tuple[int, int] | None
-#: A received message as the child ships it: topic, payload, receipt time, token.
-Item = tuple[str, bytes, float, Token]
+#: An event payload the child decoded: (is_batch, each event as ``event_as_tuple``).
+Decoded = tuple[bool, list[tuple[Any, ...]]] | None
+#: A received message as the child ships it: topic, payload, receipt time, token and
+#: the payload decoded (None: not an event, or something is wrong with it).
+Item = tuple[str, bytes, float, Token, Decoded]
+
+
+def decode_ahead(topic: str, payload: bytes) -> Decoded:
+    """Decode an event payload in the receiver process, which has time to spare, so
+    that the writer (the busiest thread of ingest) gets it ready. Anything wrong is
+    left to the writer, which decodes it again and quarantines it with the reason."""
+    from device import protocol as p
+
+    try:
+        device, kind = p.parse_topic(topic)
+        if kind is not p.TopicKind.EVENT:
+            return None
+        decoded = p.decode_payload(payload, topic_device=device)
+    except p.ProtocolError:
+        return None
+    if decoded.errors:
+        return None
+    return decoded.is_batch, [p.event_as_tuple(e) for e in decoded.events]
+
 
 #: QoS 0 messages (health) held while the parent does not take them; beyond this the
 #: newest are dropped (and counted): QoS 0 is best effort by definition.
@@ -255,7 +277,7 @@ def _child(
             if msg.qos == 0 and len(buf) >= MAX_QOS0_BUFFERED:
                 dropped[0] += 1
                 return
-            buf.append((msg.topic, bytes(msg.payload), time.time(), token_of(msg, mqtt_conn)))
+            buf.append((msg.topic, bytes(msg.payload), time.time(), token_of(msg, mqtt_conn), None))
             have.notify()
 
     def sender() -> None:
@@ -272,7 +294,7 @@ def _child(
                 pause.clear()
             try:
                 if chunk:
-                    send(("msgs", chunk))
+                    send(("msgs", [(*m[:4], decode_ahead(m[0], m[1])) for m in chunk]))
                 if lost:
                     send(("event", "dropped_qos0", lost))
                 if pausing:

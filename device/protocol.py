@@ -707,6 +707,23 @@ def decode_payload(payload: bytes, *, topic_device: str | None = None) -> Decode
     return DecodedPayload(events, errors, is_batch)
 
 
+#: An event's fields in order: a decoded event crosses between processes as a tuple
+#: (cheap to pickle and rebuild; a dataclass is not).
+EVENT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Event))
+_EVENT_TYPES: Final = {t.value: t for t in EventType}
+
+
+def event_as_tuple(event: Event) -> tuple[Any, ...]:
+    values = [getattr(event, name) for name in EVENT_FIELDS]
+    values[0] = event.type.value
+    return tuple(values)
+
+
+def event_from_tuple(values: Sequence[Any]) -> Event:
+    """The event ``event_as_tuple`` gave, as this code decoded and validated it."""
+    return Event(_EVENT_TYPES[values[0]], *values[1:])
+
+
 def decode_events(payload: bytes, *, topic_device: str | None = None) -> list[Event]:
     """Strict decode: every element must be valid, else the first error is raised."""
     decoded = decode_payload(payload, topic_device=topic_device)

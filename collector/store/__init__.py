@@ -149,7 +149,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         result: BatchResult,
     ) -> None:
         try:
-            decoded = p.decode_payload(msg.payload, topic_device=device)
+            decoded = msg.decoded or p.decode_payload(msg.payload, topic_device=device)
         except p.ProtocolError as exc:
             result.received += 1
             quarantine.append(

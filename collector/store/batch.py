@@ -31,6 +31,9 @@ class Received:
     flags: int = 0
     """Flags the collector itself sets on every event of this message (its own online
     channel marks suspected ballot stuffing); nothing from MQTT sets any."""
+    decoded: p.DecodedPayload | None = None
+    """The event payload as the receiver process decoded it for its topic's device;
+    ``None``: the store decodes it (and reports what is wrong with it)."""
 
 
 @dataclass
