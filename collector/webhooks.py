@@ -34,7 +34,7 @@ from standardwebhooks import Webhook as Signer
 
 from collector import outbox
 from collector.config import Settings
-from collector.forward import retry_after_seconds
+from collector.dhis2 import retry_after_seconds
 from collector.models import Centre, DailyAggregate, Meta, Webhook, WebhookDelivery
 from collector.scores import Counts, wilson
 

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from collector import mapping
 from collector.config import Settings
-from collector.forward import Forwarder, judge_response, retry_after_seconds
+from collector.dhis2 import judge_response, retry_after_seconds
+from collector.forward import Forwarder
 from collector.metrics import Metrics
 from collector.models import DailyAggregate, ForwardBatch
 from collector.store import Store
