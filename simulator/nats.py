@@ -77,11 +77,13 @@ class NatsCluster:
         accounts_config: str = "",
         accounts_file: Path | None = None,
         cluster_name: str = "gnahat",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="gnahat-nats-"))
         self.cluster_name = cluster_name
         self.accounts_config = accounts_config
         self.accounts_file = Path(accounts_file).resolve() if accounts_file else None
+        self.tls = tls  # (certificate, key): the MQTT listeners take TLS only
         self.host = "127.0.0.1"
         self.nodes = [
             NatsNode(
@@ -128,6 +130,14 @@ class NatsCluster:
                 f"  consumer_replicas: {replicas}",
                 '  ack_wait: "30s"',
                 "  max_ack_pending: 1024",
+                *(
+                    [
+                        f"  tls {{ cert_file: {json.dumps(str(self.tls[0]))}, "
+                        f"key_file: {json.dumps(str(self.tls[1]))} }}"
+                    ]
+                    if self.tls
+                    else []
+                ),
                 "}",
                 self.accounts_config,
                 self._include(node),

@@ -7,6 +7,7 @@ persistent session, and a revoked unit is refused once the nodes re-read the fil
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from collector.models import Event
 from collector.store import Store
 from device import protocol as p
 from provisioning.broker import BrokerLayout, render_nats_accounts
+from provisioning.ca import FleetCA
 from provisioning.units import Provisioner, Settings
 from simulator.nats import NatsCluster, nats_binary
 from tests.collector.helpers import event
@@ -78,7 +80,17 @@ def env(tmp_path: Path) -> Iterator[Env]:
 class Client:
     """A real paho client that records what it receives and whether it was knocked off."""
 
-    def __init__(self, env: Env, node: int, user: str, password: str, client_id: str) -> None:
+    def __init__(
+        self,
+        env: Env,
+        node: int,
+        user: str,
+        password: str,
+        client_id: str,
+        *,
+        cluster: NatsCluster | None = None,
+        ca: Path | None = None,
+    ) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.message = threading.Event()
         self.down = threading.Event()
@@ -93,6 +105,8 @@ class Client:
             protocol=mqtt.MQTTv311,
         )
         c.username_pw_set(user, password)
+        if ca is not None:
+            c.tls_set(ca_certs=str(ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
 
         def on_connect(cl: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
             self.reason = str(reason)
@@ -111,8 +125,13 @@ class Client:
         c.on_subscribe = on_subscribe
         c.on_disconnect = lambda *a: (self.down.set(), connected.set())
         c.reconnect_delay_set(60, 60)  # a knocked-off client must stay down to be seen
-        host, port = env.cluster.mqtt_endpoints[node]
-        c.connect(host, port, keepalive=10)
+        host, port = (cluster or env.cluster).mqtt_endpoints[node]
+        try:
+            c.connect(host, port, keepalive=10)
+        except (OSError, ssl.SSLError) as exc:
+            self.reason = f"connect failed: {exc}"
+            self.client = c
+            return
         c.loop_start()
         connected.wait(15)
         self.client = c
@@ -289,3 +308,32 @@ def test_the_collector_ingests_and_acks_across_accounts_and_nodes(
             1,
             2,
         ]
+
+
+def test_the_cluster_listeners_take_tls_with_the_provisioned_certificate(
+    env: Env, tmp_path: Path
+) -> None:
+    """The nodes' MQTT listeners with the server certificate provisioning issued from
+    the fleet CA (as the runbook's node configuration): units verify it with the CA in
+    their bundle; plain MQTT is refused."""
+    layout = env.prov.settings.layout
+    cluster = NatsCluster(
+        tmp_path / "nats-tls",
+        accounts_file=env.accounts_file,
+        tls=(Path(layout.server_cert), Path(layout.server_key)),
+    )
+    cluster.start()
+    try:
+        a, _ = units(env)
+        ca = env.prov.bundles / a / "ca.pem"
+        unit = Client(env, 1, a, env.password(a), a, cluster=cluster, ca=ca)
+        assert unit.ok, unit.reason
+        assert unit.subscribe(p.ack_topic(a)) == [1]
+        unit.close()
+        plain = Client(env, 1, a, env.password(a), a + "-plain", cluster=cluster)
+        assert not plain.ok
+        other = FleetCA(tmp_path / "other")
+        other.init("Another CA")  # a node this unit's CA did not vouch for: refused
+        assert not Client(env, 2, a, env.password(a), a, cluster=cluster, ca=other.cert_path).ok
+    finally:
+        cluster.stop()
