@@ -1,9 +1,10 @@
 """Aggregate series for analysts: counts per level, n and CSAT with its interval, by day,
 ISO week or month, and by centre, marz, service or the whole country.
 
-Rows come from the daily aggregates (one GROUP BY over the period) and are bucketed
-here. Each row carries ``updated_at``, the newest change of any cell behind it, so a
-nightly job asks ``updated_since`` and gets every row a late event touched, whole.
+Rows come from the daily aggregates: one GROUP BY over the period, by the period's
+first day (the database buckets them). Each row carries ``updated_at``, the newest
+change of any cell behind it, so a nightly job asks ``updated_since`` and gets every
+row a late event touched, whole.
 
 Three encodings: JSON, CSV (one row per series row) and SDMX-CSV 2.0 (one observation
 per row and measure, see :func:`sdmx_csv`).
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import DateTime, cast, func, select
 from sqlalchemy.orm import Session
 
 from collector.models import Centre, ChannelAggregate, DailyAggregate, Service
@@ -50,6 +51,19 @@ DSD = ("AM_MLSA", "GNAHAT_RATINGS", "1.0")
 SDMX_DIMENSIONS = ("FREQ", "REF_AREA", "SERVICE", "CHANNEL", "SCALE", "MEASURE", "TIME_PERIOD")
 MEASURES = ("N", "N1", "N2", "N3", "N4", "N5", "CSAT", "CSAT_LOW", "CSAT_HIGH")
 FREQ = {"day": "D", "week": "W", "month": "M"}
+
+
+def _period_start(session: Session, day: Any, grain: Grain) -> Any:
+    """The first day of the period a cell's day falls in, computed by the database, so
+    that a year by month comes back as twelve rows per group, not 365 (ISO weeks start
+    on Monday; ``bucket`` names the period from its first day)."""
+    if grain == "day":
+        return day
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date_trunc(grain, cast(day, DateTime))  # no time zone involved
+    if grain == "week":  # the Sunday on or after the day, less six days: its Monday
+        return func.date(day, "weekday 0", "-6 days")
+    return func.strftime("%Y-%m-01", day)
 
 
 def bucket(day: date, grain: Grain) -> str:
@@ -117,8 +131,9 @@ def series(
         group_col = func.coalesce(Service.code, NO_SERVICE)
     else:
         group_col = None
+    period = _period_start(session, a.day, grain)
     cols: list[Any] = [
-        a.day,
+        period,
         a.scale,
         *(func.sum(getattr(a, f"n{i}")) for i in range(1, 6)),
         func.max(a.changed_at),
@@ -129,13 +144,14 @@ def series(
     elif by == "service":
         query = query.outerjoin(Service, Service.id == a.service_id)
     query = query.where(a.day >= first, a.day <= last).group_by(
-        a.day, a.scale, *([group_col] if group_col is not None else [])
+        period, a.scale, *([group_col] if group_col is not None else [])
     )
     rows: dict[tuple[str, str, int], Row] = {}
     for r in session.execute(query):
-        day, scale = r[0], int(r[1])
+        start = r[0] if type(r[0]) is date else date.fromisoformat(str(r[0])[:10])
+        scale = int(r[1])
         group = str(r[8]) if group_col is not None else NATIONAL
-        key = (bucket(day, grain), group, scale)
+        key = (bucket(start, grain), group, scale)
         row = rows.get(key)
         if row is None:
             row = rows[key] = Row(key[0], group, scale, Counts(scale), r[7])
