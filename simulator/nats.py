@@ -155,10 +155,24 @@ class NatsCluster:
     # ------------------------------------------------------------ life
 
     def start(self, timeout: float = 30.0) -> None:
-        for i in range(len(self.nodes)):
-            self.start_node(i, wait=False)
-        for node in self.nodes:
-            self._wait_listening(node, timeout)
+        # A free port can be taken by another process between choosing it and the
+        # node binding it: then every node gets new ports and the cluster starts again.
+        for attempt in range(3):
+            for i in range(len(self.nodes)):
+                self.start_node(i, wait=False)
+            try:
+                for node in self.nodes:
+                    self._wait_listening(node, timeout)
+            except BrokerError as exc:
+                # (its log may not say why yet when it exits: any exit is tried again)
+                if "exited" not in str(exc) or attempt == 2:
+                    raise
+                self.stop()
+                for node in self.nodes:
+                    node.client_port, node.cluster_port = free_port(), free_port()
+                    node.mqtt_port, node.monitor_port = free_port(), free_port()
+                continue
+            break
         self.wait_ready(timeout)
 
     def start_node(self, i: int, *, wait: bool = True, timeout: float = 30.0) -> None:
