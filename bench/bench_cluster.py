@@ -106,7 +106,7 @@ ACCOUNT_UNITS = 20
 def provisioned_rate(work: Path) -> float:
     """Ingest through the cluster with per-unit accounts (the production layout)."""
     from bench.bench_collector import DEVICES
-    from simulator.scenarios import cluster_accounts
+    from simulator.processes import cluster_accounts
 
     devices = DEVICES[:ACCOUNT_UNITS]
     conf, collector_password, password_files = cluster_accounts(work / "accounts", devices)

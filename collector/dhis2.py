@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
+    """Now, for forwarding and for reading ``Retry-After`` dates."""
     return datetime.now(UTC)
 
 

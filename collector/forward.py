@@ -28,7 +28,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,6 +46,7 @@ from collector.dhis2 import (
     Outcome,
     Remote,
     Unmapped,
+    utcnow,
     value_key,
 )
 from collector.models import (
@@ -85,10 +86,6 @@ AGG_COLUMNS = (
 BACKOFF_BASE_S = 10.0
 #: A value refused for a fixable reason (mapping, metadata) is tried again no sooner than this.
 REFUSED_MIN_WAIT_S = 60.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -47,7 +47,8 @@ def create_app(
         state.ingest = Ingest(settings, store, metrics, on_fatal=_shut_down)
     forwarder = None
     if settings.forward_url and settings.forward_enabled:
-        from collector.forward import Forwarder, utcnow
+        from collector.dhis2 import utcnow
+        from collector.forward import Forwarder
 
         forwarder = Forwarder(sessions, settings, metrics=metrics, clock=forward_clock or utcnow)
     state.forwarder = forwarder

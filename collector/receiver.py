@@ -30,6 +30,7 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from device import protocol as p
 from device.endpoints import Failover
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,6 @@ def decode_ahead(topic: str, payload: bytes) -> Decoded:
     """Decode an event payload in the receiver process, which has time to spare, so
     that the writer (the busiest thread of ingest) gets it ready. Anything wrong is
     left to the writer, which decodes it again and quarantines it with the reason."""
-    from device import protocol as p
-
     try:
         device, kind = p.parse_topic(topic)
         if kind is not p.TopicKind.EVENT:

@@ -115,12 +115,17 @@ class IngestProcess:
             self.proc.wait(30)
 
 
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[str]:
-    """PostgreSQL with the demo registry, for tests that run collector processes."""
-    migrate(postgres_url)
-    engine = make_engine(postgres_url)
+def registry_db(url: str) -> str:
+    """The database at ``url`` migrated, with the demo registry, for collector processes."""
+    migrate(url)
+    engine = make_engine(url)
     with session_factory(engine)() as s, s.begin():
         import_dir(s, SHIPPED, now=datetime(2026, 1, 1, tzinfo=UTC))
     engine.dispose()
-    yield postgres_url
+    return url
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[str]:
+    """PostgreSQL with the demo registry, for tests that run collector processes."""
+    yield registry_db(postgres_url)

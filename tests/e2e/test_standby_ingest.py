@@ -15,10 +15,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select, update
 
-from collector.db import make_engine, migrate, session_factory
-from collector.demo_data import SHIPPED
+from collector.db import make_engine
 from collector.models import Event, Meta
-from collector.registry import import_dir
 from device import protocol as p
 from device.clock import SystemClock
 from device.config import MqttConfig
@@ -26,7 +24,7 @@ from simulator.broker import MosquittoBroker
 from simulator.fleet import Fleet
 from simulator.nats import NatsCluster
 from tests.collector.helpers import event
-from tests.e2e.conftest import DEVICES, IngestProcess
+from tests.e2e.conftest import DEVICES, IngestProcess, registry_db
 
 UNITS = DEVICES[:4]
 
@@ -134,13 +132,7 @@ class AckWatcher:
 
 
 def sqlite_db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'standby.db'}"
-    migrate(url)
-    engine = make_engine(url)
-    with session_factory(engine)() as s, s.begin():
-        import_dir(s, SHIPPED, now=datetime(2026, 1, 1, tzinfo=UTC))
-    engine.dispose()
-    return url
+    return registry_db(f"sqlite:///{tmp_path / 'standby.db'}")
 
 
 def lone_standby(url: str, broker: MosquittoBroker) -> IngestProcess:
