@@ -195,7 +195,7 @@ def rollup_month(s: Session, month: date, last: date) -> None:
     s.execute(delete(m).where(m.month == month))
     s.execute(
         insert(m).from_select(
-            ["month", "centre_id", "employee_id", "service_id", "scale", *COUNTERS],
+            ["month", "centre_id", "employee_id", "service_id", "scale", *COUNTERS, "changed_at"],
             select(
                 literal(month, Date()).label("month"),
                 d.centre_id,
@@ -203,6 +203,7 @@ def rollup_month(s: Session, month: date, last: date) -> None:
                 d.service_id,
                 d.scale,
                 *(func.sum(getattr(d, c)) for c in COUNTERS),
+                func.max(d.changed_at),
             )
             .where(d.day >= month, d.day <= last)
             .group_by(d.centre_id, d.employee_id, d.service_id, d.scale),

@@ -359,6 +359,8 @@ class MonthlyAggregate(Base):
     n5: Mapped[int] = mapped_column(Integer, default=0)
     n: Mapped[int] = mapped_column(Integer, default=0)
     excluded: Mapped[int] = mapped_column(Integer, default=0)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    """The newest ``changed_at`` of the month's daily cells (what the feed reports)."""
 
 
 class ChannelAggregate(Base):

@@ -2,7 +2,9 @@
 ISO week or month, and by centre, marz, service or the whole country.
 
 Rows come from the daily aggregates: one GROUP BY over the period, by the period's
-first day (the database buckets them). Each row carries ``updated_at``, the newest
+first day (the database buckets them); by month, whole months come from the monthly
+cells (about twelve rows per cell for a year instead of ~250) and only the partial
+months at the period's edges from the daily ones. Each row carries ``updated_at``, the newest
 change of any cell behind it, so a nightly job asks ``updated_since`` and gets every
 row a late event touched, whole.
 
@@ -22,8 +24,8 @@ from typing import Any, Literal
 from sqlalchemy import DateTime, cast, func, select
 from sqlalchemy.orm import Session
 
-from collector.models import Centre, ChannelAggregate, DailyAggregate, Service
-from collector.scores import Counts, wilson
+from collector.models import Centre, ChannelAggregate, DailyAggregate, MonthlyAggregate, Service
+from collector.scores import Counts, month_spans, wilson
 
 Grain = Literal["day", "week", "month"]
 By = Literal["centre", "marz", "service", "channel", "national"]
@@ -118,10 +120,38 @@ def series(
     by: By = "centre",
     updated_since: datetime | None = None,
 ) -> list[Row]:
-    a: Any = DailyAggregate
+    daily: Any = ChannelAggregate if by == "channel" else DailyAggregate
+    parts: list[tuple[Any, Any, date, date]] = [(daily, daily.day, first, last)]
+    if grain == "month" and by != "channel":
+        # Whole months from the monthly cells (~12 rows per cell for a year, not ~250),
+        # the partial months at the edges from the daily ones.
+        months, edges = month_spans(first, last)
+        if months is not None:
+            parts = [(daily, daily.day, lo, hi) for lo, hi in edges]
+            parts.append((MonthlyAggregate, MonthlyAggregate.month, *months))
+    rows: dict[tuple[str, str, int], Row] = {}
+    for table, when, lo, hi in parts:
+        _collect(session, rows, table, when, lo, hi, grain, by)
+    out = sorted(rows.values(), key=lambda x: (x.period, x.group, x.scale))
+    if updated_since is not None:
+        out = [x for x in out if x.updated_at >= updated_since]
+    return out
+
+
+def _collect(
+    session: Session,
+    rows: dict[tuple[str, str, int], Row],
+    a: Any,
+    when: Any,
+    first: date,
+    last: date,
+    grain: Grain,
+    by: By,
+) -> None:
+    """Add the cells of ``a`` dated ``first..last`` (by ``when``) to ``rows``, grouped
+    by period, group and scale."""
     group_col: Any
     if by == "channel":  # each channel on its own: counter (units) and online (phones)
-        a = ChannelAggregate
         group_col = a.channel
     elif by == "centre":
         group_col = Centre.code
@@ -131,7 +161,7 @@ def series(
         group_col = func.coalesce(Service.code, NO_SERVICE)
     else:
         group_col = None
-    period = _period_start(session, a.day, grain)
+    period = when if a is MonthlyAggregate else _period_start(session, when, grain)
     cols: list[Any] = [
         period,
         a.scale,
@@ -143,10 +173,9 @@ def series(
         query = query.join(Centre, Centre.id == a.centre_id)
     elif by == "service":
         query = query.outerjoin(Service, Service.id == a.service_id)
-    query = query.where(a.day >= first, a.day <= last).group_by(
+    query = query.where(when >= first, when <= last).group_by(
         period, a.scale, *([group_col] if group_col is not None else [])
     )
-    rows: dict[tuple[str, str, int], Row] = {}
     for r in session.execute(query):
         start = r[0] if type(r[0]) is date else date.fromisoformat(str(r[0])[:10])
         scale = int(r[1])
@@ -158,10 +187,6 @@ def series(
         row.counts.add([int(x or 0) for x in r[2:7]])
         if r[7] > row.updated_at:
             row.updated_at = r[7]
-    out = sorted(rows.values(), key=lambda x: (x.period, x.group, x.scale))
-    if updated_since is not None:
-        out = [x for x in out if x.updated_at >= updated_since]
-    return out
 
 
 def to_csv(records: Iterable[dict[str, Any]]) -> str:

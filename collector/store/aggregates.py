@@ -131,7 +131,7 @@ class AggregateWriter:
             for i, v in enumerate(d):
                 m[i] += v
         Driver(session.connection(), MonthlyAggregate.__table__).upsert_many(
-            ("month", "centre_id", "employee_id", "service_id", "scale", *counters),
+            ("month", "centre_id", "employee_id", "service_id", "scale", *counters, "changed_at"),
             [
                 {
                     "month": k[0],
@@ -140,11 +140,13 @@ class AggregateWriter:
                     "service_id": k[3],
                     "scale": k[4],
                     **dict(zip(counters, d, strict=True)),
+                    "changed_at": now,
                 }
                 for k, d in sorted(months.items())
             ],
             "month, centre_id, employee_id, service_id, scale",
-            ", ".join(f"{c} = monthly_aggregates.{c} + excluded.{c}" for c in counters),
+            ", ".join(f"{c} = monthly_aggregates.{c} + excluded.{c}" for c in counters)
+            + ", changed_at = excluded.changed_at",
         )
         if hours:
             Driver(session.connection(), HourlyCount.__table__).upsert_many(
