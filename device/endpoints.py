@@ -51,17 +51,19 @@ class Failover:
         connect: Callable[[str, int], None],
         *,
         quick: Callable[[], None] | None = None,
+        first: int = 0,
     ) -> None:
         """``quick()``: make the next attempt after the shortest wait (the client's
         back-off reset); called when moving on to an endpoint not yet tried since the
         last good connection, so a dead node costs one short wait, not a doubling
-        back-off. Once every endpoint has failed, the back-off grows as usual."""
+        back-off. Once every endpoint has failed, the back-off grows as usual.
+        ``first``: the endpoint tried first (a new client continuing round the list)."""
         if not endpoints:
             raise ValueError("no broker endpoint")
         self.endpoints = list(endpoints)
         self._connect = connect
         self._quick = quick
-        self._index = 0
+        self._index = first % len(self.endpoints)
         self._failed_since_ok = 0
         self._lock = threading.Lock()
         self.switches = 0
@@ -70,6 +72,10 @@ class Failover:
         """A connection was accepted (``on_connect`` without failure)."""
         with self._lock:
             self._failed_since_ok = 0
+
+    @property
+    def index(self) -> int:
+        return self._index
 
     @property
     def current(self) -> Endpoint:

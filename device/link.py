@@ -8,6 +8,11 @@ While no ack arrives at all (a collector down, a database stalled), each round o
 re-sends doubles the wait, up to :data:`MAX_RESEND_FACTOR` times ``ack_timeout_s``,
 so a fleet does not multiply a backlog that is already waiting in the broker; the
 first ack brings the wait back to ``ack_timeout_s``.
+
+A link that holds events and has heard no ack for :data:`DEAF_FACTOR` times the longest
+re-send wait (a connection the broker keeps open but no longer delivers on, a client
+loop that died) starts a new client at the next broker endpoint: whatever went wrong
+with the old connection or session, a new one is made from nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Longest wait before re-sending, as a multiple of ``ack_timeout_s`` (30 s → 8 min).
 MAX_RESEND_FACTOR = 16
+#: A link holding events with no ack for this many times the longest re-send wait starts
+#: a new client (30 s → 16 min; the scenarios' 3 s → 96 s).
+DEAF_FACTOR = 2
 
 
 def stamp(payload: bytes, sent_mono_ms: int, boot: str) -> bytes:
@@ -89,6 +97,12 @@ class Link:
         self._started_mono = clock.mono_ms()
         self._next_health = 0
         self.last_ack_mono: int | None = None
+        self._heard_mono = self._started_mono
+        """Monotonic ms of the last ack or accepted connection (the deaf-link watchdog)."""
+        self._pending_since: int | None = None
+        """Monotonic ms since which the outbox has held events (None while it is empty)."""
+        self.restarts = 0
+        """New clients started because the link heard nothing while holding events."""
         self.published = 0
         self.resent = 0
         self.acked = 0
@@ -99,6 +113,12 @@ class Link:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self._start_client(0)
+        self._thread = threading.Thread(target=self._run, name="gnahat-link", daemon=True)
+        self._thread.start()
+
+    def _start_client(self, first: int) -> None:
+        """A new paho client whose first attempt goes to endpoint number ``first``."""
         cfg = self.mqtt
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -130,13 +150,47 @@ class Link:
             cfg.endpoints(),
             lambda host, port: client.connect_async(host, port, keepalive=cfg.keepalive_s),
             quick=lambda: self._jitter_backoff(client),
+            first=first,
         )
         self.failover = failover
         client.on_connect_fail = failover.failed
         failover.start()
         client.loop_start()
-        self._thread = threading.Thread(target=self._run, name="gnahat-link", daemon=True)
-        self._thread.start()
+
+    def _restart_client(self, now: int) -> None:
+        """Drop the current client (its callbacks first, so it reports nothing more) and
+        start a new one at the next endpoint."""
+        old = self.client
+        following = 0
+        if self.failover is not None:
+            following = (self.failover.index + 1) % len(self.failover.endpoints)
+        self.connected.clear()
+        self.client = None
+        if old is not None:
+            for name in ("on_connect", "on_disconnect", "on_subscribe", "on_message"):
+                setattr(old, name, None)
+            old.on_connect_fail = None
+            old.disconnect()
+            stop_loop(old)
+        self.restarts += 1
+        self._heard_mono = now
+        self._start_client(following)
+
+    def _watch_deafness(self, now: int) -> None:
+        if self.outbox.depth == 0:
+            self._pending_since = None
+            return
+        if self._pending_since is None:
+            self._pending_since = now
+        deaf_ms = int(self.mqtt.ack_timeout_s * 1000 * MAX_RESEND_FACTOR * DEAF_FACTOR)
+        silent_ms = now - max(self._heard_mono, self._pending_since)
+        if silent_ms >= deaf_ms and self.failover is not None:  # started, not hand-wired
+            log.warning(
+                "no ack for %.0f s while holding %d event(s); starting a new connection",
+                silent_ms / 1000,
+                self.outbox.depth,
+            )
+            self._restart_client(now)
 
     def stop(self) -> None:
         self._stop.set()
@@ -161,6 +215,11 @@ class Link:
     def wake(self) -> None:
         """Something was appended to the outbox: send it now."""
         self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Events sent on this connection and not yet acked."""
+        return len(self._inflight)
 
     def wait_until_drained(self, timeout: float = 60.0) -> bool:
         """Block until the outbox is empty (everything acked)."""
@@ -247,10 +306,11 @@ class Link:
 
     def _step(self) -> None:
         self._handle_inbox()
+        now = self.clock.mono_ms()
+        self._watch_deafness(now)
         client = self.client
         if client is None or not self.connected.is_set():
             return
-        now = self.clock.mono_ms()
         if self._resubscribe_at is not None and now >= self._resubscribe_at:
             self._resubscribe_at = None
             self._subscribe(client)
@@ -294,6 +354,7 @@ class Link:
             except queue.Empty:
                 return
             if topic == "connected":
+                self._heard_mono = self.clock.mono_ms()
                 # A new connection: whatever was in flight may be lost; send it all again.
                 self._inflight.clear()
                 self._sent_upto = 0
@@ -337,7 +398,7 @@ class Link:
         self.resend_wait_ms = int(self.mqtt.ack_timeout_s * 1000)  # the collector answers
         with self._ack_cond:
             self.acked += removed
-            self.last_ack_mono = self.clock.mono_ms()
+            self.last_ack_mono = self._heard_mono = self.clock.mono_ms()
             self._ack_cond.notify_all()
 
     # ------------------------------------------------------------ health

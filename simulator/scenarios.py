@@ -189,6 +189,8 @@ class Report:
     me_is_ignored: int = 0
     """Values it counted ignored (sent again unchanged, or a zero it does not keep)."""
     faults: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    """The status of every unit that still held events after draining (what to look at)."""
 
     @property
     def ok(self) -> bool:
@@ -224,6 +226,7 @@ class Report:
             f"counts compared there     {self.me_is_compared}",
             f"M&E IS conflicts, ignored {self.me_is_conflicts}, {self.me_is_ignored}",
             f"result                    {'OK' if self.ok else 'FAILED'}",
+            *(f"  still queued: {line}" for line in self.stuck),
         ]
 
 
@@ -499,7 +502,13 @@ def run_scenario(
             progress.write("\nhealed; waiting for every unit to drain\n")
         for unit in units:
             unit.drain(180)
-        report.queued = sum(int(u.status()["depth"]) for u in units)
+        statuses = [u.status() for u in units]
+        report.queued = sum(int(st["depth"]) for st in statuses)
+        report.stuck = [
+            f"unit {i} ({devices[i]}) " + " ".join(f"{k}={v}" for k, v in st.items())
+            for i, st in enumerate(statuses)
+            if int(st["depth"])
+        ]
         report.duplicates_dropped = collector.duplicates_dropped()
         if not me_is.running:
             me_is.start()

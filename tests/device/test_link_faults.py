@@ -9,10 +9,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from device import protocol as p
-from device.link import MAX_RESEND_FACTOR, Link
+from device.link import DEAF_FACTOR, MAX_RESEND_FACTOR, Link
 from simulator.broker import MosquittoBroker
-from tests.device.helpers import DEV, clock, config, make_unit
-from tests.mqtt_helpers import Recorder
+from tests.device.helpers import DEV, clock, config, make_unit, with_broker
+from tests.mqtt_helpers import Recorder, publisher
 
 
 def test_oldest_unacked_after_a_reboot_is_never_negative(mock_factory: Any, tmp_path: Path) -> None:
@@ -80,3 +80,54 @@ def test_resends_back_off_while_no_ack_comes_and_reset_on_one(
     client.disconnect()
     client.loop_stop()
     seen.close()
+
+
+def test_a_link_that_hears_no_ack_for_long_starts_a_new_connection_at_the_next_broker(
+    mock_factory: Any, tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """A connection the broker keeps open but no longer delivers acks on (a broker-side
+    session gone wrong) must not hold a unit's events for ever: after DEAF_FACTOR times
+    the longest re-send wait without an ack, the link starts a new client at the next
+    endpoint, which sends everything again; an ack then empties the outbox and the
+    watchdog rests."""
+    clk = clock()
+    cfg = with_broker(
+        config(tmp_path), broker.host, broker.port, brokers=(("localhost", broker.port),)
+    )
+    unit, outbox, _ = make_unit(cfg, mock_factory, clk)
+    seen = Recorder(broker, [p.event_topic(DEV), p.status_topic(DEV)], client_id="seen")
+
+    def sent(msgs: list[tuple[str, bytes]]) -> int:
+        return sum(1 for t, _ in msgs if t == p.event_topic(DEV))
+
+    def online(msgs: list[tuple[str, bytes]]) -> int:
+        return sum(1 for t, b in msgs if t == p.status_topic(DEV) and b"online" in b)
+
+    link = Link(cfg, outbox, clk, boot="boot1")
+    link.start()
+    try:
+        assert link.connected.wait(10)
+        unit.press(3)
+        link.wake()
+        assert seen.wait_for(lambda m: sent(m) == 1 and online(m) == 1)
+        assert link.failover is not None and link.failover.index == 0
+
+        deaf_ms = int(cfg.mqtt.ack_timeout_s * 1000 * MAX_RESEND_FACTOR * DEAF_FACTOR)
+        clk.advance(deaf_ms)  # no collector: nothing but re-sends for that long
+        link.wake()
+        assert seen.wait_for(lambda m: online(m) == 2 and sent(m) >= 2)
+        assert link.restarts == 1 and link.failover.index == 1  # localhost, the next one
+
+        ack = publisher(broker, client_id="collector")
+        ack.publish(
+            p.ack_topic(DEV), p.encode_ack(p.Ack(outbox.stream, ((1, 1),))), qos=1
+        ).wait_for_publish(10)
+        assert link.wait_until_drained(10)
+        clk.advance(deaf_ms * 3)  # nothing held: silence is not deafness
+        link._watch_deafness(clk.mono_ms())
+        assert link.restarts == 1
+        ack.disconnect()
+        ack.loop_stop()
+    finally:
+        link.stop()
+        seen.close()
