@@ -17,14 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     Date,
     Integer,
-    Table,
     and_,
-    case,
     delete,
     func,
     insert,
@@ -111,12 +109,10 @@ def cells_from_events(
             svc,
             Event.scale,
             Event.channel,
-            *(
-                func.sum(case((and_(scored, Event.score == level), 1), else_=0))
-                for level in range(1, 6)
-            ),
-            func.sum(case((scored, 1), else_=0)),
-            func.sum(case((scored, 0), else_=1)),
+            # count(*) FILTER: a third cheaper than sum(CASE ...) on PostgreSQL, measured
+            *(func.count().filter(and_(scored, Event.score == level)) for level in range(1, 6)),
+            func.count().filter(scored),
+            func.count().filter(~scored),
         )
         .where(
             Event.type == p.EventType.RATING.value,
@@ -126,8 +122,8 @@ def cells_from_events(
         )
         .group_by(Event.day, Event.centre_id, emp, svc, Event.scale, Event.channel)
     )
-    daily: dict[CellKey, list[int]] = {}
-    channels: dict[tuple[Any, ...], list[int]] = {}
+    daily: dict[Any, list[int]] = {}
+    channels: dict[Any, list[int]] = {}
     for r in session.execute(query):
         counts = [int(x) for x in r[6:]]
         for cells, key in (
@@ -238,11 +234,23 @@ def hours_from_events(
 def _rebuild_hours(s: Session, first: date, last: date) -> None:
     """The days' hourly counts made again in the database (nothing is forwarded from
     them, so they are simply replaced)."""
+    from collector.store.driver import Driver  # collector.store imports this module
+
+    # Read, then written in one statement: PostgreSQL runs a SELECT in parallel, never
+    # the SELECT of an INSERT ... SELECT (0.26 vs 0.17 s a week of a generated year).
+    rows = [
+        {"centre_id": c, "day": d, "utc_hour": hour, "n": n}
+        for c, d, hour, n in s.execute(_hours_query(first, last))
+    ]
     h = HourlyCount
     s.execute(delete(h).where(h.day >= first, h.day <= last))
-    s.execute(
-        insert(h).from_select(["centre_id", "day", "utc_hour", "n"], _hours_query(first, last))
-    )
+    if rows:
+        Driver(s.connection(), h.__table__).upsert_many(
+            ("centre_id", "day", "utc_hour", "n"),
+            rows,
+            "centre_id, day, utc_hour",
+            "n = excluded.n",
+        )
 
 
 def _rebuild_step(
@@ -252,6 +260,10 @@ def _rebuild_step(
         # These queries are costed high enough to be compiled by the JIT every time,
         # which costs more than it saves on a week's events.
         s.execute(text("SET LOCAL jit = off"))
+        # Planned for the step's own days, every time: psycopg prepares a statement run
+        # five times, and the generic plan gives up the parallel scan (338 vs 174 ms a
+        # week's events, measured on a generated year).
+        s.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     want, channels = cells_from_events(s, first, last)
     agg = DailyAggregate
     kept: dict[CellKey, tuple[int, ...]] = {
@@ -275,25 +287,10 @@ def _rebuild_step(
             )
         )
     if changed:
-        rows: list[dict[str, Any]] = []
-        for k in changed:
-            rows.append(
-                {
-                    "day": k[0], "centre_id": k[1], "employee_id": k[2], "service_id": k[3],
-                    "scale": k[4], **dict(zip(COUNTERS, want[k], strict=True)),
-                    "changed_at": now,
-                }
-            )  # fmt: skip
-        existing = [k for k in changed if k in kept]
-        for start in range(0, len(existing), 500):
-            s.execute(
-                delete(agg).where(
-                    tuple_(agg.day, agg.centre_id, agg.employee_id, agg.service_id, agg.scale).in_(
-                        existing[start : start + 500]
-                    )
-                )
-            )
-        s.execute(cast(Table, agg.__table__).insert(), rows)
+        _replace(
+            s, agg, DAILY_KEYS, COUNTERS,
+            [(*k, *want[k], now) for k in changed],
+        )  # fmt: skip
     report.changed += len(changed)
     report.removed += len(gone)
     _rebuild_hours(s, first, last)
@@ -302,6 +299,7 @@ def _rebuild_step(
           factors_from_events(s, first, last), first, last, now)  # fmt: skip
 
 
+DAILY_KEYS = ("day", "centre_id", "employee_id", "service_id", "scale")
 CHANNEL_KEYS = ("day", "centre_id", "service_id", "channel", "scale")
 FACTOR_KEYS = ("day", "centre_id", "service_id", "channel", "factor", "scale", "level")
 
@@ -351,13 +349,29 @@ def _sync(
             )
         )
     }
-    stale = [k for k, v in kept.items() if want.get(k) != v]
-    for start in range(0, len(stale), 300):
-        s.execute(delete(model).where(tuple_(*cols).in_(stale[start : start + 300])))
-    fresh = [
-        {**dict(zip(keys, k, strict=True)), **dict(zip(values, v, strict=True)), "changed_at": now}
-        for k, v in want.items()
-        if kept.get(k) != v
-    ]
+    gone = [k for k in kept if k not in want]
+    for start in range(0, len(gone), 300):
+        s.execute(delete(model).where(tuple_(*cols).in_(gone[start : start + 300])))
+    fresh = [(*k, *v, now) for k, v in want.items() if kept.get(k) != v]
     if fresh:
-        s.execute(insert(model), fresh)
+        _replace(s, model, keys, values, fresh)
+
+
+def _replace(
+    s: Session,
+    model: Any,
+    keys: tuple[str, ...],
+    values: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """Write ``rows`` (keys, values, changed_at) over whatever cells have those keys: one
+    statement per step on PostgreSQL (``unnest``), not one per row."""
+    from collector.store.driver import Driver  # collector.store imports this module
+
+    cols = (*keys, *values, "changed_at")
+    Driver(s.connection(), model.__table__).upsert_many(
+        cols,
+        [dict(zip(cols, r, strict=True)) for r in rows],
+        ", ".join(keys),
+        ", ".join(f"{c} = excluded.{c}" for c in (*values, "changed_at")),
+    )
