@@ -282,12 +282,18 @@ def test_a_rebuild_touches_only_cells_whose_counts_changed(
                 for a in s.scalars(select(DailyAggregate))
             }
 
+    def month_stamps() -> dict[object, object]:
+        with sessions() as s:
+            return {m.month: m.changed_at for m in s.scalars(select(MonthlyAggregate))}
+
     before = cells()
+    months_before = month_stamps()
     now[0] += timedelta(days=1)
     report = store.rebuild_all_aggregates()
     assert (report.changed, report.removed) == (0, 0)  # ingest was exact: nothing to do
     assert report.days >= 30 and report.longest_step_s > 0
     assert cells() == before  # not even a changed_at stamp moved
+    assert month_stamps() == months_before  # nor a month's (what the feed reports)
     victim = sorted(before)[3]
     with sessions() as s, s.begin():  # a bulk fix gone wrong in one cell
         s.execute(
@@ -302,6 +308,7 @@ def test_a_rebuild_touches_only_cells_whose_counts_changed(
     after = cells()
     assert after[victim][0] == before[victim][0] and after[victim][1] == now[0]
     assert sorted(before)[10] not in after
+    assert month_stamps()[victim[0].replace(day=1)] == now[0]  # the feed re-sends its month
     untouched = [k for k in after if k != victim]
     assert all(after[k] == before[k] for k in untouched)
     assert STEP_DAYS < 30  # so the rebuild above went in several short steps
