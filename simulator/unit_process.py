@@ -10,7 +10,7 @@ fleet can SIGKILL it at any instant and start it again on the same outbox:
     auto N [SCORES]    → presses N times (scores cycling), then "done A" (A acknowledged)
     drain SECONDS      → "drained" when every event is acked, else "pending DEPTH"
     status             → "status depth=D stream=S last_seq=Q connected=0|1 broker=H:P
-                          published=N resent=N inflight=N"
+                          published=N resent=N restarts=N inflight=N"
     limit [N]          → "ok N": the outbox refuses presses beyond N events (full disk)
     fill N             → "ok N": the outbox is full (as a full disk) for exactly the next N
                          presses; they are refused with the fault pattern, then it has room
@@ -166,7 +166,7 @@ def run(
                 reply(
                     f"status depth={outbox.depth} stream={outbox.stream} last_seq={outbox.last_seq}"
                     f" connected={int(link.connected.is_set())} broker={ep[0]}:{ep[1]}"
-                    f" published={link.published} resent={link.resent}"
+                    f" published={link.published} resent={link.resent} restarts={link.restarts}"
                     f" inflight={link.in_flight}"
                 )
             elif cmd == "limit":
