@@ -188,15 +188,6 @@ class Event(Base):
         UniqueConstraint("device", "stream", "seq", name="uq_events_key"),
         Index("ix_events_agg", "day", "centre_id", "employee_id", "service_id"),
         Index("ix_events_device_pressed", "device", "pressed_at"),
-        # A centre's events over a period (the dashboard's hour x weekday picture and its
-        # estimate-dated days) without reading every centre's: on PostgreSQL an
-        # index-only scan.
-        Index(
-            "ix_events_centre_day",
-            "centre_id",
-            "day",
-            postgresql_include=["pressed_at", "flags", "type"],
-        ),
         # The few presses dated by estimate across days, by centre (the dashboard says
         # them on their day): a partial index holds only those.
         Index(
