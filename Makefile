@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/gnahat-sim demo
 
-## test: the whole test suite against real Mosquitto/SQLite (and PostgreSQL if configured)
+## test: the whole test suite against real Mosquitto/SQLite (and PostgreSQL if configured),
+## one pytest worker per core (every test has its own brokers, files and schema)
+PYTEST_ARGS ?= -n auto --dist worksteal
 test: $(STAMP) services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -339,11 +339,14 @@ def _ingest_with_lease(settings: Settings, store: Any, done: threading.Event) ->
             print(f"gnahat-collector: {exc}", file=sys.stderr)
             return 2
         log.info("holding the ingest lease: ingesting from %s", settings.mqtt_url)
+        taken = False
         while not done.wait(beat) and not fatal:
             if holds() is False:
-                log.warning("another process holds the ingest lease: standing by")
+                taken = True
                 break
         ingest.stop()
+        if taken:  # said once ingest has stopped: nothing is acked by this process after
+            log.warning("another process holds the ingest lease: standing by")
         if fatal:
             lease.release()
             print(f"gnahat-collector: {fatal[0]}", file=sys.stderr)
