@@ -26,7 +26,7 @@ test: $(STAMP) services
 bench: $(STAMP) services
 	$(BIN)/python -m bench
 
-## bench-scale: the year-long figures measured in full (a year's forwarding backlog; ~20 min)
+## bench-scale: the year-long figures measured in full (a year's forwarding backlog, retention of ~5 M events; ~20 min)
 bench-scale: $(STAMP) services
 	GNAHAT_BENCH_SCALE=1 $(BIN)/python -m bench pages forward
 

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,16 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.bench_collector import pg_schema, pg_url
+from bench.bench_collector import payloads, pg_schema, pg_url
 from bench.common import Results, percentile
-from collector.aggregates import rebuild
+from collector.aggregates import RebuildReport, rebuild
 from collector.auth import Role
 from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
 from collector.main import create_app
 from collector.registry import MARZES, import_registry
+from collector.retention import apply_retention
+from collector.store import Received, Store
 from collector.users import create_user
 
 MARZ_LIST = sorted(MARZES)
@@ -104,7 +107,24 @@ WHERE extract(isodow FROM d.day) < 6
 """
 
 
-def generate(url: str) -> tuple[int, float]:
+#: What ingest keeps per stream (retention goes stream by stream), for the generated rows.
+STREAMS_SQL = """
+INSERT INTO stream_state (device, stream, max_seq, stored, purged_through, first_seen, last_seen)
+SELECT device, stream, max(seq), count(*), 0, min(received_at), max(received_at)
+FROM events GROUP BY device, stream
+"""
+
+
+@dataclass
+class Generated:
+    events: int
+    rebuild_s: float
+    rebuild: RebuildReport
+    #: How long each one-press commit took while the rebuild ran (the ingest stall).
+    ingest_during_rebuild_s: list[float]
+
+
+def generate(url: str) -> Generated:
     migrate(url)
     engine = make_engine(url)
     sessions = session_factory(engine)
@@ -115,17 +135,64 @@ def generate(url: str) -> tuple[int, float]:
                     now=datetime.now(UTC))  # fmt: skip
     with engine.begin() as c:
         c.execute(text(EVENTS_SQL), {"first": FIRST, "days": DAYS, "per_day": PER_DAY})
+        c.execute(text(STREAMS_SQL))
         count = int(c.execute(text("SELECT count(*) FROM events")).scalar_one())
         c.execute(text("ANALYZE"))
+    # Ingest goes on while the rebuild runs: one press at a time, each committed (and
+    # added to its cells) as the collector would; the longest commit is the stall.
+    done = threading.Event()
+    took: list[float] = []
+    pressing = threading.Thread(target=_press_during, args=(sessions, done, took))
+    pressing.start()
     t0 = time.perf_counter()
-    rebuild(sessions, clock=lambda: datetime.now(UTC))
-    rebuilt = time.perf_counter() - t0
+    try:
+        report = rebuild(sessions, clock=lambda: datetime.now(UTC))
+    finally:
+        rebuilt = time.perf_counter() - t0
+        done.set()
+        pressing.join()
     # What autovacuum does after a load: statistics, and the visibility map that lets
     # the by-centre index answer without the table.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(text("VACUUM (ANALYZE)"))
     engine.dispose()
-    return count, rebuilt
+    return Generated(count, rebuilt, report, took)
+
+
+def _press_during(sessions: Any, done: threading.Event, took: list[float]) -> None:
+    """A press of one of the first units every 20 ms until ``done``, each its own batch."""
+    store = Store(sessions)
+    units = [f"am-c{c:03d}-d01" for c in range(CENTRES)]
+    for topic, body in payloads(100_000, "during-rebuild", devices=units):
+        if done.is_set():
+            return
+        t = time.perf_counter()
+        store.process([Received(topic, body, datetime.now(UTC))])
+        took.append(time.perf_counter() - t)
+        done.wait(0.02)
+
+
+def retention_at_scale(url: str, results: Results, prefix: str) -> None:
+    """Retention applied to the first half of the generated year (about 5 M events),
+    with its documented batch size; the pages were measured before."""
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    longest = [0.0]
+    last = [time.perf_counter()]
+
+    def tick(device: str, stream: str, n: int) -> None:
+        t = time.perf_counter()
+        longest[0] = max(longest[0], t - last[0])
+        last[0] = t
+
+    cutoff = FIRST + timedelta(days=DAYS // 2)
+    t0 = time.perf_counter()
+    report = apply_retention(sessions, cutoff, now=datetime.now(UTC), on_batch=tick)
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    results.add(f"{prefix}.retention_apply_events", report.events_deleted, "events")
+    results.add(f"{prefix}.retention_apply_s", elapsed, "s", "measured for ~5 M rows")
+    results.add(f"{prefix}.retention_longest_batch_s", longest[0], "s")
 
 
 def existing(url: str) -> int:
@@ -259,16 +326,30 @@ def run(results: Results) -> None:
     reuse = os.environ.get("GNAHAT_BENCH_PAGES_REUSE") == "1"
     sep = "&" if "?" in base else "?"
     kept = f"{base}{sep}options=-csearch_path%3Dbench_pages"
-    if reuse and existing(kept):
+    reused = bool(reuse and existing(kept))
+    if reused:
         url = kept
         migrate(url)  # an earlier generation gets what newer code keeps beside its rows
         results.add(f"{prefix}.events", existing(url), "events")
         results.missing(f"{prefix}.rebuild_aggregates_s", "reused an earlier generation")
     else:
         url = pg_schema(base, "bench_pages")
-        count, rebuilt = generate(url)
-        results.add(f"{prefix}.events", count, "events")
-        results.add(f"{prefix}.rebuild_aggregates_s", rebuilt, "s", "<= 10 s per year")
+        made = generate(url)
+        results.add(f"{prefix}.events", made.events, "events")
+        results.add(f"{prefix}.rebuild_aggregates_s", made.rebuild_s, "s", "<= 10 s per year")
+        results.add(f"{prefix}.rebuild_longest_step_s", made.rebuild.longest_step_s, "s")
+        stalls = made.ingest_during_rebuild_s
+        results.add(f"{prefix}.rebuild_ingest_commits", len(stalls), "commits")
+        if stalls:
+            results.add(
+                f"{prefix}.rebuild_ingest_commit_p50_ms", percentile(stalls, 50) * 1000, "ms"
+            )
+            results.add(
+                f"{prefix}.rebuild_longest_ingest_stall_s",
+                max(stalls),
+                "s",
+                "<= one rebuild step (the longest step above)",
+            )
     rng = random.Random(7)
     centre = [f"/dashboard?centre=C{rng.randrange(CENTRES):03d}" for _ in range(REQUESTS)]
     year = f"&start={FIRST + timedelta(days=1)}&end={FIRST + timedelta(days=DAYS)}"
@@ -325,3 +406,11 @@ def run(results: Results) -> None:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
+    # Last: it deletes half of the year.
+    if os.environ.get("GNAHAT_BENCH_SCALE") == "1" and not reused:
+        retention_at_scale(url, results, prefix)
+    else:
+        results.missing(
+            f"{prefix}.retention_apply_*",
+            "measured by make bench-scale (GNAHAT_BENCH_SCALE=1) on a fresh generation",
+        )
