@@ -370,3 +370,59 @@ def test_a_process_that_exits_without_stopping_ingest_does_not_hang(
     assert "stopping it" in proc.stderr
     status = Path(f"/proc/{pid}/status")  # the child is gone too (or only a zombie)
     assert not status.exists() or "State:\tZ" in status.read_text()
+
+
+class _AckChecker(Recorder):
+    """Records acks and, the moment each arrives, reads from the database (on a
+    connection of its own) which of the acked seqs are stored."""
+
+    def __init__(self, broker: MosquittoBroker, sessions: sessionmaker[Session]) -> None:
+        self.found: list[tuple[set[int], set[int]]] = []  # (acked, stored at that moment)
+        self._sessions = sessions
+        super().__init__(broker, [topic(kind="ack")], client_id="rec-idle")
+
+    def _on_message(self, client: object, userdata: object, msg: object) -> None:
+        acked = set(p.decode_ack(bytes(msg.payload)).seqs())  # type: ignore[attr-defined]
+        with self._sessions() as s:
+            stored = set(
+                s.scalars(select(Event.seq).where(Event.device == DEV, Event.seq.in_(acked)))
+            )
+        with self._cond:
+            self.found.append((acked, stored))
+        super()._on_message(client, userdata, msg)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("receiver", ["process", "thread"])
+def test_an_idle_writer_commits_each_press_alone_and_acks_it_only_once_stored(
+    receiver: str,
+    broker: MosquittoBroker,
+    database_url: str,
+    sessions: sessionmaker[Session],
+) -> None:
+    """Group commit, the default: with nothing else arriving a press is committed in a
+    batch of its own (no window to wait out), and its ack leaves only after the commit:
+    whoever reads the database when the ack arrives finds the press there."""
+    settings = Settings(
+        database_url=database_url,
+        mqtt_url=broker.url,
+        mqtt_client_id="collector-idle",
+        ingest_receiver=receiver,  # type: ignore[arg-type]
+    )
+    assert settings.ingest_batch_ms == 0  # the documented default is what is tested
+    acks = _AckChecker(broker, sessions)
+    ing = Ingest(settings, Store(sessions), Metrics())
+    ing.start()
+    pub = publisher(broker)
+    try:
+        assert ing.wait_until_subscribed()
+        for seq in (1, 2, 3):  # one at a time: each waits for the one before
+            pub.publish(topic(), p.encode_event(event(seq)), qos=1)
+            assert acks.wait_for(lambda m, n=seq: len(m) >= n)
+        assert ing.wait_for_messages(3)  # counted just after the acks leave
+        assert ing.batches == 3
+        assert [a for a, _ in acks.found] == [{1}, {2}, {3}]
+        assert all(acked <= stored for acked, stored in acks.found), acks.found
+    finally:
+        ing.stop()
+        acks.close()
+        pub.loop_stop()
