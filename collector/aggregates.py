@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from collector.models import (
     EXCLUDED_FROM_SCORES,
+    FACTORS_SQL,
     ChannelAggregate,
     DailyAggregate,
     Event,
@@ -314,7 +315,9 @@ def factors_from_events(
             Event.day, Event.centre_id, Event.service_id, Event.channel, Event.scale,
             Event.flags, Event.answers,
         ).where(
-            Event.type == p.EventType.FACTORS.value,
+            # Written out, not bound: the partial index ix_events_factors_day is chosen
+            # only where the query's own text implies its condition (SQLite).
+            text(FACTORS_SQL.replace("type", "events.type")),
             Event.day >= first,
             Event.day <= last,
             Event.centre_id.is_not(None),

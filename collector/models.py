@@ -98,6 +98,8 @@ EXCLUDED_FROM_SCORES = Flag.BURST | Flag.ONLINE_SUSPECT
 #: The predicate of the partial index on estimate-dated presses (literal, so that the
 #: planner can match a query's condition to it).
 UNCERTAIN_SQL = f"(flags & {int(Flag.DAY_UNCERTAIN)}) <> 0"
+#: The follow-up answers among the events (a few per hundred ratings at most).
+FACTORS_SQL = "type = 'factors'"
 
 
 # ---------------------------------------------------------------- registry
@@ -188,6 +190,14 @@ class Event(Base):
         UniqueConstraint("device", "stream", "seq", name="uq_events_key"),
         Index("ix_events_agg", "day", "centre_id", "employee_id", "service_id"),
         Index("ix_events_device_pressed", "device", "pressed_at"),
+        # The follow-up answers by day (a rebuild's step reads only those), without
+        # reading the week's ratings: a partial index holds only them.
+        Index(
+            "ix_events_factors_day",
+            "day",
+            postgresql_where=text(FACTORS_SQL),
+            sqlite_where=text(FACTORS_SQL),
+        ),
         # The few presses dated by estimate across days, by centre (the dashboard says
         # them on their day): a partial index holds only those.
         Index(

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.models import (
+    FACTORS_SQL,
     DailyAggregate,
     Event,
     Flag,
@@ -396,6 +397,8 @@ def test_factors_and_channels_are_counted_as_stored_and_rebuilt_the_same(
     ingest equal those rebuilt from events, and hold what was sent."""
     from collector.models import ChannelAggregate, FactorAggregate, Service
     from device import protocol as p
+
+    assert f"type = '{p.EventType.FACTORS.value}'" == FACTORS_SQL  # the partial index's
 
     def factors(seq: int, rating_seq: int, **answers: object) -> p.Event:
         return replace(
