@@ -10,11 +10,12 @@ drain time, stored = published. ``GNAHAT_BENCH_SOAK_S`` shortens the stall.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -50,18 +51,21 @@ def collector_rss(ing: Ingest) -> float:
     return rss_mb(os.getpid()) + (rss_mb(child) if child else 0.0)
 
 
-def publish_paced(broker: MosquittoBroker, seconds: float, stop: threading.Event) -> int:
-    """Publish RATE events/s across the fleet for ``seconds``; returns how many."""
+def publish_paced(host: str, port: int, seconds: float, out: Any) -> None:
+    """Publish RATE events/s across the fleet for ``seconds``; sends how many to ``out``.
+
+    Run in a process of its own: the fleet's messages and the client's bookkeeping are
+    not the collector's memory, and the figure is the collector's."""
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-pub", protocol=mqtt.MQTTv311)
     pub.max_inflight_messages_set(1000)
     pub.max_queued_messages_set(0)
-    pub.connect(broker.host, broker.port)
+    pub.connect(host, port)
     pub.loop_start()
     msgs = payloads(int(RATE * seconds) + RATE, "soak")  # the fleet's presses, in order
     sent, infos = 0, []
     t0 = time.monotonic()
     tick = 0.05
-    while time.monotonic() - t0 < seconds and not stop.is_set():
+    while time.monotonic() - t0 < seconds:
         due = int((time.monotonic() - t0 + tick) * RATE) - sent
         for _ in range(max(0, min(due, len(msgs) - sent))):
             topic, body = msgs[sent]
@@ -72,7 +76,7 @@ def publish_paced(broker: MosquittoBroker, seconds: float, stop: threading.Event
         info.wait_for_publish(120)
     pub.disconnect()
     pub.loop_stop()
-    return sent
+    out.send(sent)
 
 
 def soak(broker: MosquittoBroker, url: str, label: str, results: Results) -> None:
@@ -89,16 +93,18 @@ def soak(broker: MosquittoBroker, url: str, label: str, results: Results) -> Non
         blocker.execute(text("BEGIN EXCLUSIVE"))
     else:
         blocker.execute(text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
-    stop = threading.Event()
-    count: list[int] = []
-    pub = threading.Thread(target=lambda: count.append(publish_paced(broker, STALL_S, stop)))
+    ctx = multiprocessing.get_context("spawn")
+    got, out = ctx.Pipe(duplex=False)
+    pub = ctx.Process(target=publish_paced, args=(broker.host, broker.port, STALL_S, out))
     pub.start()
     peak, held = idle, 0
     while pub.is_alive():
         peak = max(peak, collector_rss(ing))
         held = max(held, ing.taken - ing.messages_committed)
         pub.join(0.5)
-    published = count[0]
+    if pub.exitcode != 0 or not got.poll(10):
+        raise RuntimeError(f"the publishing fleet failed (exit code {pub.exitcode})")
+    published = int(got.recv())
     blocker.rollback()
     blocker.close()
     t0 = time.perf_counter()
