@@ -36,7 +36,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from collector.models import (
     EXCLUDED_FROM_SCORES,
-    FACTORS_SQL,
     ChannelAggregate,
     DailyAggregate,
     Event,
@@ -315,9 +314,9 @@ def factors_from_events(
             Event.day, Event.centre_id, Event.service_id, Event.channel, Event.scale,
             Event.flags, Event.answers,
         ).where(
-            # Written out, not bound: the partial index ix_events_factors_day is chosen
-            # only where the query's own text implies its condition (SQLite).
-            text(FACTORS_SQL.replace("type", "events.type")),
+            # Through the partial index ix_events_factors_day: SQLite matches it with
+            # the bound value, PostgreSQL in the step's custom plan.
+            Event.type == p.EventType.FACTORS.value,
             Event.day >= first,
             Event.day <= last,
             Event.centre_id.is_not(None),
