@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import text
 
 from bench.bench_collector import payloads, pg_schema, pg_url
+from bench.bench_retention import timed_apply
 from bench.common import Results, percentile
 from collector.aggregates import RebuildReport, rebuild
 from collector.auth import Role
@@ -35,7 +36,6 @@ from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
 from collector.main import create_app
 from collector.registry import MARZES, import_registry
-from collector.retention import apply_retention
 from collector.store import Received, Store
 from collector.users import create_user
 
@@ -177,22 +177,13 @@ def retention_at_scale(url: str, results: Results, prefix: str) -> None:
     with its documented batch size; the pages were measured before."""
     engine = make_engine(url)
     sessions = session_factory(engine)
-    longest = [0.0]
-    last = [time.perf_counter()]
-
-    def tick(device: str, stream: str, n: int) -> None:
-        t = time.perf_counter()
-        longest[0] = max(longest[0], t - last[0])
-        last[0] = t
-
-    cutoff = FIRST + timedelta(days=DAYS // 2)
-    t0 = time.perf_counter()
-    report = apply_retention(sessions, cutoff, now=datetime.now(UTC), on_batch=tick)
-    elapsed = time.perf_counter() - t0
+    report, elapsed, longest = timed_apply(
+        sessions, FIRST + timedelta(days=DAYS // 2), datetime.now(UTC)
+    )
     engine.dispose()
     results.add(f"{prefix}.retention_apply_events", report.events_deleted, "events")
     results.add(f"{prefix}.retention_apply_s", elapsed, "s", "measured for ~5 M rows")
-    results.add(f"{prefix}.retention_longest_batch_s", longest[0], "s")
+    results.add(f"{prefix}.retention_longest_batch_s", longest, "s")
 
 
 def existing(url: str) -> int:
