@@ -114,14 +114,32 @@ class Settings(BaseSettings):
         "QR codes: `https://...` in production).",
     )
     online_enabled: bool = Field(True, description="Take ratings from visitors' phones (QR).")
-    online_require_armed: bool = Field(
-        False,
-        description="Take an online rating only inside a visit window a queue system or unit "
-        "opened (`POST /api/v1/online/desks/{device}/arm`).",
+    online_proof: Literal["visit", "open"] = Field(
+        "visit",
+        description="`visit`: a phone rating counts only with a proof of the visit (the code "
+        "on the desk's screen, or a queue system's visit window code); `open`: the printed "
+        "card alone is taken too, flagged unverified and left out of every score "
+        "(docs/threat-model.md).",
     )
-    online_window_s: int = Field(900, ge=60, description="How long an armed visit window lasts.")
+    online_window_s: int = Field(
+        900, ge=60, description="How long a visit window's code opens the phone page."
+    )
     online_visit_ttl_s: int = Field(
-        1800, ge=60, description="How long a rating page may stay open before it is sent."
+        900,
+        ge=60,
+        description="How long after the visit (its code) a phone rating may be sent.",
+    )
+    online_code_max_age_s: int = Field(
+        300,
+        ge=60,
+        description="How old a desk screen's code may be when the visitor scans or types it "
+        "(a new code every minute).",
+    )
+    online_code_failures_hour: int = Field(
+        10,
+        ge=1,
+        description="Wrong codes an hour from one address (an IPv6 /64) after which it may "
+        "try no more codes that hour.",
     )
     online_per_browser_day: int = Field(
         3, ge=1, description="Online ratings a day from one browser beyond which they are flagged."
@@ -129,8 +147,15 @@ class Settings(BaseSettings):
     online_per_address_hour: int = Field(
         20,
         ge=1,
-        description="Online ratings an hour from one address beyond which they are flagged "
-        "(a centre's guest Wi-Fi shares one address).",
+        description="Ratings without a proof an hour from one address (an IPv6 /64) beyond "
+        "which they are flagged (`open` only: a proven visit is never counted against its "
+        "address, so a centre's guest Wi-Fi is never shut out).",
+    )
+    online_arm_interval_s: int = Field(
+        60, ge=0, description="Least time between two visit windows opened at one desk."
+    )
+    online_arms_per_hour: int = Field(
+        120, ge=1, description="Visit windows one token or user may open an hour."
     )
     secret_key: str = Field(
         DEV_SECRET,

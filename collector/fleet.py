@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from collector.models import Assignment, Device, DeviceState, StreamState
+from collector.store.batch import WEB_STREAM
 
 
 def centre_units(session: Session, centre_id: int, now: datetime) -> list[dict[str, Any]]:
@@ -39,7 +40,8 @@ def centre_units(session: Session, centre_id: int, now: datetime) -> list[dict[s
                 func.max(StreamState.last_seen),
                 func.sum(StreamState.max_seq - StreamState.stored),
             )
-            .where(StreamState.device.in_(devices))
+            # The unit's own streams: a phone rating on its desk says nothing of the unit.
+            .where(StreamState.device.in_(devices), StreamState.stream != WEB_STREAM)
             .group_by(StreamState.device)
         )
     }

@@ -92,9 +92,12 @@ class Flag(enum.IntFlag):
     """An online rating that looks like ballot stuffing (more from one address or browser
     than a visitor gives, or a desk's code used far beyond its visits): kept, left out
     of scores."""
+    ONLINE_UNVERIFIED = 64
+    """An online rating with no proof that a visit happened (the desk's printed card
+    alone, where ``GNAHAT_ONLINE_PROOF=open`` takes it): kept, left out of scores."""
 
 
-EXCLUDED_FROM_SCORES = Flag.BURST | Flag.ONLINE_SUSPECT
+EXCLUDED_FROM_SCORES = Flag.BURST | Flag.ONLINE_SUSPECT | Flag.ONLINE_UNVERIFIED
 #: The predicate of the partial index on estimate-dated presses (literal, so that the
 #: planner can match a query's condition to it).
 UNCERTAIN_SQL = f"(flags & {int(Flag.DAY_UNCERTAIN)}) <> 0"
@@ -426,11 +429,14 @@ class OnlineSubmission(Base):
     address_key: Mapped[str] = mapped_column(String(32))
     browser_key: Mapped[str] = mapped_column(String(32))
     flags: Mapped[int] = mapped_column(Integer, default=0)
+    proof: Mapped[str] = mapped_column(String(16), default="card")
+    """What showed that a visit happened: ``desk_code`` (the code on the desk's screen),
+    ``window`` (a visit window's code from the queue system), ``card`` (none)."""
 
 
 class OnlineWindow(Base):
-    """A visit window at a desk, opened by a queue system or the unit: where
-    ``GNAHAT_ONLINE_REQUIRE_ARMED`` is on, online ratings are taken only inside one."""
+    """A visit window at a desk, opened by a queue system (or a manager) calling the
+    next visitor; its one-time ``code`` is the visitor's proof of the visit."""
 
     __tablename__ = "online_windows"
     __table_args__ = (Index("ix_online_windows_device", "device", "opened_at"),)
@@ -438,6 +444,20 @@ class OnlineWindow(Base):
     device: Mapped[str] = mapped_column(String(64))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
     closes_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    code: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    armed_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+class OnlineCodeFailure(Base):
+    """A wrong visit code given on a desk's phone page (daily-keyed address hash only):
+    too many from one address in an hour and it may try no more codes for a while."""
+
+    __tablename__ = "online_code_failures"
+    __table_args__ = (Index("ix_online_code_failures_address", "address_key", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(String(64))
+    address_key: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class HourlyCount(Base):

@@ -293,12 +293,14 @@ class Demo:
         over HTTP as a phone would (a fresh browser: its own cookie)."""
         import httpx
 
-        from collector.online import desk_token
+        from collector.online import desk_code, desk_token
 
         url = f"http://{self.opts.http_host}:{self.http_port}/r/"
         url += desk_token(self.settings.secret_key, device)
+        # The visitor scans the code the desk's screen shows at the end of the visit.
+        code = desk_code(self.settings.secret_key, device, self.clock.now())
         with httpx.Client(timeout=10) as phone:
-            page = phone.get(url, params={"lang": "hy"})
+            page = phone.get(url, params={"lang": "hy", "c": code})
             visit = re.search(r'name="visit" value="([^"]+)"', page.text)
             if visit is None:
                 log.warning("phone page of %s answered %s", device, page.status_code)

@@ -7,9 +7,10 @@ stored, recognised as a duplicate, or quarantined with its raw bytes and reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from collector.aggregates import RebuildReport, rebuild
 from collector.registry import Snapshot, registry_version
 from collector.store.aggregates import AggregateWriter
-from collector.store.batch import _Q, BatchResult, Reason, Received, _Pending
+from collector.store.batch import (
+    _Q,
+    ORIGIN_MQTT,
+    ORIGIN_ONLINE,
+    WEB_STREAM,
+    BatchResult,
+    Reason,
+    Received,
+    _Pending,
+)
 from collector.store.devices import DeviceStateWriter
 from collector.store.events import EVENT_COLUMNS, EventWriter
 from collector.store.quarantine import (
@@ -31,8 +41,11 @@ from device import protocol as p
 
 __all__ = [
     "EVENT_COLUMNS",
+    "ORIGIN_MQTT",
+    "ORIGIN_ONLINE",
     "QUARANTINE_RAW_MAX",
     "QUARANTINE_TOPIC_MAX",
+    "WEB_STREAM",
     "BatchResult",
     "Reason",
     "Received",
@@ -75,6 +88,17 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         with self._lock, self.sessions() as session, session.begin():
             return self._process(session, messages)
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction of the store's writer (under its lock): what else the caller
+        writes in it commits with :meth:`process_in`'s rows, or neither does."""
+        with self._lock, self.sessions() as session, session.begin():
+            yield session
+
+    def process_in(self, session: Session, messages: Sequence[Received]) -> BatchResult:
+        """:meth:`process` inside a :meth:`transaction` of the caller's."""
+        return self._process(session, messages)
+
     def _process(self, session: Session, messages: Sequence[Received]) -> BatchResult:
         result = BatchResult()
         snap = self.snapshot(session)
@@ -91,8 +115,11 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
                     _Q(msg.topic, msg.payload, exc.code, exc.message, None, msg.received_at)
                 )
                 continue
-            st = states.setdefault(device, {})
-            st["last_seen"] = msg.received_at
+            if msg.origin == ORIGIN_ONLINE:  # a phone: nothing heard from the unit itself
+                st: dict[str, Any] = {}
+            else:
+                st = states.setdefault(device, {})
+                st["last_seen"] = msg.received_at
             if kind is p.TopicKind.EVENT:
                 self._events(msg, device, pending, quarantine, result)
             elif kind is p.TopicKind.STATUS:
@@ -163,6 +190,15 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
             )
         for event in decoded.events:
             raw = p.encode_event(event) if decoded.is_batch else msg.payload
+            if msg.origin != ORIGIN_ONLINE and (
+                event.stream == WEB_STREAM or event.channel == "online"
+            ):
+                quarantine.append(
+                    _Q(msg.topic, raw, Reason.RESERVED_CHANNEL,
+                       f"stream {event.stream!r} / channel {event.channel!r} is the phone "
+                       "page's own; a unit may not publish on it", event.key, msg.received_at)
+                )  # fmt: skip
+                continue
             pending.append(_Pending(msg, event, raw))
 
     def rebuild_all_aggregates(self) -> RebuildReport:

@@ -19,6 +19,16 @@ class Reason:
     """Processing this message or element raised an unexpected error (a defect of ours)."""
     REFUSED_BY_DATABASE = "refused_by_database"
     """The database refused the row (a value the contract let through but a column cannot hold)."""
+    RESERVED_CHANNEL = "reserved_channel"
+    """An event over MQTT on the phone channel's stream or with ``channel: online``: those
+    are the collector's own (its phone page), never a unit's."""
+
+
+#: Where a message came from: the broker (a unit), or the collector's own phone page.
+ORIGIN_MQTT = "mqtt"
+ORIGIN_ONLINE = "online"
+#: The stream of a desk's phone ratings (the collector allocates its seqs).
+WEB_STREAM = "web"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,9 @@ class Received:
     flags: int = 0
     """Flags the collector itself sets on every event of this message (its own online
     channel marks suspected ballot stuffing); nothing from MQTT sets any."""
+    origin: str = ORIGIN_MQTT
+    """``online``: the collector's phone page wrote it (the only way onto the ``web``
+    stream and ``channel: online``; it says nothing about the unit's own link)."""
     decoded: p.DecodedPayload | None = None
     """The event payload as the receiver process decoded it for its topic's device;
     ``None``: the store decodes it (and reports what is wrong with it)."""

@@ -287,34 +287,35 @@ class EventWriter:
     def _flag_bursts(self, session: Session, ratings: list[dict[str, Any]]) -> list[Any]:
         """Flag ratings of one unit that come faster than plausible; return the newly flagged.
 
-        A burst is more than ``burst_max`` ratings of one unit within ``burst_window``.
+        A burst is more than ``burst_max`` ratings of one unit within ``burst_window``, on
+        one channel: a flood of phone ratings never makes the desk's real presses a burst.
         The new ratings of a unit are cut into clusters (consecutive ratings closer than
         the window); only a cluster's own range, widened by the window, can hold a burst
         with them. First one cheap count per range; the rows are read only for ranges
         that hold more ratings than the limit (rare: busy hours rate far below it).
         """
         w = self.burst_window
-        times: dict[str, list[datetime]] = {}
+        times: dict[tuple[str, str], list[datetime]] = {}
         for r in ratings:
-            times.setdefault(r["device"], []).append(r["pressed_at"])
-        ranges: list[tuple[str, datetime, datetime]] = []
-        for device, stamps in sorted(times.items()):
+            times.setdefault((r["device"], r["channel"]), []).append(r["pressed_at"])
+        ranges: list[tuple[str, str, datetime, datetime]] = []
+        for (device, channel), stamps in sorted(times.items()):
             stamps.sort()
             lo = prev = stamps[0]
             for t in stamps[1:]:
                 if t - prev > w:
-                    ranges.append((device, lo - w, prev + w))
+                    ranges.append((device, channel, lo - w, prev + w))
                     lo = t
                 prev = t
-            ranges.append((device, lo - w, prev + w))
+            ranges.append((device, channel, lo - w, prev + w))
         conn = session.connection()
         busy = self._ranges_query(conn, ranges, count=True)
         if not busy:
             return []
         found = self._ranges_query(conn, [ranges[i] for i in sorted(busy)], count=False)
-        by_device: dict[str, dict[int, Any]] = {}
+        by_device: dict[tuple[str, str], dict[int, Any]] = {}
         for row in found:  # ranges of one unit may overlap: each row once
-            by_device.setdefault(row.device, {})[row.id] = row
+            by_device.setdefault((row.device, row.channel), {})[row.id] = row
         to_flag: list[Any] = []
         for seen in by_device.values():
             items = sorted(seen.values(), key=lambda row: (row.pressed_at, row.id))
@@ -341,10 +342,10 @@ class EventWriter:
         return to_flag
 
     def _ranges_query(
-        self, conn: Any, ranges: list[tuple[str, datetime, datetime]], *, count: bool
+        self, conn: Any, ranges: list[tuple[str, str, datetime, datetime]], *, count: bool
     ) -> Any:
-        """Over per-unit time ranges: ``count`` — the indexes of the ranges holding more
-        ratings than the burst limit; else the ratings inside them (as ``_BurstRow``).
+        """Over per-unit, per-channel time ranges: ``count`` — the indexes of the ranges
+        holding more ratings than the burst limit; else the ratings inside them (as ``_BurstRow``).
 
         Plain driver SQL: SQLAlchemy would compile a fresh VALUES list on every batch,
         which costs more than the query itself; on PostgreSQL four arrays keep the
@@ -363,6 +364,7 @@ class EventWriter:
         join = (
             f"FROM ranges JOIN events{hint} ON events.device = ranges.device "
             "AND events.pressed_at >= ranges.lo AND events.pressed_at <= ranges.hi "
+            "AND events.channel = ranges.channel "
             f"AND events.type = {mark} "
         )
         if count:
@@ -375,20 +377,22 @@ class EventWriter:
         if dialect.name == "postgresql":
             head = (
                 "WITH ranges AS (SELECT * FROM unnest(%b::int[], %b::varchar[], "
-                "%b::timestamptz[], %b::timestamptz[]) AS r(i, device, lo, hi)) "
+                "%b::varchar[], %b::timestamptz[], %b::timestamptz[]) "
+                "AS r(i, device, channel, lo, hi)) "
             )
             params: list[Any] = [
                 list(range(len(ranges))),
-                [d for d, _, _ in ranges],
-                [to_db(lo) for _, lo, _ in ranges],
-                [to_db(hi) for _, _, hi in ranges],
+                [d for d, _, _, _ in ranges],
+                [c for _, c, _, _ in ranges],
+                [to_db(lo) for _, _, lo, _ in ranges],
+                [to_db(hi) for _, _, _, hi in ranges],
             ]
         else:
-            tuples = ", ".join([f"({mark}, {mark}, {mark}, {mark})"] * len(ranges))
-            head = f"WITH ranges(i, device, lo, hi) AS (VALUES {tuples}) "
+            tuples = ", ".join([f"({mark}, {mark}, {mark}, {mark}, {mark})"] * len(ranges))
+            head = f"WITH ranges(i, device, channel, lo, hi) AS (VALUES {tuples}) "
             params = []
-            for i, (device, lo, hi) in enumerate(ranges):
-                params += [i, device, to_db(lo), to_db(hi)]
+            for i, (device, channel, lo, hi) in enumerate(ranges):
+                params += [i, device, channel, to_db(lo), to_db(hi)]
         if dialect.name == "postgresql":
             with conn.connection.driver_connection.cursor() as cur:
                 cur.execute(head + tail, tuple(params + extra), prepare=False)

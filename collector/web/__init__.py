@@ -23,6 +23,7 @@ from sqlalchemy import func, select, text
 
 from collector import alerts as alert_mod
 from collector import charts, fleet, scores, websessions
+from collector import online as online_channel
 from collector import series as series_mod
 from collector.api.deps import SessionDep, StateDep
 from collector.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
@@ -112,6 +113,7 @@ TEXT: dict[str, dict[str, str]] = {
         "centres_n": "Կենտրոններ",
         "rankings": "Կենտրոնների դասակարգում",
         "rank": "Տեղ",
+        "by_phone": "Հեռախոսով (հանված)",
         "score": "Գնահատված գոհունակություն",
         "rank_rule": "Դասակարգումը կրճատում է փոքր նմուշները դեպի ազգային միջինը "
         "(Դիրիխլեի նախնական բաշխում)։ Միջակայքերը հատվելու դեպքում տարբերությունը "
@@ -240,6 +242,7 @@ TEXT: dict[str, dict[str, str]] = {
         "centres_n": "Centres",
         "rankings": "Centre rankings",
         "rank": "Rank",
+        "by_phone": "By phone (left out)",
         "score": "Estimated satisfaction",
         "rank_rule": "Rankings shrink small samples towards the national share (a "
         "Dirichlet prior); where two intervals overlap, the order between them is not "
@@ -710,6 +713,11 @@ def ministry(
         r["rank"] = i
     known = names(session)
     centres = {c.code: c for c in known.centres}
+    phone = online_channel.phone_shares(session, first, last)  # the phone part of each score
+    for r in judged:
+        got = phone.get(centres[r["centre"]].id) if r["centre"] in centres else None
+        r["phone_share"] = got["online"] / got["n"] if got and got["n"] else 0.0
+        r["phone_excluded"] = got["online_excluded"] if got else 0
     counted = {r["centre"]: r["n"] for r in ranked}
     too_few = [
         (c, counted.get(code, 0))

@@ -164,7 +164,8 @@ def world(
             ("s_manager_b", Role.MANAGER, [B]),
         ):
             create_user(s, name, PASSWORD, role=role, centres=centres, now=T0)
-    app = create_app(Settings(database_url=database_url, feed_settle_s=0))
+    # Every armer opens a window at the same desk in turn: no spacing between windows here.
+    app = create_app(Settings(database_url=database_url, feed_settle_s=0, online_arm_interval_s=0))
     app.state.gnahat.clock = lambda: T0 + timedelta(days=1)
     clients: dict[str, TestClient] = {}
     for i, ident in enumerate(IDENTITIES):

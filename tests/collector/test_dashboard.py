@@ -15,7 +15,7 @@ from collector.auth import Role
 from collector.config import Settings
 from collector.main import create_app
 from collector.models import AuditLog, DayNote, User
-from collector.store import Store
+from collector.store import ORIGIN_ONLINE, Store
 from collector.users import UserError, create_user
 from tests.collector.helpers import T0, event, msg
 
@@ -514,7 +514,8 @@ def test_the_factor_picture_and_the_channels_on_the_dashboard(
         for i in range(1, 6)
     ]  # fmt: skip
     online = [replace(event(i, device=dev, stream="web"), channel="online") for i in (1, 2)]
-    store.process([msg(factors + online, device=dev)])
+    store.process([msg(factors, device=dev)])
+    store.process([replace(msg(online, device=dev), origin=ORIGIN_ONLINE)])  # the phone page's
     assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
     page = client.get("/dashboard?lang=en").text
     assert 'id="factors-chart-t"' in page and "Where we lose visitors" in page

@@ -37,17 +37,20 @@ class Site:
     now: list[datetime]
     sessions: sessionmaker[Session]
 
-    def page(self, device: str = DEV, **params: str) -> tuple[str, str]:
-        """GET the desk's page: (its path, the visit token in its form)."""
+    def page(self, device: str = DEV, code: str | None = "desk", **params: str) -> tuple[str, str]:
+        """GET the desk's page as its screen's QR opens it (``code="desk"``: the code the
+        desk shows now; None: the printed card alone): (its path, the visit token)."""
         path = f"/r/{online.desk_token(SECRET, device)}"
-        r = self.client.get(path, params=params)
+        if code == "desk":
+            code = online.desk_code(SECRET, device, self.now[0])
+        r = self.client.get(path, params={**params, **({"c": code} if code else {})})
         assert r.status_code == 200, r.text
         visit = re.search(r'name="visit" value="([^"]+)"', r.text)
         assert visit
         return path, visit.group(1)
 
-    def rate(self, score: int = 4, **answers: str) -> tuple[int, str]:
-        path, visit = self.page()
+    def rate(self, score: int = 4, code: str | None = "desk", **answers: str) -> tuple[int, str]:
+        path, visit = self.page(code=code)
         form = {"visit": visit, "score": str(score), "lang": "en", **answers}
         r = self.client.post(path, data=form)
         return r.status_code, r.text
@@ -145,33 +148,41 @@ def test_a_flood_is_refused_before_anything_is_stored(
 ) -> None:
     site = make_site(database_url, sessions, online_per_browser_day=1)
     with site.client:
-        codes = [site.rate()[0] for _ in range(7)]
+        codes = []
+        for _ in range(7):
+            site.now[0] += timedelta(minutes=1)  # a new code on the desk's screen
+            codes.append(site.rate()[0])
     assert codes == [200] * 5 + [429, 429]  # 5 = the limit times the flood factor
     assert len(site.events()) == 5
 
 
-def test_an_armed_desk_takes_one_rating_a_visit(
+def test_a_queue_systems_visit_window_gives_one_rating_its_code(
     database_url: str, sessions: sessionmaker[Session]
 ) -> None:
-    site = make_site(database_url, sessions, online_require_armed=True)
+    site = make_site(database_url, sessions)
     with sessions() as s, s.begin():
         queue = create_token(s, name="queue", role=Role.TECHNICIAN)[1]
         other = create_token(s, name="m", role=Role.MANAGER, centres=["ER-AVAN"])[1]
     with site.client:
-        status, text = site.rate()
-        assert status == 409 and "opens once you have been served" in text
+        status, text = site.rate(code=None)
+        assert status == 409 and "counts with a visit code" in text  # the card alone
         arm = f"/api/v1/online/desks/{DEV}/arm"
         refused = site.client.post(arm, headers={"Authorization": f"Bearer {other}"})
         assert refused.status_code == 403  # a manager of another centre
         r = site.client.post(arm, headers={"Authorization": f"Bearer {queue}"})
         assert r.status_code == 200
-        assert site.rate()[0] == 200
+        window = r.json()
+        assert window["url"].endswith(f"?c={window['code']}")
+        assert site.rate(code=window["code"])[0] == 200
         site.now[0] += timedelta(minutes=1)
-        assert site.rate()[0] == 200  # a second rating in the same visit: kept, flagged
-        site.now[0] += timedelta(hours=1)  # the window closed
-        assert site.rate()[0] == 409
+        assert site.rate(code=window["code"])[0] == 409  # one rating a visit: replayed
+        site.now[0] += timedelta(minutes=30)  # the window closed
+        path, visit = site.page(code=None)
+        late = site.client.post(path, data={"visit": visit, "score": "3", "lang": "en",
+                                            "code": window["code"]})  # fmt: skip
+        assert late.status_code == 403 and "does not match" in late.text
     ratings = [e for e in site.events() if e.type == "rating"]
-    assert [bool(e.flags & Flag.ONLINE_SUSPECT) for e in ratings] == [False, True]
+    assert [bool(e.flags & Flag.ONLINE_SUSPECT) for e in ratings] == [False]
 
 
 def test_the_analyst_feed_counts_the_channels_apart_and_together(site: Site) -> None:

@@ -48,11 +48,18 @@ def card_url(site: str) -> str:
     return f"{site}/r/{online.desk_token(SECRET, DEV)}"
 
 
+def screen_url(site: str, lang: str) -> str:
+    """What the QR on the desk's screen holds at the end of the visit: the card's address
+    with the desk's current visit code."""
+    code = online.desk_code(SECRET, DEV, T0 + timedelta(hours=2))
+    return f"{card_url(site)}?c={code}&lang={lang}"
+
+
 def test_a_visitor_rates_by_qr_on_a_phone_and_it_reaches_the_me_is(
     site: str, phone: Any, sessions: sessionmaker[Session], database_url: str, tmp_path: Path
 ) -> None:
     page = phone.new_page()
-    r = page.goto(card_url(site) + "?lang=en")
+    r = page.goto(screen_url(site, "en"))
     check_headers(r.headers, page=True)
     assert page.get_by_role("heading", level=1).inner_text() == "Rate the service"
 
@@ -97,7 +104,7 @@ def test_a_visitor_rates_by_qr_on_a_phone_and_it_reaches_the_me_is(
 
 def test_the_phone_page_works_by_keyboard_alone(site: str, phone: Any) -> None:
     page = phone.new_page()
-    page.goto(card_url(site) + "?lang=hy")
+    page.goto(screen_url(site, "hy"))
     # Tab into the score group; arrows move within a radio group; Space chooses.
     for _ in range(8):
         page.keyboard.press("Tab")
@@ -118,7 +125,11 @@ def test_the_phone_page_works_by_keyboard_alone(site: str, phone: Any) -> None:
 @pytest.mark.parametrize("lang", ["hy", "en", "ru"])
 def test_phone_page_states_pass_axe_at_phone_size(site: str, phone: Any, lang: str) -> None:
     page = phone.new_page()
-    page.goto(card_url(site) + f"?lang={lang}")
+    page.goto(card_url(site) + f"?lang={lang}")  # the printed card alone: asks for the code
+    assert page.locator("input[name=code]").count() == 1
+    audit(page, f"phone form asking for the visit code {lang}")
+    page.goto(screen_url(site, lang))
+    assert page.locator("input[name=code]").count() == 0
     audit(page, f"phone form {lang}")
     page.locator("button[type=submit]").click()  # no score: the browser's own check
     page.evaluate("document.querySelector('form').noValidate = true")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from datetime import UTC, date, timedelta
 
 from sqlalchemy import delete as sql_delete
@@ -18,7 +20,7 @@ from collector.models import (
     Quarantine,
     StreamState,
 )
-from collector.store import Received, Store
+from collector.store import ORIGIN_ONLINE, Received, Store
 from tests.collector.helpers import DEV, T0, event, msg, replace
 
 
@@ -410,15 +412,21 @@ def test_factors_and_channels_are_counted_as_stored_and_rebuilt_the_same(
     batch = [
         msg([event(1, score=4), factors(2, 1, procedure=2, solved="partly", conduct=4)]),
         msg([event(3, score=1), factors(4, 3, solved="no", competence=1, service="EMPLOYMENT")]),
-        msg([replace(event(1, stream="web", score=3), **online),
-             replace(factors(2, 1, solved="yes", procedure=4), stream="web", **online)]),
+        dataclasses.replace(  # the collector's phone page writes these, never MQTT
+            msg([replace(event(1, stream="web", score=3), **online),
+                 replace(factors(2, 1, solved="yes", procedure=4), stream="web", **online)]),
+            origin=ORIGIN_ONLINE,
+        ),
     ]  # fmt: skip
     suspect = msg(
         [replace(event(3, stream="web", score=4), **online),
          replace(factors(4, 3, solved="yes"), stream="web", **online)]
     )  # fmt: skip
     store.process(batch)
-    store.process([Received(suspect.topic, suspect.payload, suspect.received_at, flags=32)])
+    store.process(
+        [Received(suspect.topic, suspect.payload, suspect.received_at, flags=32,
+                  origin=ORIGIN_ONLINE)]
+    )  # fmt: skip
 
     def channel_cells() -> dict[tuple[object, ...], tuple[int, ...]]:
         with sessions() as s:
