@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from datetime import UTC, date, timedelta
 
 from sqlalchemy import delete as sql_delete
