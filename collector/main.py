@@ -115,7 +115,7 @@ def create_app(
     app.include_router(scores.router)
     app.include_router(alert_routes.router)
     app.include_router(web.router)
-    app.include_router(online_web.router)
+    online_web.install(app)
     security.install(app, production=settings.environment == "production")
     app.add_middleware(
         SessionMiddleware,

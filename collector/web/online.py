@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -379,6 +381,25 @@ def rate(
         return _page(request, lang, exc.status, browser, prod, message=TEXT[lang][exc.code])
     state.metrics.online_ratings.inc()
     return _page(request, lang, 200, browser, prod, message=TEXT[lang]["done"], done=True)
+
+
+async def _refused_input(request: Request, exc: Exception) -> Response:
+    """A phone page's input FastAPI refuses before our code sees it (an overlong field or
+    token, a ``lang`` past 8 characters): the visitor gets the page saying so, not JSON."""
+    if not request.url.path.startswith("/r/"):
+        assert isinstance(exc, RequestValidationError)
+        return await request_validation_exception_handler(request, exc)
+    lang = _lang(request, None)
+    state = request.app.state.gnahat
+    state.metrics.online_refused.labels("bad_answer").inc()
+    prod = state.settings.environment == "production"
+    return _page(request, lang, 400, _browser(request), prod, message=TEXT[lang]["bad_answer"])
+
+
+def install(app: Any) -> None:
+    """The phone pages' router and their answer to refused input."""
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _refused_input)
 
 
 def limits(settings: Any) -> online.Limits:
