@@ -116,7 +116,7 @@ def make_live(database_url: str, sessions: sessionmaker[Session], **settings: An
             trusted_proxies="127.0.0.1",
             alerts_enabled=False,
             **settings,
-        )  # fmt: skip
+        )
     )
     now = [NOON]
     app.state.gnahat.clock = lambda: now[0]
@@ -297,7 +297,7 @@ def test_a_rating_the_store_fails_on_can_be_sent_again(
 
     monkeypatch.setattr(store, "process_in", fails_once)
     visitor = live.phone()
-    status, visit, _ = visitor.page(live.code())
+    _status, visit, _ = visitor.page(live.code())
     form = {"visit": visit, "score": "4", "lang": "en"}
     first = visitor.client.post(visitor.path(), data=form)
     assert first.status_code == 503 and "busy" in first.text
