@@ -80,6 +80,9 @@ class KioskConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     language: str = "hy"
+    phone_url: str = ""
+    """The desk's phone page; with ``visit_key``, the screen shows the desk code and its QR."""
+    visit_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,19 @@ def parse_config(data: dict[str, Any]) -> UnitConfig:
         host=_get(k, "host", str, "127.0.0.1", errs, "kiosk", 'keep "127.0.0.1"'),
         port=_get(k, "port", int, 8765, errs, "kiosk", "a TCP port, e.g. 8765"),
         language=_get(k, "language", str, "hy", errs, "kiosk", '"hy", "en" or "ru"'),
+        phone_url=_get(k, "phone_url", str, "", errs, "kiosk", "the desk's phone page address"),
+        visit_key=_get(k, "visit_key", str, "", errs, "kiosk", "gnahat-provision cards writes it"),
     )
+    if bool(kiosk.phone_url) != bool(kiosk.visit_key):
+        errs.add("kiosk.visit_key", "phone_url and visit_key go together",
+                 "copy both from the desk's kiosk file (gnahat-provision cards)")  # fmt: skip
+    if kiosk.phone_url and not kiosk.phone_url.startswith(("https://", "http://")):
+        errs.add("kiosk.phone_url", f"{kiosk.phone_url!r} is not an address", "https://...")
+    if kiosk.visit_key:
+        from device.visitcode import valid_key
+
+        if not valid_key(kiosk.visit_key):
+            errs.add("kiosk.visit_key", "not a base32 key", "gnahat-provision cards writes it")
     if kiosk.language not in ("hy", "en", "ru"):
         errs.add("kiosk.language", f"{kiosk.language!r} is not offered", 'use "hy", "en" or "ru"')
     if kiosk.host not in ("127.0.0.1", "localhost", "::1"):

@@ -25,6 +25,7 @@ from typing import Any
 from device import protocol as p
 from device.config import KioskConfig
 from device.unit import Outcome, Unit
+from device.visitcode import DeskCode
 from device.wording import FACTOR_QUESTIONS, FOLLOW_UP, LANGS, SCORE_LABELS, SOLVED_LABELS
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ TEXT: dict[str, dict[str, str]] = {
         "error": "Կապ չկա սարքի հետ։ Խնդրում ենք տեղեկացնել աշխատակցին։",
         "no_rating": "Պատասխանները չհաշվվեցին։",
         "sent": "Շնորհակալություն պատասխանների համար",
+        "phone": "Գնահատեք ձեր հեռախոսով․ սկանավորեք կամ մուտքագրեք կոդը",
     },
     "en": {
         "title": "Rate our service",
@@ -55,6 +57,7 @@ TEXT: dict[str, dict[str, str]] = {
         "error": "The unit does not answer. Please tell a member of staff.",
         "no_rating": "The answers were not counted.",
         "sent": "Thank you for your answers",
+        "phone": "Rate on your own phone: scan, or type the code",
     },
     "ru": {
         "title": "Оцените наше обслуживание",
@@ -67,6 +70,7 @@ TEXT: dict[str, dict[str, str]] = {
         "error": "Устройство не отвечает. Пожалуйста, сообщите сотруднику.",
         "no_rating": "Ответы не засчитаны.",
         "sent": "Спасибо за ответы",
+        "phone": "Оцените на своём телефоне: отсканируйте или введите код",
     },
 }
 LANG_NAMES = {"hy": "Հայերեն", "en": "English", "ru": "Русский"}
@@ -100,6 +104,10 @@ PAGE = """<!doctype html>
 </div>
 </section>
 <p id="status" role="status" aria-live="assertive"></p>
+<aside id="phone" hidden aria-labelledby="phone-title">
+<img id="phone-qr" alt="" width="132" height="132">
+<p><span id="phone-title">{phone}</span><br><span id="phone-code" class="code"></span></p>
+</aside>
 </main>
 </body>
 </html>
@@ -141,6 +149,11 @@ button:disabled {{ opacity: .45; }}
 .choices button {{ min-width: 0; overflow-wrap: anywhere; }}
 #send {{ background: #81c784; }}
 button span {{ overflow-wrap: anywhere; }}
+#phone {{ display: flex; align-items: center; gap: 1rem; margin: 0 1.5rem 1rem;
+  font-size: clamp(1rem, 2.4vw, 1.5rem); }}
+#phone[hidden] {{ display: none; }}
+#phone img {{ background: #fff; flex: none; }}
+#phone .code {{ font-size: 1.6em; font-weight: 700; letter-spacing: .15em; }}
 @media (max-width: 40rem) {{
   #buttons {{ grid-template-columns: minmax(0, 1fr); padding: .75rem; gap: .75rem; }}
   button {{ min-height: 5rem; flex-direction: row; gap: 1rem; }}
@@ -242,6 +255,15 @@ async function poll() {
   try {
     const s = await (await fetch("/state", {headers: {[HEADER]: "1"}})).json();
     prompt.textContent = (s.mode === "armed" && !s.armed) ? TEXT.wait_staff : TEXT.ask;
+    const phone = document.getElementById("phone");
+    phone.hidden = !s.phone_code;
+    if (s.phone_code) {
+      const code = document.getElementById("phone-code");
+      if (code.textContent !== s.phone_code) {
+        code.textContent = s.phone_code;
+        document.getElementById("phone-qr").src = "/phone.svg?c=" + s.phone_code.replace(" ", "");
+      }
+    }
   } catch (e) {}
 }
 poll();
@@ -313,6 +335,7 @@ def render_page(scale: int, lang: str) -> str:
         idle_ms=IDLE_S * 1000,
         intro=html.escape(follow["intro"]),
         questions=_questions(scale, lang),
+        phone=html.escape(TEXT[lang]["phone"]),
         send=html.escape(follow["send"]),
         skip=html.escape(follow["skip"]),
     )
@@ -365,6 +388,14 @@ class KioskServer:
 
 
 def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
+    desk = DeskCode(config.phone_url, config.visit_key) if config.visit_key else None
+
+    def shown_code() -> str | None:
+        """The desk code while the unit asks for a rating (armed mode: while armed)."""
+        if desk is None or (unit.config.mode == "armed" and not unit.is_armed):
+            return None
+        return desk.code(unit.clock.now())
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "gnahat-kiosk"
         sys_version = ""  # no Python version announced
@@ -415,14 +446,20 @@ def _handler(unit: Unit, config: KioskConfig) -> type[BaseHTTPRequestHandler]:
             elif path == "/kiosk.js":
                 self._send(HTTPStatus.OK, JS.encode("utf-8"), "text/javascript; charset=utf-8")
             elif path == "/state":
+                code = shown_code()
                 self._json(
                     HTTPStatus.OK,
                     {
                         "mode": unit.config.mode,
                         "armed": unit.is_armed,
                         "scale": unit.config.scale,
+                        "phone_code": f"{code[:3]} {code[3:]}" if code else None,
                     },
                 )
+            elif path == "/phone.svg" and desk is not None and shown_code():
+                # The current code's QR only, whatever the query asks.
+                svg = desk.qr_svg(unit.clock.now())
+                self._send(HTTPStatus.OK, svg, "image/svg+xml")
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 

@@ -19,11 +19,13 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import segno
+import tomli_w
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector.models import Assignment, Centre, Device
-from collector.online import desk_token
+from collector.online import desk_token, visit_key
+from provisioning.ca import write_secret
 
 WIDTH_MM, HEIGHT_MM = 105, 148
 QR_MM = 62
@@ -121,7 +123,9 @@ def card_svg(url: str, desk: Desk) -> str:
 def write_cards(
     sessions: Any, secret: str, public_url: str, out: Path, now: datetime
 ) -> list[Path]:
-    """One ``{centre}-{desk}.svg`` per desk in ``out``; returns the files written."""
+    """One ``{centre}-{desk}.svg`` per desk in ``out``, and beside it the desk's
+    ``{centre}-{desk}.kiosk.toml`` (owner-only: it holds the desk's code key) for a unit
+    with a screen, which then shows the desk code; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     with sessions() as s:
         found = desks(s, now)
@@ -132,4 +136,9 @@ def write_cards(
         file = out / f"{desk.centre}-{desk.desk}.svg"
         file.write_text(card_svg(url, desk), encoding="utf-8")
         written.append(file)
+        kiosk = out / f"{desk.centre}-{desk.desk}.kiosk.toml"
+        fragment = {"kiosk": {"phone_url": url, "visit_key": visit_key(secret, desk.device)}}
+        head = f"# {desk.device}: merge into the [kiosk] section of the unit's config\n"
+        write_secret(kiosk, (head + tomli_w.dumps(fragment)).encode())
+        written.append(kiosk)
     return written

@@ -132,7 +132,10 @@ def _cards(args: argparse.Namespace) -> int:
         engine.dispose()
     for file in written:
         print(file)
-    print(f"{len(written)} cards (A6, print at 100 %)")
+    cards = sum(1 for f in written if f.suffix == ".svg")
+    print(f"{cards} cards (A6, print at 100 %)")
+    print("each desk's .kiosk.toml lets a unit with a screen show the desk code: merge it into")
+    print("the unit's [kiosk] section (it holds the desk's key: keep it private)")
     return 0
 
 

@@ -43,7 +43,9 @@ def test_a_touch_counts_like_a_button(kiosk: tuple[KioskServer, Unit, Any, Any])
         clk.advance(3000)
         assert c.post("/press", json={"score": 1}, headers=RATE).json() == {"outcome": "counted"}
         assert unit.acknowledged == 2 and unit.suppressed == 1
-        assert c.get("/state").json() == {"mode": "free", "armed": False, "scale": 4}
+        assert c.get("/state").json() == {
+            "mode": "free", "armed": False, "scale": 4, "phone_code": None,
+        }  # fmt: skip
 
 
 def test_only_the_kiosk_page_may_rate(kiosk: tuple[KioskServer, Unit, Any, Any]) -> None:
@@ -80,6 +82,51 @@ def test_armed_mode_through_the_kiosk(mock_factory: Any, tmp_path: Path) -> None
     assert outbox.depth == 1
 
 
+def test_the_screen_shows_the_desk_code_the_collector_takes(
+    mock_factory: Any, tmp_path: Path
+) -> None:
+    """The unit computes the desk code from its provisioned key: it is the code the
+    collector expects at that minute, shown (and as a QR of the desk's phone page)
+    only while the unit asks for a rating."""
+    import segno
+
+    from collector import online
+
+    secret = "kiosk-test-secret-0123456789abcdef"
+    phone_url = f"https://gnahat.example/r/{online.desk_token(secret, DEV)}"
+    desk = KioskConfig(enabled=True, port=0, phone_url=phone_url,
+                       visit_key=online.visit_key(secret, DEV))  # fmt: skip
+    clk = clock()
+    unit, _outbox, _fb = make_unit(replace(config(tmp_path, mode="armed"), kiosk=desk),
+                                   mock_factory, clk)  # fmt: skip
+    server = KioskServer(unit, desk).start()
+    try:
+        with httpx.Client(base_url=server.url) as c:
+            assert c.get("/state").json()["phone_code"] is None  # nobody served yet
+            assert c.get("/phone.svg").status_code == 404
+            assert 'id="phone" hidden' in c.get("/").text
+            unit.arm("queue")
+            for _ in range(2):
+                expected = online.desk_code(secret, DEV, clk.now())
+                assert c.get("/state").json()["phone_code"] == f"{expected[:3]} {expected[3:]}"
+                svg = c.get("/phone.svg?c=000000")  # the current code's QR, whatever is asked
+                assert svg.headers["content-type"] == "image/svg+xml"
+                want = segno.make(f"{phone_url}?c={expected}", error="m")
+                assert svg.content == _svg(want)
+                clk.advance(60_000)  # a minute on: the next code
+                unit.arm("queue")
+    finally:
+        server.stop()
+
+
+def _svg(qr: Any) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    qr.save(out, kind="svg", scale=4, border=4, dark="#000", light="#fff", xmldecl=False)
+    return out.getvalue()
+
+
 def test_kiosk_configuration() -> None:
     cfg = parse_config(
         {
@@ -94,6 +141,17 @@ def test_kiosk_configuration() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"unit": {"device_id": DEV}, "kiosk": {"host": "0.0.0.0", "language": "fr"}})
     assert "kiosk.host" in str(err.value) and "kiosk.language" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"unit": {"device_id": DEV}, "kiosk": {"phone_url": "https://x/r/t"}})
+    assert "phone_url and visit_key go together" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                "unit": {"device_id": DEV},
+                "kiosk": {"phone_url": "https://x/r/t", "visit_key": "not base32!"},
+            }
+        )
+    assert "not a base32 key" in str(err.value)
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -14,6 +16,8 @@ from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
 from collector.main import create_app
 from collector.online import desk_of
+from device.config import parse_config
+from device.visitcode import DeskCode
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -61,7 +65,19 @@ def test_cards_for_every_desk_open_that_desks_page(tmp_path: Path) -> None:
     token = address.rsplit("/", 1)[1]
     device = desk_of("cards-secret-0123456789abcdef0123", token)
     app = create_app(Settings(database_url=url, secret_key="cards-secret-0123456789abcdef0123"))
+    noon = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # a Tuesday, 12:00 in Yerevan: open
+    app.state.gnahat.clock = lambda: noon
     with TestClient(app) as c:
         page = c.get(f"/r/{token}", params={"lang": "en"})
-    assert page.status_code == 200 and "Rate the service" in page.text
-    assert device.startswith("am-")
+        assert page.status_code == 200 and "Rate the service" in page.text
+        assert device.startswith("am-")
+        # Beside the card, the desk's kiosk file: a unit with a screen configured from it
+        # shows the code the collector takes for this desk.
+        kiosk_file = files[0].with_suffix(".kiosk.toml")
+        assert kiosk_file.stat().st_mode & 0o777 == 0o600  # it holds the desk's key
+        fragment = tomllib.loads(kiosk_file.read_text())
+        cfg = parse_config({"unit": {"device_id": device}, **fragment})
+        shown = DeskCode(cfg.kiosk.phone_url, cfg.kiosk.visit_key)
+        assert cfg.kiosk.phone_url == address
+        page = c.get(shown.url(noon).removeprefix("https://gnahat.example.am"))
+        assert page.status_code == 200 and 'name="code"' not in page.text  # proven
