@@ -109,6 +109,10 @@ class Link:
         self.resend_wait_ms = int(self.mqtt.ack_timeout_s * 1000)
         """Current wait before unacked events are sent again (doubles while no ack comes)."""
         self._ack_cond = threading.Condition()
+        self.reconnect_failures = 0
+        """Lost or refused connections since the last good one (the back-off's count)."""
+        self.reconnect_wait_s = 0
+        """The wait chosen after the last of them."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -153,7 +157,12 @@ class Link:
             first=first,
         )
         self.failover = failover
-        client.on_connect_fail = failover.failed
+
+        def unreachable(c: mqtt.Client, userdata: Any) -> None:
+            self._grow_backoff(c)
+            failover.failed(c, userdata)
+
+        client.on_connect_fail = unreachable
         failover.start()
         client.loop_start()
 
@@ -229,11 +238,27 @@ class Link:
     # ------------------------------------------------------------ paho callbacks (paho's thread)
 
     def _jitter_backoff(self, client: mqtt.Client) -> None:
+        """The shortest wait before the next attempt (a new client, a broker not yet
+        tried): jittered around ``reconnect_min_s``."""
         lo, hi = self.mqtt.reconnect_min_s, self.mqtt.reconnect_max_s
         client.reconnect_delay_set(
             min_delay=max(1, round(lo * self.rng.uniform(0.5, 1.5))),
             max_delay=max(1, round(hi * self.rng.uniform(0.8, 1.0))),
         )
+
+    def _grow_backoff(self, client: mqtt.Client) -> int:
+        """After a lost or refused connection: the next wait doubles up to
+        ``reconnect_max_s``, each drawn at random from its upper half ("equal jitter"),
+        so a fleet refused at once (a rotated credential, a node's bcrypt checks) spreads
+        out instead of knocking together every second. paho's own doubling restarts
+        whenever its delays are set, so the link keeps the count and sets each wait."""
+        lo, hi = max(self.mqtt.reconnect_min_s, 1.0), max(self.mqtt.reconnect_max_s, 1.0)
+        self.reconnect_failures += 1
+        ceiling = min(hi, lo * 2 ** min(self.reconnect_failures - 1, 30))
+        wait = int(max(1, round(ceiling * self.rng.uniform(0.5, 1.0))))
+        client.reconnect_delay_set(min_delay=wait, max_delay=wait)
+        self.reconnect_wait_s = wait
+        return wait
 
     def _mqtt_on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
@@ -243,6 +268,8 @@ class Link:
             return
         if self.failover is not None:
             self.failover.connected()
+        self.reconnect_failures = 0  # a good connection: the next loss waits the least
+        self._jitter_backoff(client)
         self._subscribe(client)
         client.publish(
             p.status_topic(self.device),
@@ -258,9 +285,9 @@ class Link:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected.clear()
-        self._jitter_backoff(client)
         if not self._stop.is_set():
-            log.warning("link down (%s); reconnecting with backoff", reason)
+            wait = self._grow_backoff(client)
+            log.warning("link down (%s); next attempt in about %d s", reason, wait)
             if self.failover is not None:
                 self.failover.lost(client, userdata, flags, reason, props)
 

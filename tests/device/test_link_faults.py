@@ -131,3 +131,58 @@ def test_a_link_that_hears_no_ack_for_long_starts_a_new_connection_at_the_next_b
     finally:
         link.stop()
         seen.close()
+
+
+def test_a_refused_unit_backs_off_growing_with_jitter_to_a_cap(
+    mock_factory: Any, tmp_path: Path, broker_factory: Any
+) -> None:
+    """A unit whose credential the broker refuses (a rotated password, a revoked unit)
+    waits longer after each refusal, each wait drawn from the upper half of a doubling
+    ceiling capped at ``reconnect_max_s``, instead of knocking every second for ever."""
+    import random
+    import threading
+    from dataclasses import replace
+
+    from device.config import MqttConfig
+    from provisioning.broker import mosquitto_hash
+
+    passwords = tmp_path / "passwd"
+    passwords.write_text(f"{DEV}:{mosquitto_hash('the-right-one')}\n")
+    refusing = broker_factory(tmp_path / "auth", password_file=passwords)
+    refusing.start()
+    wrong = tmp_path / "password"
+    wrong.write_text("not-the-password")
+    clk = clock()
+    cfg = config(tmp_path)
+    cfg = replace(cfg, mqtt=MqttConfig(host=refusing.host, port=refusing.port, username=DEV,
+                                       password_file=str(wrong), reconnect_max_s=60))  # fmt: skip
+    _unit, outbox, _ = make_unit(cfg, mock_factory, clk)
+    link = Link(cfg, outbox, clk, boot="boot1", rng=random.Random(7))
+    refused = threading.Condition()
+    waits: list[int] = []
+    grow = link._grow_backoff
+
+    def record(client: Any) -> int:
+        wait = grow(client)
+        with refused:
+            waits.append(wait)
+            refused.notify_all()
+        return wait
+
+    link._grow_backoff = record  # type: ignore[method-assign]
+    link.start()
+    try:
+        with refused:  # the broker's first two refusals, as they come
+            assert refused.wait_for(lambda: len(waits) >= 2, 20)
+    finally:
+        link.stop()
+    assert not link.connected.is_set() and link.reconnect_failures >= 2
+    assert waits[0] == 1 and 1 <= waits[1] <= 2
+    # The policy from there on, on the same client (no waiting: the waits it sets).
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="policy", protocol=mqtt.MQTTv311)
+    link.reconnect_failures = 0
+    link._grow_backoff = grow  # type: ignore[method-assign]
+    chosen = [grow(client) for _ in range(12)]
+    ceilings = [min(60, 2**i) for i in range(12)]
+    assert all(c / 2 - 0.5 <= w <= c for w, c in zip(chosen, ceilings, strict=True)), chosen
+    assert chosen[-1] >= 30 and client._reconnect_min_delay == chosen[-1]  # paho waits that
