@@ -697,12 +697,16 @@ class AlertEngine:
             if lane in struggling:
                 continue
             if r.channel == "email":
-                kind, detail, status = self._email(r, row)
+                kind, detail, status = outbox.attempt(
+                    f"alert notice {row.batch_key}", self._email, r, row
+                )
                 retry_after = None
             else:
-                kind, detail, status, retry_after = webhooks.post_signed(
-                    self.http, r.address, r.secret or "", row.send_key, row.payload, self.clock()
-                )
+                kind, detail, status, retry_after = outbox.attempt(
+                    f"alert notice {row.batch_key}", webhooks.post_signed,
+                    self.http, r.address, r.secret or "", row.send_key, row.payload,
+                    self.clock(), size=4,
+                )  # fmt: skip
             if kind == "retry":
                 struggling.add(lane)
             outcomes[kind] += 1
@@ -737,6 +741,16 @@ class AlertEngine:
         msg.set_content("\n".join(lines), charset="utf-8")
         return self._smtp(msg)
 
+    def _digest(self, r: AlertRecipient, row: ReportDelivery) -> EmailMessage:
+        msg = self._message(r, row.payload["subject"], row.id)
+        msg["X-Gnahat-Digest"] = f"{row.payload['first']} {row.payload['last']}"
+        msg.set_content(row.payload["text"], charset="utf-8")
+        for a in row.payload.get("attachments", []):
+            msg.add_attachment(
+                a["svg"].encode("utf-8"), maintype="image", subtype="svg+xml", filename=a["name"]
+            )
+        return msg
+
     def _message(self, r: AlertRecipient, subject: str, ident: int) -> EmailMessage:
         return mail.message(self.settings, r.address, subject, ident, self.clock())
 
@@ -755,17 +769,9 @@ class AlertEngine:
             if self.worker.stopping.is_set():
                 break
             r = people[row.recipient_id]
-            msg = self._message(r, row.payload["subject"], row.id)
-            msg["X-Gnahat-Digest"] = f"{row.payload['first']} {row.payload['last']}"
-            msg.set_content(row.payload["text"], charset="utf-8")
-            for a in row.payload.get("attachments", []):
-                msg.add_attachment(
-                    a["svg"].encode("utf-8"),
-                    maintype="image",
-                    subtype="svg+xml",
-                    filename=a["name"],
-                )
-            kind, detail, status = self._smtp(msg)
+            kind, detail, status = outbox.attempt(
+                f"digest {row.id}", lambda r, row: self._smtp(self._digest(r, row)), r, row
+            )
             outcomes[f"digest_{kind}"] += 1
             outbox.mark(
                 self.sessions,

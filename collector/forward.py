@@ -458,7 +458,7 @@ class Forwarder:
                         log.warning("forwarding lease lost during a round; stopping this round")
                         halt.set()
                         return
-                outcome = self._push(batch)
+                outcome = self._push_or_park(batch)
                 with lock:
                     outcomes[outcome.kind] += 1
                 if outcome.kind == "retry":
@@ -477,6 +477,19 @@ class Forwarder:
             for t in threads:
                 t.join()
         return dict(outcomes)
+
+    def _push_or_park(self, batch: ForwardBatch) -> Outcome:
+        """:meth:`_push`; a batch that fails for a reason of its own (a payload the adapter
+        cannot build, a value that does not encode) is parked with that reason and the
+        round goes on with the next: one odd batch never blocks the queue."""
+        try:
+            return self._push(batch)
+        except Exception as exc:
+            log.exception("batch %s failed for a reason of its own; parked", batch.batch_key)
+            outcome = Outcome("parked", f"could not be sent: {type(exc).__name__}: {exc}"[:500])
+            self._record(batch.id, batch.version, batch.batch_key, batch.attempts + 1, outcome,
+                         Remote.load(batch.remote))  # fmt: skip
+            return outcome
 
     def _push(self, batch: ForwardBatch) -> Outcome:
         """One batch to the M&E IS, and its outcome recorded."""

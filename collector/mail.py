@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import unicodedata
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -14,9 +15,15 @@ from collector import outbox
 from collector.config import Settings
 
 
+def one_line(text: str) -> str:
+    """``text`` fit for a header: every run of whitespace or control characters (a line
+    break in a registry name) one space."""
+    return " ".join("".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text).split())
+
+
 def message(settings: Settings, to: str, subject: str, ident: int, now: datetime) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = subject[:200]
+    msg["Subject"] = one_line(subject)[:200]
     msg["From"] = settings.smtp_from
     msg["To"] = to
     msg["Date"] = format_datetime(now)

@@ -110,6 +110,21 @@ class Lease:
                 )
 
 
+def attempt(
+    what: str, send: Callable[..., tuple[Any, ...]], *args: Any, size: int = 3
+) -> tuple[Any, ...]:
+    """One row's send. An exception of the row's own (a header its text cannot make, a
+    payload that does not encode: a defect or odd data, not a receiver that is down)
+    parks that row with the reason, so the rows behind it still go: a queue never stops
+    at one bad row. ``size``: how many values ``send`` returns (outcome, reason, ...)."""
+    try:
+        return send(*args)
+    except Exception as exc:
+        log.exception("%s failed for a reason of its own; parked", what)
+        reason = f"could not be sent: {type(exc).__name__}: {exc}"[:500]
+        return (PARKED, reason, *([None] * (size - 2)))
+
+
 class Worker:
     """Runs ``round()`` every ``interval_s`` in a daemon thread; ``round`` returns True
     when there is more to do at once (a full round in a catch-up)."""

@@ -11,6 +11,7 @@ import bisect
 import csv
 import io
 import itertools
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -172,9 +173,20 @@ def _read(text: str, name: str, ctx: _Ctx) -> list[tuple[int, dict[str, str]]]:
         blank = [c for c in REQUIRED[name] if not clean.get(c)]
         for col in blank:
             ctx.errors.append(CsvError(name, line, col, "value is required"))
-        if not blank:
+        broken = [c for c, v in clean.items() if _control(v)]
+        for col in broken:  # an Excel cell with Alt+Enter: names go into mail headers
+            ctx.errors.append(
+                CsvError(name, line, col, f"{clean[col]!r}: a line break or control character; "
+                         "keep the value on one line")
+            )  # fmt: skip
+        if not blank and not broken:
             rows.append((line, clean))
     return rows
+
+
+def _control(value: str) -> bool:
+    """Whether ``value`` holds a line break, tab or other control character."""
+    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value)
 
 
 def _field(ctx: _Ctx, name: str, line: int, col: str, raw: str, conv: Callable[[str], Any]) -> Any:

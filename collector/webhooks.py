@@ -260,7 +260,9 @@ class WebhookSender:
             elif row.webhook_id in struggling:
                 continue  # that receiver failed this round: its other deliveries wait
             else:
-                kind, detail, status, retry_after = self._send(hook, row)
+                kind, detail, status, retry_after = outbox.attempt(
+                    f"webhook {row.batch_key}", self._send, hook, row, size=4
+                )
                 wait = self.backoff.wait(row.attempts + 1, retry_after)
                 if kind == "retry":
                     struggling.add(row.webhook_id)

@@ -637,3 +637,22 @@ def test_factor_answers_and_the_online_channel_reach_the_me_is(env: Env) -> None
     assert held[("GNAHAT_F_PROCEDURE_4_1", PERIOD, SVC)] == "1"
     assert held[("GNAHAT_F_SOLVED_3_2", PERIOD, SVC)] == "1"
     assert held[("GNAHAT_F_SOLVED_3_3", PERIOD, SVC)] == "0"
+
+
+def test_a_batch_that_fails_for_its_own_reason_is_parked_and_the_next_goes(env: Env) -> None:
+    avan = "am-er-avan-d01"
+    press(env, range(1, 4), score=4)
+    press(env, range(1, 3), score=2, device=avan, stream="a")
+    fwd = env.forwarder()
+    assert fwd.plan() == 2
+    with env.sessions() as s, s.begin():
+        gyumri = s.scalars(
+            select(ForwardBatch).where(ForwardBatch.batch_key.like("SH-GYUMRI1/%"))
+        ).one()
+        gyumri.payload = {"cells": "not what the adapter reads"}  # a row of its own kind
+    assert fwd.send_due() == {"parked": 1, "sent": 1}
+    assert env.values("ER-AVAN") and not env.values()
+    with env.sessions() as s:
+        parked = s.get(ForwardBatch, gyumri.id)
+        assert parked is not None and parked.state == "parked"
+        assert "could not be sent" in (parked.last_error or "")

@@ -214,3 +214,24 @@ def test_webhook_commands(
     assert main(["webhook", "retry"]) == 2
     assert main(["webhook", "remove", "1"]) == 0
     assert main(["webhook", "remove", "99"]) == 2
+
+
+def test_a_delivery_that_fails_for_its_own_reason_is_parked_and_the_next_goes(
+    env: Env,
+) -> None:
+    broken = env.add(centres=["SH-GYUMRI1"])
+    with env.sessions() as s, s.begin():  # a secret the signer cannot use (a bad edit)
+        hook = s.get(webhooks.Webhook, broken)
+        assert hook is not None
+        hook.secret = "whsec_not base64!"
+    env.add()
+    sender = env.sender()
+    env.store.process([msg(event(1, at=T0))])
+    assert sender.run_once() == {"parked": 1, "sent": 1, "queued": 2}
+    assert [g["data"]["centre"] for g in env.receiver.got] == ["SH-GYUMRI1"]
+    with env.sessions() as s:
+        parked = s.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.webhook_id == broken)
+        ).one()
+    assert parked.state == "parked" and "could not be sent" in (parked.last_error or "")
+    sender.stop()
