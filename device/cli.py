@@ -220,8 +220,9 @@ def cmd_status(config_path: str, out: TextIO = sys.stdout) -> int:
         )
         if outbox.recovered_from is not None:
             out.write(
-                f"WARNING     the outbox was unreadable and was moved to {outbox.recovered_from};\n"
-                "            a new stream started (events it held were not sent)\n"
+                f"WARNING     the outbox was corrupt and was moved to {outbox.recovered_from};\n"
+                "            a new stream started; unsent events still readable there: "
+                f"{outbox.recovered_unsent if outbox.recovered_unsent is not None else '?'}\n"
             )
     return 0
 

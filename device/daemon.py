@@ -168,6 +168,7 @@ class Daemon:
             extra["peripherals"] = parts
         if self.outbox.recovered_from is not None:
             extra["outbox_recovered"] = self.outbox.recovered_from
+            extra["outbox_recovered_unsent"] = self.outbox.recovered_unsent
         return extra
 
     def run(self) -> None:

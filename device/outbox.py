@@ -38,45 +38,105 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+#: SQLite's verdicts that a file is damaged (not a passing condition of the system).
+CORRUPT = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def _proven_corrupt(path: Path, exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` at open means the file is damaged: SQLite said so by its error
+    code, or its integrity check on a connection of its own does not come back "ok". A
+    locked file, an I/O error or a full disk prove nothing."""
+    if isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorname", "") not in (
+        CORRUPT
+    ):
+        return False
+    if getattr(exc, "sqlite_errorname", None) in CORRUPT:
+        return True
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            verdict = conn.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as again:
+        return getattr(again, "sqlite_errorname", None) in CORRUPT
+    return bool(verdict != "ok")
+
+
+def _readable_rows(path: Path) -> int:
+    """How many events can still be read in a moved outbox (0 when none can)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return 0
+
+
 class Outbox:
     """A durable, ordered queue of encoded events for one stream."""
 
-    def __init__(self, path: str | Path, *, max_events: int = 200_000) -> None:
+    def __init__(
+        self, path: str | Path, *, max_events: int = 200_000, busy_timeout_s: float = 5.0
+    ) -> None:
         self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
         self.max_events = max_events
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self.stream = ""
         self.recovered_from: str | None = None
-        """Where an unreadable outbox file was moved at open, if one was."""
+        """Where a corrupt outbox file was moved at open, if one was."""
+        self.recovered_unsent: int | None = None
+        """How many unsent events could still be read in that file (reported, not sent)."""
         self._last_seq = 0
         self._depth = 0
 
     # ------------------------------------------------------------ lifecycle
 
     def open(self) -> Outbox:
+        """Open (or create) the outbox. A file SQLite *proves* corrupt (its own integrity
+        check fails, or it is not a database) is moved aside and a new stream starts; any
+        other failure (locked by another process, an I/O error, a full disk) is raised as
+        it is, the file left alone with every unacked press in it: the daemon exits and
+        systemd starts it again."""
         if self._conn is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             return self._open()
-        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed", ...
+        except sqlite3.DatabaseError as exc:
+            if not _proven_corrupt(self.path, exc):
+                log.error("outbox %s cannot be opened now (%s); left as it is", self.path, exc)
+                raise
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error("outbox %s is unreadable (%s); moved to %s", self.path, exc, aside)
+            log.error("outbox %s is corrupt (%s); moved to %s", self.path, exc, aside)
             for suffix in ("", "-wal", "-shm"):
                 src = Path(f"{self.path}{suffix}")
                 if src.exists():
                     src.rename(f"{aside}{suffix}")
+            unsent = _readable_rows(aside)
             self._open()
             self.recovered_from = str(aside)
+            self.recovered_unsent = unsent
             with self._lock:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('recovered_from', ?)", (str(aside),)
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("recovered_from", str(aside)), ("recovered_unsent", str(unsent))],
                 )
+            if unsent:
+                log.error(
+                    "%d unsent event(s) could still be read in %s: recover them with "
+                    "sqlite3 .recover (see docs/device.md)", unsent, aside,
+                )  # fmt: skip
             return self
 
     def _open(self) -> Outbox:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=self.busy_timeout_s
+        )
         try:
             return self._init(conn)
         except BaseException:
@@ -103,6 +163,8 @@ class Outbox:
             raise sqlite3.DatabaseError(f"quick_check: {check}")
         row = conn.execute("SELECT value FROM meta WHERE key='recovered_from'").fetchone()
         self.recovered_from = None if row is None else str(row[0])
+        row = conn.execute("SELECT value FROM meta WHERE key='recovered_unsent'").fetchone()
+        self.recovered_unsent = None if row is None else int(row[0])
         self._conn = conn
         return self
 
