@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
+#: The writer failing this many times within a minute: ingest gives up (serve exits).
+WRITER_MAX_FAILURES = 5
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -132,6 +136,10 @@ class Ingest:
         """First wait before a dead receiver child is started again (doubles, to 30 s)."""
         self._deaths: list[float] = []
         self._receiver_started = 0.0
+        self.writer_failures: list[float] = []
+        """Monotonic times of the writer's failures in the last minute."""
+        self.writer_error: str | None = None
+        self.last_commit_mono: float | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -358,21 +366,77 @@ class Ingest:
         return batch
 
     def _write_loop(self) -> None:
+        """The writer, supervised: an error that escapes a round (a defect of ours, not
+        the database's) is logged, counted and shown by health, and the writer goes on
+        with the next batch; the failed batch was never PUBACKed, so the receiver is
+        started again and the broker re-delivers it. Failing again and again, ingest
+        gives up (``fatal``): ``serve`` exits non-zero and systemd starts it afresh."""
         while True:
-            if self._abandoned:
-                self._drop_queued()
-                return
-            batch = self._take_batch()
-            if not batch:
-                if self._stop.is_set():
-                    return
-                continue
             try:
-                self.metrics.queue_depth.set(self._queue.qsize())
-                self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                if self._write_round():
+                    return
+            except Exception as exc:
+                now = time.monotonic()
+                self.writer_failures = [t for t in self.writer_failures if now - t < 60] + [now]
+                self.writer_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.writer_failures.inc()
+                log.exception("the ingest writer failed; going on with the next batch")
+                if len(self.writer_failures) >= WRITER_MAX_FAILURES:
+                    self._give_up(
+                        f"the ingest writer failed {len(self.writer_failures)} times within "
+                        f"60 s (last: {self.writer_error}); see the log above"
+                    )
+                    return
+                if not self._stop.is_set():
+                    threading.Thread(target=self._redeliver, daemon=True).start()
+
+    def _redeliver(self) -> None:
+        """A new broker session, so the broker delivers again what was taken and never
+        PUBACKed: another receiver process, or (a receiver thread) a reconnect."""
+        if self._receiver is not None:
+            self._restart_receiver()
+            return
+        client = self._client
+        if client is not None:
+            try:
+                client.reconnect()
+            except Exception as exc:  # its loop keeps trying on its own
+                log.warning("reconnect after a writer failure: %s", exc)
+
+    def _give_up(self, why: str) -> None:
+        self.fatal = why
+        log.critical("giving up: %s", why)
+        if self.on_fatal is not None:
+            self.on_fatal(why)
+
+    @property
+    def writer_failing(self) -> str | None:
+        """Why the writer failed, while nothing has been committed since (else None)."""
+        if not self.writer_failures or self.writer_error is None:
+            return None
+        if self.last_commit_mono is not None and self.last_commit_mono > self.writer_failures[-1]:
+            return None
+        return self.writer_error
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._writer is not None and self._writer.is_alive()
+
+    def _write_round(self) -> bool:
+        """One batch taken and committed; True when the writer is done (stopping)."""
+        if self._abandoned:
+            self._drop_queued()
+            return True
+        batch = self._take_batch()
+        if not batch:
+            return self._stop.is_set()
+        try:
+            self.metrics.queue_depth.set(self._queue.qsize())
+            self._commit(batch)
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+        return False
 
     def _drop_queued(self) -> None:
         """Stopping while the database is down: nothing more is committed or acked."""
@@ -408,6 +472,7 @@ class Ingest:
                     continue  # one last try, then give up (above)
                 delay = min(max(delay, 0.05) * 2, 30) * random.uniform(0.8, 1.2)
         self.failing_since = None
+        self.last_commit_mono = time.monotonic()
         self.metrics.record(result, time.perf_counter() - started, len(batch))
         self._publish_acks(result, [m.token for m in batch])
         if self.on_commit is not None:
@@ -460,8 +525,9 @@ class Ingest:
 
     def _publish_acks(self, result: BatchResult, tokens: list[Token]) -> None:
         acks = result.ack_messages()
-        if self._receiver is not None:
-            if not self._receiver.publish_acks(acks, tokens):
+        receiver = self._receiver  # read once: a restart may set it to None meanwhile
+        if receiver is not None:
+            if not receiver.publish_acks(acks, tokens):
                 self.metrics.acks_dropped.inc(len(acks))  # the units re-send; dedup absorbs
                 return
         elif self._client is not None:

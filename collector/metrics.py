@@ -41,6 +41,11 @@ class Metrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
         )
         self.acks = Counter("gnahat_acks_published_total", "Ack messages published", registry=r)
+        self.writer_failures = Counter(
+            "gnahat_ingest_writer_failures_total",
+            "Errors that escaped an ingest writer round (it went on; see the log)",
+            registry=r,
+        )
         self.online_ratings = Counter(
             "gnahat_online_ratings_total", "Ratings taken on visitors' phones", registry=r
         )

@@ -41,6 +41,12 @@ def healthz(session: SessionDep, state: StateDep) -> JSONResponse:
                 f"commits failing for {time.monotonic() - ing.failing_since:.0f} s; "
                 "the broker holds the backlog"
             )
+        failing = ing.writer_failing
+        if failing is not None:
+            body.update(status="error", ingest=f"the writer failed ({failing}); nothing "
+                        "committed since")  # fmt: skip
+        if not ing.writer_alive and not ing.fatal:
+            body.update(status="error", ingest="the writer is not running")
         if ing.fatal:
             body.update(status="error", ingest=ing.fatal)
     code = 200 if body["status"] == "ok" else 503
