@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.aggregates import lock as lock_aggregates
 from collector.gaps import stream_gaps
 from collector.models import AuditLog, Event, Meta, PurgedRange, Quarantine, StreamState
 from collector.registry import bump_registry_version
@@ -161,6 +162,11 @@ def _purge_stream(
     report.gaps += [(device, stream, lo, hi) for lo, hi in sorted(holes) if floor < lo <= last]
     if dry_run:
         return len(old), last
+    # Under ingest's own lock, and the registry version bumped in the same commit: a
+    # writer that takes the lock after this batch sees its ranges at once (a re-send of
+    # a press deleted here is a duplicate), not at the end of the run.
+    lock_aggregates(s)
+    bump_registry_version(s)
     s.execute(
         delete(Event).where(
             Event.device == device,

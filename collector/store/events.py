@@ -95,6 +95,8 @@ class EventWriter:
 
         def _add_factors(self, session: Session, rows: list[dict[str, Any]]) -> None: ...
 
+        def snapshot(self, session: Session) -> Snapshot: ...
+
     def _tie_events(
         self,
         session: Session,
@@ -232,6 +234,9 @@ class EventWriter:
         # commit order across processes: the analyst feed pages by id and a batch that
         # commits late can never hold ids below one already served.
         self._lock_aggregates(session)
+        rows = self._drop_purged_meanwhile(session, rows, result)
+        if not rows:
+            return
         fast = Driver(session.connection(), Event.__table__)
         cols = EVENT_COLUMNS
         inserted: dict[p.EventKey, int] = {}
@@ -260,6 +265,21 @@ class EventWriter:
         factors = [r for r in new_rows if r["type"] == p.EventType.FACTORS.value]
         if factors:
             self._add_factors(session, factors)
+
+    def _drop_purged_meanwhile(
+        self, session: Session, rows: list[dict[str, Any]], result: BatchResult
+    ) -> list[dict[str, Any]]:
+        """Under the lock: rows that a retention batch purged since this batch began
+        (its snapshot is older than the registry version now) are duplicates."""
+        snap = self.snapshot(session)  # reloaded only if the version moved meanwhile
+        kept = []
+        for r in rows:
+            if snap.was_purged(r["device"], r["stream"], r["seq"]):
+                result.duplicates += 1
+                result.ack((r["device"], r["stream"], r["seq"]))
+            else:
+                kept.append(r)
+        return kept
 
     def _update_streams(self, session: Session, rows: list[dict[str, Any]]) -> None:
         per: dict[tuple[str, str], list[Any]] = {}

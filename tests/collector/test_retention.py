@@ -170,3 +170,28 @@ def test_a_retention_killed_midway_resumes_and_ends_like_an_uninterrupted_one(
 def filled_dup(store: Store) -> int:
     """A re-send of a deleted event is still a duplicate."""
     return store.process([msg(event(12, at=T0))]).duplicates
+
+
+def test_a_copy_of_a_just_purged_press_during_the_run_is_a_duplicate(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """Ingest sees each purged range as soon as its batch commits, not at the end of the
+    run: a unit's re-send of a press the run just deleted is a duplicate, never counted
+    again (3 presses stay n = 3)."""
+    store.process([msg([event(i, score=4) for i in (1, 2, 3)])])
+    other = "am-sh-gyumri1-d02"
+    store.process([msg([event(1, device=other, stream="o")], device=other)])
+    before = cells(sessions)
+    store.process([msg(event(99, at=T0 + timedelta(days=3)))])  # the store's snapshot is warm
+    copies = []
+
+    def meanwhile(device: str, stream: str, n: int) -> None:
+        if device == DEV:  # DEV's presses are gone and the run goes on with the next unit
+            copies.append(store.process([msg(event(2, score=4))]))
+
+    apply_retention(sessions, CUTOFF, now=T0 + timedelta(days=400), on_batch=meanwhile)
+    [copy] = copies
+    assert (copy.stored, copy.duplicates) == (0, 1) and copy.ack_messages()
+    with sessions() as s:
+        assert s.scalar(select(func.count()).where(Event.device == DEV, Event.seq == 2)) == 0
+    assert [c for c in cells(sessions) if c[0] < CUTOFF] == [c for c in before if c[0] < CUTOFF]
