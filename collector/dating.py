@@ -3,8 +3,13 @@
 The rule, in order (docs/protocol.md, "Dating a press"):
 
 1. The unit's clock was synchronised at the press: its ``at``.
+2a. Else the unit's last live heartbeat (QoS 0: never held by a broker) came from the
+   same boot: its arrival plus the monotonic distance to the press.
 2. Else the event was sent in the boot that pressed it: the collector's receipt time
-   less the time it waited on the unit (``sent_mono_ms − mono_ms``).
+   less the time it waited on the unit (``sent_mono_ms − mono_ms``). If it came in
+   while the collector drained what the broker held for it after an absence, it may
+   have waited there too: the press lies between the absence's start and that time,
+   an estimate (``CLOCK_UNTRUSTED``; ``DAY_UNCERTAIN`` when that spans midnight).
 3. Else another event of the same stream and the *same boot* has a trusted time
    (rule 1 or 2): the monotonic clock gives the exact distance to it.
 4. Else bound the press by its trusted neighbours in the stream — seq order is press
@@ -28,7 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector.models import Event, Flag
+from collector.models import DeviceState, Event, Flag
 from device import protocol as p
 
 
@@ -97,23 +102,94 @@ def _shift(anchor: Anchor, mono_ms: int) -> datetime | None:
         return None
 
 
+class Heartbeat(NamedTuple):
+    """A unit's last live heartbeat: its boot, monotonic clock, and when it arrived.
+    Heartbeats go at QoS 0, which a broker does not hold for an absent collector: the
+    time it arrived is the time it was sent (to network latency)."""
+
+    boot: str
+    mono_ms: int
+    received_at: datetime
+
+
+#: ``device`` → its last live heartbeat, if it said its boot and monotonic clock.
+Heartbeats = Callable[[str], Heartbeat | None]
+
+
+def db_heartbeats(session: Session) -> Heartbeats:
+    """The units' last heartbeats as stored in ``device_state`` (read once per unit)."""
+    seen: dict[str, Heartbeat | None] = {}
+
+    def get(device: str) -> Heartbeat | None:
+        if device not in seen:
+            row = session.execute(
+                select(DeviceState.health, DeviceState.health_at).where(
+                    DeviceState.device == device
+                )
+            ).first()
+            beat = None
+            if row is not None and isinstance(row[0], dict) and row[1] is not None:
+                boot, mono = row[0].get("boot"), row[0].get("mono_ms")
+                if isinstance(boot, str) and isinstance(mono, int) and not isinstance(mono, bool):
+                    beat = Heartbeat(boot, mono, row[1])
+            seen[device] = beat
+        return seen[device]
+
+    return get
+
+
+def _from_heartbeat(event: p.Event, beat: Heartbeat | None) -> datetime | None:
+    """The press by the unit's own monotonic clock from its last live heartbeat of the
+    same boot: exact however long the event itself waited in a broker."""
+    if beat is None or beat.boot != event.boot:
+        return None
+    try:
+        return beat.received_at + timedelta(milliseconds=event.mono_ms - beat.mono_ms)
+    except OverflowError:
+        return None
+
+
 def date_events(
-    items: Sequence[tuple[p.Event, datetime]], find: Finder, timezone: ZoneInfo
+    items: Sequence[tuple[p.Event, datetime]],
+    find: Finder,
+    timezone: ZoneInfo,
+    *,
+    heartbeats: Heartbeats | None = None,
+    held_since: dict[p.EventKey, datetime] | None = None,
 ) -> dict[p.EventKey, Dating]:
-    """A :class:`Dating` for every event of ``items`` (events with their receipt time)."""
+    """A :class:`Dating` for every event of ``items`` (events with their receipt time).
+
+    ``heartbeats``: each unit's last live heartbeat (rule 2a). ``held_since``: for an
+    event received while the collector drained what the broker held for it, the
+    earliest time it can have been sent (when the collector's previous session ended):
+    rule 2 then gives only bounds, since its time in the broker is unknown.
+    """
     out: dict[p.EventKey, Dating] = {}
     trusted: dict[tuple[str, str], list[Anchor]] = {}
     untrusted: list[tuple[p.Event, datetime]] = []
+    held_since = held_since or {}
     for event, received_at in items:
         device_at = event.at_datetime.astimezone(UTC)
         if event.clock_synced:
             out[event.key] = Dating(device_at, Flag(0))
         else:
-            corrected = corrected_time(event, received_at)
+            by_beat = _from_heartbeat(event, heartbeats(event.device) if heartbeats else None)
+            corrected = by_beat or corrected_time(event, received_at)
             if corrected is None:
                 untrusted.append((event, received_at))
                 continue
             corrected = corrected.astimezone(UTC)
+            since = held_since.get(event.key)
+            if by_beat is None and since is not None and since < received_at:
+                # It may have waited in the broker since ``since``: only bounds are known.
+                wait = received_at - corrected
+                low, high = (since - wait).astimezone(UTC), corrected
+                guess = device_at if low <= device_at <= high else high
+                held = Flag.CLOCK_UNTRUSTED
+                if low.astimezone(timezone).date() != high.astimezone(timezone).date():
+                    held |= Flag.DAY_UNCERTAIN
+                out[event.key] = Dating(guess, held, None, low, high)
+                continue
             correction = round((corrected - device_at).total_seconds() * 1000)
             out[event.key] = Dating(corrected, Flag.CLOCK_CORRECTED, correction)
         trusted.setdefault((event.device, event.stream), []).append(

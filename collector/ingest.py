@@ -29,11 +29,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from collector.config import Settings
 from collector.metrics import Metrics
+from collector.models import DeviceState
 from collector.receiver import (
     Generation,
     Item,
@@ -136,6 +138,10 @@ class Ingest:
         """First wait before a dead receiver child is started again (doubles, to 30 s)."""
         self._deaths: list[float] = []
         self._receiver_started = 0.0
+        self._held_since: datetime | None = None
+        """While ingest drains what the broker held for it after an absence: when that
+        absence began (an event received meanwhile may have waited there since; its
+        dating says so). ``None`` once the writer finds nothing waiting."""
         self.writer_failures: list[float] = []
         """Monotonic times of the writer's failures in the last minute."""
         self.writer_error: str | None = None
@@ -150,6 +156,7 @@ class Ingest:
         check_client_settings(self._client_settings())  # a bad CA path fails here, named
         self._stop.clear()
         self._abandoned = False
+        self._held_since = self._last_heard()
         self._writer = threading.Thread(target=self._write_loop, name="gnahat-writer", daemon=True)
         self._writer.start()
         if self.settings.ingest_receiver == "process":
@@ -245,6 +252,8 @@ class Ingest:
             else:
                 if self.connected.is_set() and not self._stop.is_set():
                     log.warning("disconnected from broker; reconnecting")
+                    if self._held_since is None:  # what the broker holds from now on
+                        self._held_since = self.clock()
                 self.connected.clear()
             self.metrics.mqtt_connected.set(1 if value else 0)
         elif kind == "subscribed":
@@ -303,8 +312,9 @@ class Ingest:
             self.metrics.retained_ignored.inc()
             return
         item = Received(
-            msg.topic, bytes(msg.payload), self.clock(), token_of(msg, self._generation)
-        )
+            msg.topic, bytes(msg.payload), self.clock(), token_of(msg, self._generation),
+            held_since=self._held_since,
+        )  # fmt: skip
         if item.token is None:  # QoS 0 (health) is best effort: never block the network loop
             try:
                 self._queue.put_nowait(item)
@@ -323,8 +333,9 @@ class Ingest:
                 decoded = p.DecodedPayload([p.event_from_tuple(e) for e in events], [], is_batch)
             # Blocks while the queue is full: the pipe and then the broker hold the rest.
             self._queue.put(
-                Received(topic, payload, datetime.fromtimestamp(ts, UTC), token, decoded=decoded)
-            )
+                Received(topic, payload, datetime.fromtimestamp(ts, UTC), token,
+                         decoded=decoded, held_since=self._held_since)
+            )  # fmt: skip
             self._took(1)
 
     def _took(self, n: int) -> None:
@@ -350,6 +361,8 @@ class Ingest:
         try:
             first = self._queue.get(timeout=0.5)
         except queue.Empty:
+            if self.connected.is_set() and self._held_since is not None:
+                self._held_since = None  # idle while connected: the broker's backlog is in
             return []
         batch = [first]
         deadline = time.monotonic() + self.settings.ingest_batch_ms / 1000
@@ -402,6 +415,16 @@ class Ingest:
                 client.reconnect()
             except Exception as exc:  # its loop keeps trying on its own
                 log.warning("reconnect after a writer failure: %s", exc)
+
+    def _last_heard(self) -> datetime | None:
+        """When the collector last heard any unit: the broker may hold what came since."""
+        try:
+            with self.store.sessions() as s:
+                last = s.scalar(select(func.max(DeviceState.last_seen)))
+        except Exception as exc:  # the database is away: the writer retries anyway
+            log.warning("could not read when units were last heard: %s", exc)
+            return None
+        return last if isinstance(last, datetime) else None
 
     def _give_up(self, why: str) -> None:
         self.fatal = why

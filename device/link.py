@@ -460,6 +460,10 @@ class Link:
         except OSError:
             disk = None
         extra = dict(self.health_extra())
+        # The monotonic clock now, in this boot: a heartbeat is never held by a broker
+        # (QoS 0), so the collector dates unsynced presses of this boot by it.
+        extra["boot"] = self.boot
+        extra["mono_ms"] = now
         if lower_bound:
             extra["oldest_unacked_lower_bound"] = True
         suppressed = int(extra.pop("suppressed_presses", 0))

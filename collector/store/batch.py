@@ -44,6 +44,9 @@ class Received:
     origin: str = ORIGIN_MQTT
     """``online``: the collector's phone page wrote it (the only way onto the ``web``
     stream and ``channel: online``; it says nothing about the unit's own link)."""
+    held_since: datetime | None = None
+    """Received while ingest drained what the broker held after an absence: when that
+    absence began (it may have waited in the broker since; its dating says so)."""
     decoded: p.DecodedPayload | None = None
     """The event payload as the receiver process decoded it for its topic's device;
     ``None``: the store decodes it (and reports what is wrong with it)."""

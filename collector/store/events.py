@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
-from collector.dating import Dating, date_events, db_finder
+from collector.dating import Dating, date_events, db_finder, db_heartbeats
 from collector.models import Event, Flag, StreamState, sqlite_time_text
 from collector.registry import Snapshot
 from collector.store.batch import _Q, BatchResult, Reason, _Pending
@@ -121,8 +121,10 @@ class EventWriter:
         pending = fresh
         try:
             dating = date_events(
-                [(x.event, x.msg.received_at) for x in pending], db_finder(session), self.tz
-            )
+                [(x.event, x.msg.received_at) for x in pending], db_finder(session), self.tz,
+                heartbeats=db_heartbeats(session),
+                held_since={x.event.key: x.msg.held_since for x in pending if x.msg.held_since},
+            )  # fmt: skip
         except Exception as exc:  # a defect: date each alone, so it stays with its event
             log.exception("dating a batch failed (%s); dating event by event", exc)
             dating = {}
