@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -331,22 +332,37 @@ def _ingest_with_lease(settings: Settings, store: Any, done: threading.Event) ->
         if not holds():
             done.wait(beat)
             continue
+        renewed = time.monotonic()
+        store.fence = lease.check  # every commit: still ours, in this generation
         ingest = Ingest(settings, store, Metrics(), on_fatal=lambda why: fatal.append(why))
         try:
             ingest.start()
         except SettingsError as exc:
+            store.fence = None
             lease.release()
             print(f"gnahat-collector: {exc}", file=sys.stderr)
             return 2
         log.info("holding the ingest lease: ingesting from %s", settings.mqtt_url)
-        taken = False
+        why = ""
         while not done.wait(beat) and not fatal:
-            if holds() is False:
-                taken = True
+            held = holds()
+            if held:
+                renewed = time.monotonic()
+            elif held is False:
+                why = "another process holds the ingest lease"
+            elif time.monotonic() - renewed >= settings.ingest_lease_s - beat:
+                # Not renewed for most of its life: another process may take it soon.
+                # Stop consuming before it can (no two actives knocking each other
+                # off the broker with the shared client id).
+                why = "the ingest lease could not be renewed in time"
+            if ingest.fenced.is_set():
+                why = "a commit was fenced off (the lease is another process's)"
+            if why:
                 break
         ingest.stop()
-        if taken:  # said once ingest has stopped: nothing is acked by this process after
-            log.warning("another process holds the ingest lease: standing by")
+        store.fence = None
+        if why:  # said once ingest has stopped: nothing is acked by this process after
+            log.warning("%s: standing by", why)
         if fatal:
             lease.release()
             print(f"gnahat-collector: {fatal[0]}", file=sys.stderr)

@@ -36,6 +36,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from collector.config import Settings
 from collector.metrics import Metrics
 from collector.models import DeviceState
+from collector.outbox import Fenced
 from collector.receiver import (
     Generation,
     Item,
@@ -138,6 +139,8 @@ class Ingest:
         """First wait before a dead receiver child is started again (doubles, to 30 s)."""
         self._deaths: list[float] = []
         self._receiver_started = 0.0
+        self.fenced = threading.Event()
+        """Set when a commit was refused because the lease is no longer ours."""
         self._held_since: datetime | None = None
         """While ingest drains what the broker held for it after an absence: when that
         absence began (an event received meanwhile may have waited there since; its
@@ -477,6 +480,13 @@ class Ingest:
             try:
                 result = self._process(batch)
                 break
+            except Fenced as exc:
+                # Another process holds the lease now: commit nothing more, ack nothing;
+                # the broker keeps what was taken (never PUBACKed) for the holder.
+                log.warning("commit fenced off: %s; ingest stops", exc)
+                self.fenced.set()
+                self._abandoned = True
+                return
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -508,6 +518,8 @@ class Ingest:
     def _process(self, batch: list[Received]) -> BatchResult:
         try:
             return self.store.process(batch)
+        except Fenced:
+            raise
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -521,6 +533,8 @@ class Ingest:
         """One message alone; if refused, each of its elements alone; what fails, quarantined."""
         try:
             return self.store.process([msg])
+        except Fenced:
+            raise
         except Exception as exc:
             if is_transient(exc):
                 raise

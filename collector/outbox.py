@@ -73,11 +73,14 @@ class Lease:
         self.owner = owner
         self.ttl_s = ttl_s
         self.clock = clock
+        self.generation = -1
+        """The generation this process took the lease in (-1: never held)."""
 
     def hold(self) -> bool:
-        """Take or renew: ours if free, expired, or already ours."""
+        """Take or renew: ours if free, expired, or already ours. Each change of holder
+        raises the lease's generation (what :meth:`check` fences commits with)."""
         now = self.clock()
-        mine = f"{self.owner}|{(now + timedelta(seconds=self.ttl_s)).isoformat()}"
+        expires = (now + timedelta(seconds=self.ttl_s)).isoformat()
         with self.sessions() as s:
             try:
                 with s.begin():
@@ -89,15 +92,32 @@ class Lease:
             row = s.get(Meta, self.name)
             if row is None:
                 return False
-            owner, _, expires = row.value.partition("|")
-            if owner != self.owner and expires and datetime.fromisoformat(expires) > now:
+            owner, until, gen = _lease_parts(row.value)
+            if owner != self.owner and until and datetime.fromisoformat(until) > now:
                 return False
+            generation = gen if owner == self.owner and gen == self.generation else gen + 1
             taken = s.execute(
                 update(Meta)
                 .where(Meta.key == self.name, Meta.value == row.value)
-                .values(value=mine)
+                .values(value=f"{self.owner}|{expires}|{generation}")
             )
-            return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                self.generation = generation
+                return True
+            return False
+
+    def check(self, session: Session) -> None:
+        """Inside a commit's transaction: :class:`Fenced` unless the lease is still ours,
+        in the generation we took (PostgreSQL: the row is share-locked to the commit, so
+        no one can take it over in between)."""
+        q = select(Meta.value).where(Meta.key == self.name)
+        if session.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update(read=True)
+        value = session.scalar(q) or ""
+        owner, _until, gen = _lease_parts(value)
+        if owner != self.owner or gen != self.generation:
+            raise Fenced(f"the {self.name} is {value or 'free'}, not ours ({self.owner}, "
+                         f"generation {self.generation})")  # fmt: skip
 
     def release(self) -> None:
         with self.sessions() as s, s.begin():
@@ -106,8 +126,24 @@ class Lease:
                 s.execute(
                     update(Meta)
                     .where(Meta.key == self.name, Meta.value == row.value)
-                    .values(value="")
+                    .values(value=f"||{_lease_parts(row.value)[2]}")
                 )
+
+
+class Fenced(Exception):
+    """A commit refused: the lease it depends on is no longer this process's."""
+
+
+def _lease_parts(value: str) -> tuple[str, str, int]:
+    """``owner|expires|generation`` (older rows have no generation: 0)."""
+    parts = value.split("|")
+    owner = parts[0] if parts else ""
+    until = parts[1] if len(parts) > 1 else ""
+    try:
+        gen = int(parts[2]) if len(parts) > 2 and parts[2] else 0
+    except ValueError:
+        gen = 0
+    return owner, until, gen
 
 
 def attempt(

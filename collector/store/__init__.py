@@ -74,6 +74,9 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         self.burst_window = timedelta(seconds=burst_window_s)
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
+        self.fence: Callable[[Session], None] | None = None
+        """Run first in every commit's transaction (active/standby ingest: the lease is
+        still ours); raising refuses the whole commit."""
 
     def snapshot(self, session: Session) -> Snapshot:
         version = registry_version(session)
@@ -100,6 +103,8 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         return self._process(session, messages)
 
     def _process(self, session: Session, messages: Sequence[Received]) -> BatchResult:
+        if self.fence is not None:
+            self.fence(session)
         result = BatchResult()
         snap = self.snapshot(session)
         rows: dict[p.EventKey, dict[str, Any]] = {}

@@ -8,7 +8,7 @@ old rule 2 read as "pressed at 09:04"."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest

@@ -5,8 +5,10 @@ or doubled."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,7 @@ def lone_standby(url: str, broker: MosquittoBroker) -> IngestProcess:
         "subscribed": "subscribed to gnahat/v1/dev/+/event",
         "stood down": "another process holds the ingest lease: standing by",
         "db away": "could not renew the ingest lease",
+        "in time": "could not be renewed in time: standing by",
     }
     return IngestProcess(env, watch)
 
@@ -190,26 +193,134 @@ def test_the_active_ingest_stands_by_while_another_holds_the_lease(
     engine.dispose()
 
 
-def test_the_active_ingest_keeps_ingesting_while_it_cannot_renew(
+def test_an_active_ingest_that_cannot_renew_stands_down_before_its_lease_can_expire(
     broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    """The database away for the renewal (here: locked by another writer) means nobody
-    can take the lease either: the active one says so and keeps its turn, and what it
-    ingests is stored once the database answers."""
+    """The database away for the renewal (here: locked by another writer): the active
+    process cannot know whether another can take the lease, so it stops consuming before
+    the lease can run out (no two actives knocking each other off the broker with the
+    shared client id), and takes its turn again once the database answers; nothing it
+    took meanwhile is acked, and nothing is lost."""
     url = sqlite_db(tmp_path)
     proc = lone_standby(url, broker)
     unit = AckWatcher(broker, DEVICES[0])
     lock = sqlite3.connect(tmp_path / "standby.db", timeout=0)
     try:
         assert proc.seen["subscribed"].wait(60), "".join(proc.log)
+        proc.seen["active"].clear()
         lock.execute("BEGIN EXCLUSIVE")  # no other connection reads or writes now
         assert proc.seen["db away"].wait(60), "".join(proc.log)
+        assert proc.seen["in time"].wait(60), "".join(proc.log)
         unit.press(1)
         assert not unit.wait_acked({1}, timeout=1)  # not committed, so not acked
         lock.rollback()
+        assert proc.seen["active"].wait(60), "".join(proc.log)  # its turn again
         assert unit.wait_acked({1}, timeout=60), "".join(proc.log)
-        assert not proc.seen["stood down"].is_set(), "".join(proc.log)
     finally:
         lock.close()
         unit.close()
         proc.stop()
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        seqs = conn.execute(select(Event.seq).where(Event.device == DEVICES[0])).scalars()
+        assert sorted(seqs) == [1]
+    engine.dispose()
+
+
+class CuttableLink:
+    """A TCP relay to PostgreSQL for one process: ``cut()`` drops its connections and
+    refuses new ones, as a broken network path to the database would."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+
+        self.target = (host, port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.conns: list[Any] = []
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while self.open:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: Any, b: Any) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def cut(self) -> None:
+        self.open = False
+        with contextlib.suppress(OSError):
+            self.server.shutdown(2)  # wakes the blocked accept, refuses what comes next
+        self.server.close()
+        for s in self.conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(2)
+                s.close()
+
+
+def test_an_active_cut_off_from_the_database_steps_down_before_the_standby_takes_over(
+    broker: MosquittoBroker, pg: str
+) -> None:
+    """Split brain, prevented: the active process loses its database link while the
+    standby keeps its own. The active stops consuming before its lease can expire; the
+    standby takes the lease after that and resumes the broker session; neither knocks
+    the other off the broker, and every press is stored once."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(pg)
+    link = CuttableLink(parts.hostname or "127.0.0.1", parts.port or 5432)
+    via_link = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{link.port}"))
+    seen_at: dict[str, float] = {}
+
+    a = lone_standby(via_link, broker)
+    unit = AckWatcher(broker, DEVICES[0])
+    b = None
+    try:
+        assert a.seen["subscribed"].wait(60), "".join(a.log)
+        b = lone_standby(pg, broker)
+        unit.press(1)
+        assert unit.wait_acked({1}, timeout=30)
+        b.seen["active"].clear()
+        link.cut()  # the active's database link breaks; the standby's does not
+        assert a.seen["in time"].wait(60), "".join(a.log)
+        seen_at["a down"] = time.monotonic()
+        assert b.seen["active"].wait(60), "".join(b.log)
+        seen_at["b up"] = time.monotonic()
+        assert seen_at["a down"] <= seen_at["b up"]
+        unit.press(2)
+        unit.press(3)
+        assert unit.wait_acked({1, 2, 3}, timeout=60), "".join(b.log)
+        knocked = [line for line in b.log if "disconnected from broker" in line]
+        assert not knocked, "".join(b.log)  # no second active took the session back
+    finally:
+        unit.close()
+        a.stop()
+        if b is not None:
+            b.stop()
+    engine = make_engine(pg)
+    with engine.connect() as conn:
+        seqs = conn.execute(select(Event.seq).where(Event.device == DEVICES[0])).scalars()
+        assert sorted(seqs) == [1, 2, 3]
+    engine.dispose()
