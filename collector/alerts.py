@@ -68,7 +68,7 @@ SEVERITIES = ("info", "warning", "critical")
 OPEN, ACKED, CLOSED = "open", "acknowledged", "closed"
 ACTIVE = (OPEN, ACKED)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "unit_silent": {"minutes": 20, "severity": "critical"},
+    "unit_silent": {"minutes": 20, "severity": "critical", "never_heard": True},
     "unit_backlog": {"queue_depth": 50, "oldest_unacked_s": 900, "severity": "warning"},
     "unit_clock": {"severity": "warning"},
     "dissatisfied": {"days": 7, "threshold": 0.3, "min_n": 30, "severity": "warning"},
@@ -90,6 +90,9 @@ TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "unit_silent": "Unit {device} at {centre} (desk {desk}) has been silent for {minutes} "
         "minutes of opening time; last heard {last_seen}.",
+        "unit_never_heard": "Unit {device} at {centre} (desk {desk}) has never been heard: "
+        "silent for {minutes} minutes of opening time since it was placed there "
+        "({last_seen}). Is it plugged in and provisioned?",
         "unit_backlog": "Unit {device} at {centre} (desk {desk}) holds {queue_depth} unsent "
         "ratings, the oldest {oldest_min} minutes old.",
         "unit_clock": "Unit {device} at {centre} (desk {desk}) reports that its clock is not "
@@ -110,6 +113,9 @@ TEXTS: dict[str, dict[str, str]] = {
     "hy": {
         "unit_silent": "{centre} կենտրոնի {desk} սեղանի {device} սարքը լռում է աշխատանքային "
         "ժամերի {minutes} րոպե․ վերջին կապը՝ {last_seen}։",
+        "unit_never_heard": "{centre} կենտրոնի {desk} սեղանի {device} սարքից կապ երբեք չի "
+        "եղել․ այն լռում է աշխատանքային ժամերի {minutes} րոպե՝ տեղադրվելուց ի վեր "
+        "({last_seen})։ Արդյո՞ք այն միացված և կարգավորված է։",
         "unit_backlog": "{centre} կենտրոնի {desk} սեղանի {device} սարքում կա {queue_depth} "
         "չուղարկված գնահատական, ամենահինը՝ {oldest_min} րոպե։",
         "unit_clock": "{centre} կենտրոնի {desk} սեղանի {device} սարքի ժամացույցը ճշգրտված չէ։",
@@ -143,6 +149,8 @@ class Finding:
 def render(kind: str, detail: dict[str, Any], lang: str) -> str:
     texts = TEXTS.get(lang, TEXTS["en"])
     values = dict(detail)
+    if kind == "unit_silent" and detail.get("never"):
+        kind = "unit_never_heard"
     if lang == "hy" and "where_hy" in detail:
         values["where"] = detail["where_hy"]
     try:
@@ -283,7 +291,13 @@ def _unit_findings(
 ) -> list[Finding]:
     out: list[Finding] = []
     current = session.execute(
-        select(Assignment.device_id, Assignment.centre_id, Assignment.desk)
+        select(
+            Assignment.device_id,
+            Assignment.centre_id,
+            Assignment.desk,
+            Assignment.valid_from,
+            Device.created_at,
+        )
         .join(Device, Device.id == Assignment.device_id)
         .where(
             Assignment.valid_from <= now,
@@ -293,28 +307,28 @@ def _unit_findings(
     ).all()
     states = {s.device: s for s in session.scalars(select(DeviceState))}
     local_now = now.astimezone(TZ)
-    for device, centre_id, desk in current:
+    for device, centre_id, desk, assigned_at, created_at in current:
         centre = centres[centre_id]
         state = states.get(device)
         base = {"device": device, "centre": centre.code, "desk": desk}
         p = params("unit_silent", centre_id)
-        if state is not None and state.last_seen is not None and p.get("enabled", True):
+        heard = state.last_seen if state is not None else None
+        # Never heard: silent since it stood at the desk (its assignment, or its
+        # registration if later): an alert from the first day, not never.
+        since = heard or max(assigned_at, created_at)
+        if p.get("enabled", True) and (heard is not None or p.get("never_heard", True)):
             hrs = hours_mod.parse(centre.hours)
-            silent = hrs.open_minutes_between(state.last_seen.astimezone(TZ), local_now)
+            silent = hrs.open_minutes_between(since.astimezone(TZ), local_now)
             if silent >= float(p["minutes"]):
-                out.append(
-                    Finding(
-                        "unit_silent",
-                        f"unit:{device}",
-                        centre_id,
-                        p["severity"],
-                        {
-                            **base,
-                            "minutes": int(silent),
-                            "last_seen": state.last_seen.astimezone(TZ).strftime("%Y-%m-%d %H:%M"),
-                        },
-                    )
-                )
+                detail = {
+                    **base,
+                    "minutes": int(silent),
+                    "last_seen": since.astimezone(TZ).strftime("%Y-%m-%d %H:%M"),
+                }
+                if heard is None:
+                    detail["never"] = True
+                out.append(Finding("unit_silent", f"unit:{device}", centre_id, p["severity"],
+                                   detail))  # fmt: skip
         health = state.health if state is not None else None
         fresh = (
             state is not None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector import alerts, hours
@@ -104,6 +104,10 @@ class Env:
 
 @pytest.fixture
 def env(sessions: sessionmaker[Session], store: Store) -> Iterator[Env]:
+    with sessions() as s, s.begin():
+        # The demo registry's other 140 units are never heard in these tests: their
+        # "never heard" alerts are tested on their own.
+        alerts.set_rule(s, "unit_silent", {"never_heard": False}, None, T0)
     mailbox = Mailbox()
     port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port)
@@ -431,3 +435,33 @@ def test_acknowledging_over_the_api_refuses_unknown_closed_and_foreign_alerts(
         assert c.get("/api/v1/alerts", headers={"Authorization": f"Bearer {other}"}).json() == {
             "alerts": []
         }
+
+
+def test_a_unit_never_heard_is_an_alert_from_its_first_day(env: Env) -> None:
+    """Assigned to a desk, silent through its opening hours, never heard at all: an
+    alert from the first day (counted from its assignment), said as "never heard"."""
+    from sqlalchemy import update
+
+    from collector.models import Assignment, Device
+
+    with env.sessions() as s, s.begin():
+        alerts.set_rule(s, "unit_silent", {"never_heard": True}, None, T0)
+        placed = datetime(2026, 11, 25, 5, 0, tzinfo=UTC)  # Wednesday 09:00 in Yerevan
+        s.execute(update(Assignment).values(valid_from=placed))
+        s.execute(update(Device).values(created_at=placed - timedelta(days=30)))
+    env.heard(datetime(2026, 11, 25, 5, 30, tzinfo=UTC))  # DEV talks; the others are silent
+    env.now[0] = datetime(2026, 11, 25, 5, 15, tzinfo=UTC)  # 15 minutes: not yet
+    engine = env.engine()
+    assert engine.reconcile().get("opened", 0) == 0
+    env.now[0] = datetime(2026, 11, 25, 5, 25, tzinfo=UTC)  # 25 minutes of opening time
+    opened = engine.reconcile()["opened"]
+    with env.sessions() as s:
+        assigned = s.scalar(select(func.count()).select_from(Assignment))
+        silent = [a for a in env.alerts() if a.kind == "unit_silent"]
+    assert opened == len(silent) == assigned - 1  # all but the one heard (at 09:30 later)
+    never = [a for a in silent if a.detail.get("never")]
+    assert len(never) == len(silent)
+    text = alerts.render("unit_silent", never[0].detail, "en")
+    assert "has never been heard" in text and "since it was placed there (2026-11-25 09:00)" in text
+    assert "երբեք" in alerts.render("unit_silent", never[0].detail, "hy")
+    engine.stop()
