@@ -614,6 +614,7 @@ def test_a_plan_goes_in_bounded_transactions_and_one_cut_short_is_planned_again(
 def test_factor_answers_and_the_online_channel_reach_the_me_is(env: Env) -> None:
     from dataclasses import replace as copy
 
+    from collector.store import ORIGIN_ONLINE
     from device import protocol as p
 
     rating = event(1, score=2)
@@ -622,7 +623,8 @@ def test_factor_answers_and_the_online_channel_reach_the_me_is(env: Env) -> None
         answers={"procedure": 1, "solved": "partly"},
     )  # fmt: skip
     online = copy(event(1, score=4, stream="web"), channel="online")
-    env.store.process([msg([rating, online])])
+    env.store.process([msg([rating])])
+    env.store.process([copy(msg([online]), origin=ORIGIN_ONLINE)])  # the phone page's own
     fwd = env.forwarder()
     assert fwd.run_once().outcomes == {"sent": 1}
     held = env.values()
