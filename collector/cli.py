@@ -240,6 +240,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
     app = create_app(settings, ingest=not args.no_ingest)
+    if app.state.gnahat.ingest is not None:
+        _fault_drill(lambda: app.state.gnahat.ingest)
     uvicorn.run(
         app,
         host=settings.http_host,
@@ -253,6 +255,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"gnahat-collector: {ingest.fatal}", file=sys.stderr)
         return 3
     return 0
+
+
+def _fault_drill(current: Any) -> None:
+    """``kill -USR2 <pid>``: the ingest writer fails its next round, as a defect would,
+    so an operator can check that supervision and monitoring answer (the batch is
+    delivered again; nothing is lost)."""
+    if hasattr(signal, "SIGUSR2"):
+        signal.signal(signal.SIGUSR2, lambda *_: current().fail_next_round())
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
@@ -274,6 +284,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     if settings.ingest_standby:
         return _ingest_with_lease(settings, store, done)
     ingest = Ingest(settings, store, Metrics(), on_fatal=lambda _why: done.set())
+    _fault_drill(lambda: ingest)
     try:
         ingest.start()
     except SettingsError as exc:
@@ -335,6 +346,7 @@ def _ingest_with_lease(settings: Settings, store: Any, done: threading.Event) ->
         renewed = time.monotonic()
         store.fence = lease.check  # every commit: still ours, in this generation
         ingest = Ingest(settings, store, Metrics(), on_fatal=lambda why: fatal.append(why))
+        _fault_drill(lambda: ingest)  # noqa: B023  (the current holder's, read at the signal)
         try:
             ingest.start()
         except SettingsError as exc:

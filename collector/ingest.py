@@ -139,6 +139,7 @@ class Ingest:
         """First wait before a dead receiver child is started again (doubles, to 30 s)."""
         self._deaths: list[float] = []
         self._receiver_started = 0.0
+        self._drill = threading.Event()
         self.fenced = threading.Event()
         """Set when a commit was refused because the lease is no longer ours."""
         self._held_since: datetime | None = None
@@ -435,6 +436,10 @@ class Ingest:
         if self.on_fatal is not None:
             self.on_fatal(why)
 
+    def fail_next_round(self) -> None:
+        """A fault drill: the writer's next round fails as a defect would (see cli)."""
+        self._drill.set()
+
     @property
     def writer_failing(self) -> str | None:
         """Why the writer failed, while nothing has been committed since (else None)."""
@@ -457,6 +462,9 @@ class Ingest:
         if not batch:
             return self._stop.is_set()
         try:
+            if self._drill.is_set():
+                self._drill.clear()
+                raise RuntimeError("a writer failure asked for by a fault drill (SIGUSR2)")
             self.metrics.queue_depth.set(self._queue.qsize())
             self._commit(batch)
         finally:

@@ -31,8 +31,11 @@ class TcpProxy:
         self._stop = threading.Event()
         self._cut = threading.Event()
         self._black = threading.Event()
+        self._refuse = threading.Event()
         self.delay_ms = 0
         self.connections = 0
+        self.refused = 0
+        """Connections answered with an MQTT refusal (``refuse``) so far."""
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
 
     def start(self) -> TcpProxy:
@@ -52,6 +55,17 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     s.close()
+
+    def refuse(self) -> None:
+        """Sever every connection and answer each new one as a broker refusing the
+        unit's credentials would: an MQTT 3.1.1 CONNACK "not authorised" (a rotated or
+        revoked password), until :meth:`unrefuse`."""
+        self._refuse.set()
+        self.cut()
+        self._cut.clear()
+
+    def unrefuse(self) -> None:
+        self._refuse.clear()
 
     def blackhole(self) -> None:
         """Keep connections up but forward nothing (packets silently dropped)."""
@@ -73,6 +87,7 @@ class TcpProxy:
         """Heal everything (the end of a run)."""
         self._cut.clear()
         self._black.clear()
+        self._refuse.clear()
         self.delay_ms = 0
 
     @property
@@ -93,6 +108,9 @@ class TcpProxy:
             if self._cut.is_set():
                 client.close()
                 continue
+            if self._refuse.is_set():
+                threading.Thread(target=self._refuse_one, args=(client,), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -104,6 +122,19 @@ class TcpProxy:
                 self.connections += 1
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _refuse_one(self, client: socket.socket) -> None:
+        with self._lock:
+            self.refused += 1
+        try:
+            client.settimeout(5)
+            client.recv(4096)  # the CONNECT
+            client.sendall(b"\x20\x02\x00\x05")  # CONNACK: not authorised
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                client.close()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -132,13 +133,17 @@ class IngestPair:
     through the database lease (``GNAHAT_INGEST_STANDBY``): one ingests, the other
     waits to take over the broker session."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, own: list[dict[str, str]] | None = None
+    ) -> None:
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
             "GNAHAT_INGEST_STANDBY": "true",
             **env,
         }
+        self.own = own or [{}, {}]
+        """Settings of each process's own (e.g. its database link)."""
         self.log_path = log_path
         self.procs: list[subprocess.Popen[str] | None] = [None, None]
         self.active_at: list[threading.Event] = [threading.Event(), threading.Event()]
@@ -149,7 +154,7 @@ class IngestPair:
         proc = subprocess.Popen(
             [sys.executable, "-m", "collector.cli", "ingest"],
             cwd=root,
-            env=self.env,
+            env={**self.env, **self.own[i]},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -196,6 +201,35 @@ class IngestPair:
         t.start()
         self.restarts.append(t)
         return i
+
+    def active(self) -> int | None:
+        """The process that subscribed last (the lease holder), if any runs."""
+        live = [
+            i for i, pr in enumerate(self.procs)
+            if pr is not None and pr.poll() is None and self.active_at[i].is_set()
+        ]  # fmt: skip
+        return live[-1] if live else None
+
+    def wait_active(self, timeout: float = 90) -> int | None:
+        """The lease holder, once one ingests again (after a restart of the pair)."""
+        deadline = time.monotonic() + timeout
+        tick = threading.Event()
+        while (i := self.active()) is None and time.monotonic() < deadline:
+            tick.wait(0.1)
+        return i
+
+    def signal_active(self, sig: int) -> int | None:
+        i = self.wait_active()
+        proc = self.procs[i] if i is not None else None
+        if proc is not None:
+            proc.send_signal(sig)
+        return i
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
 
     def settle(self) -> None:
         for t in self.restarts:

@@ -58,13 +58,17 @@ ACTIONS = {
     "duplicate_redelivery": "publish again the last `count` events of a unit, as a broker might",
     "me_is_down": "the M&E IS stops answering (connection refused) for `seconds`",
     "me_is_errors": "the M&E IS answers the next `count` pushes with HTTP 503",
+    "writer_fault": "the ingest writer (the active one) fails its next round, as a defect would",
+    "refuse_units": "answer every unit connection with a broker's CONNACK refusal for `seconds`",
+    "collector_down": "SIGKILL every ingesting process; start them again after `seconds`",
+    "db_cut": "(standby) cut the active ingest's own database link for `seconds`",
     "node_kill": "(nats) SIGKILL cluster node `node`; it starts again after `seconds`",
     "ingest_kill": "(nats) SIGKILL the ingest process holding the lease; it comes back as standby",
 }
 #: What a scenario on each broker layout can do (the cluster has no proxy in front of
 #: its nodes, and a single Mosquitto has no node or standby to kill).
 LAYOUT_ACTIONS = {
-    "mosquitto": set(ACTIONS) - {"node_kill", "ingest_kill"},
+    "mosquitto": set(ACTIONS) - {"node_kill", "ingest_kill"},  # db_cut: with `standby`
     "nats": {
         "node_kill",
         "ingest_kill",
@@ -113,6 +117,9 @@ class Scenario:
     broker: str = "mosquitto"
     """``mosquitto`` (one broker, the single-server layout) or ``nats`` (a three-node
     cluster with per-unit accounts and active/standby ingest)."""
+    standby: bool = False
+    """(mosquitto) ingest as an active/standby pair through the database lease, each
+    with a database link of its own that ``db_cut`` can break (PostgreSQL)."""
 
 
 def on_broker(sc: Scenario, broker: str) -> Scenario:
@@ -155,6 +162,8 @@ def load_scenario(path: str | Path) -> Scenario:
             raise ValueError(
                 f"{p}: fault at {f.after}: {f.action} does not apply to broker {sc.broker!r}"
             )
+        if f.action == "db_cut" and not sc.standby:
+            raise ValueError(f"{p}: fault at {f.after}: db_cut needs `standby = true`")
         if f.action == "node_kill" and not 0 <= f.node < 3:
             raise ValueError(f"{p}: fault at {f.after}: node {f.node} not in 0..2")
         if (
@@ -180,6 +189,12 @@ class Report:
     counted: int = 0
     excluded: int = 0
     wrong_day: int = 0
+    misdated: int = 0
+    """Presses dated outside their true time (5 s of slack) and not flagged as an
+    estimate whose bounds hold it."""
+    refusals: int = 0
+    """Unit connections refused (``refuse_units``), and over how many seconds."""
+    refusal_s: float = 0.0
     me_is_values: int = 0
     me_is_compared: int = 0
     """Sum of the counts the M&E IS holds that were compared with the collector's."""
@@ -204,9 +219,16 @@ class Report:
             and self.me_is_mismatches == 0
             and self.me_is_conflicts == 0
             and self.wrong_day == 0
+            and self.misdated == 0
             and self.counted > 0  # a proof over zeros proves nothing
             and self.me_is_compared > 0
         )
+
+    def _refusal_lines(self) -> list[str]:
+        if not self.refusal_s:
+            return []
+        rate = self.refusals / self.refusal_s
+        return [f"refused connections       {self.refusals} in {self.refusal_s:g} s ({rate:.1f}/s)"]
 
     def lines(self) -> list[str]:
         return [
@@ -222,6 +244,8 @@ class Report:
             f"counted in scores         {self.counted}",
             f"excluded (bursts)         {self.excluded}",
             f"on a wrong day            {self.wrong_day}",
+            f"misdated (not flagged)    {self.misdated}",
+            *self._refusal_lines(),
             f"values at the M&E IS      {self.me_is_values} ({self.me_is_mismatches} differ)",
             f"counts compared there     {self.me_is_compared}",
             f"M&E IS conflicts, ignored {self.me_is_conflicts}, {self.me_is_ignored}",
@@ -356,6 +380,8 @@ def run_scenario(
         broker = MosquittoBroker(workdir / "broker", port=port(0))
         broker.start()
         broker_url = broker.url
+    standby = sc.standby and not nats
+    db_links: list[Any] = []
     me_is = FakeMeIsServer(
         FakeMeIs(username=ME_IS_USER, password=ME_IS_PASSWORD), port=port(3)
     ).start()
@@ -370,10 +396,18 @@ def run_scenario(
         metrics_token=metrics_token,
         mapping=workdir / "mapping.csv",
         # on the cluster, ingest runs in its own active/standby processes
-        args=("--no-ingest",) if nats else (),
+        args=("--no-ingest",) if nats or standby else (),
         extra_env=collector_env,
-        ready_text="Uvicorn running" if nats else "subscribed to",
+        ready_text="Uvicorn running" if nats or standby else "subscribed to",
     )
+    if standby:
+        db_links, own = _own_database_links(url)
+        ingests = IngestPair(
+            {"GNAHAT_MQTT_URL": broker_url, "GNAHAT_MQTT_CLIENT_ID": "gnahat-scenario-collector",
+             "GNAHAT_INGEST_LEASE_S": "3"},
+            workdir / "ingest.log",
+            own,
+        )  # fmt: skip
     if nats:
         ingests = IngestPair(
             {
@@ -470,6 +504,8 @@ def run_scenario(
                         timers=timers,
                         me_is=me_is,
                         ingests=ingests,
+                        db_links=db_links,
+                        report=report,
                     )
                 report.faults.append(f"at press {n}: {note}")
                 if progress:
@@ -496,6 +532,8 @@ def run_scenario(
                     cluster.start_node(i)
         else:
             proxy.restore()
+            for link in db_links:
+                link.restore()
             if not broker.running:
                 broker.start()
         if progress:
@@ -532,6 +570,8 @@ def run_scenario(
         me_is.stop()
         if proxy is not None:
             proxy.close()
+        for link in db_links:
+            link.close()
         if nats:
             (workdir / "broker.log").write_text(cluster.logs() + "\n", encoding="utf-8")
             cluster.stop()
@@ -550,10 +590,11 @@ def run_scenario(
                 Event.day,
                 Event.pressed_lo,
                 Event.pressed_hi,
+                Event.pressed_at,
             ).where(Event.device.in_(devices), Event.type == p.EventType.RATING.value)
         ).all()
         stored = {(d, st, q) for d, st, q, *_ in rows}
-        for d, st, q, flags, day, lo, hi in rows:
+        for d, st, q, flags, day, lo, hi, at in rows:
             if flags & Flag.BURST:
                 report.excluded += 1
             else:
@@ -562,6 +603,7 @@ def run_scenario(
             if span is None:
                 continue
             first, last = span
+            report.misdated += _misdated(first, last, at, flags, lo, hi)
             if flags & Flag.DAY_UNCERTAIN:
                 # Counted on its estimate's day; its bounds must meet its true span.
                 if not ((lo is None or lo <= last) and (hi is None or first <= hi)):
@@ -580,6 +622,37 @@ def run_scenario(
         out.write(line + "\n")
     out.flush()
     return report
+
+
+def _misdated(first: datetime, last: datetime, at: datetime, flags: int, lo: Any, hi: Any) -> int:
+    """1 if a press is dated outside its true span (5 s of slack: a send and a commit)
+    without being flagged an estimate whose bounds hold that span, else 0."""
+    from collector.models import Flag
+
+    slack = timedelta(seconds=5)
+    if flags & Flag.CLOCK_UNTRUSTED:
+        return int(not ((lo is None or lo <= last + slack) and (hi is None or first - slack <= hi)))
+    return int(not first - slack <= at <= last + slack)
+
+
+def _own_database_links(url: str) -> tuple[list[Any], list[dict[str, str]]]:
+    """Each ingest of a standby pair reaches PostgreSQL through a link of its own that a
+    fault can cut; on SQLite (one file, no network) both use the file."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from simulator.faults import TcpProxy
+
+    if not url.startswith("postgresql"):
+        return [], [{"GNAHAT_DATABASE_URL": url}, {"GNAHAT_DATABASE_URL": url}]
+    parts = urlsplit(url)
+    links, own = [], []
+    for _ in range(2):
+        link = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+        user = f"{parts.username}@" if parts.username else ""
+        links.append(link)
+        own.append({"GNAHAT_DATABASE_URL": urlunsplit(
+            parts._replace(netloc=f"{user}127.0.0.1:{link.port}"))})  # fmt: skip
+    return links, own
 
 
 def _expected_me_is(sessions: Any, mapping_path: Path) -> dict[tuple[str, str, str, str], str]:
@@ -653,10 +726,17 @@ def _inject(
     timers: list[threading.Timer],
     me_is: Any = None,
     ingests: IngestPair | None = None,
+    db_links: list[Any] | None = None,
+    report: Report | None = None,
 ) -> str:
     from device import protocol as p
 
     action = fault.action
+    if action in ("writer_fault", "refuse_units", "collector_down", "db_cut"):
+        return _inject_robustness(
+            fault, collector=collector, proxy=proxy, timers=timers, ingests=ingests,
+            db_links=db_links or [], report=report,
+        )  # fmt: skip
     if action == "node_kill":
         # One node at a time: a node still down comes back (and the cluster is whole)
         # before the next one dies, as the scenario's "another after the first is back".
@@ -754,4 +834,68 @@ def _inject(
             c.disconnect()
             stop_loop(c)
         return f"re-delivered {len(rows)} queued events of unit {fault.unit} twice"
+    raise ValueError(action)
+
+
+def _inject_robustness(
+    fault: Fault,
+    *,
+    collector: CollectorProcess,
+    proxy: Any,
+    timers: list[threading.Timer],
+    ingests: IngestPair | None,
+    db_links: list[Any],
+    report: Report | None,
+) -> str:
+    """The faults of the collector's own robustness: its writer failing, units refused
+    by the broker, the collector away for a while, the active ingest's database cut."""
+    import signal
+    import time
+
+    def later(seconds: float, then: Any, name: str = "heal") -> None:
+        t = threading.Timer(seconds, then)
+        t.name = name
+        t.start()
+        timers.append(t)
+
+    action = fault.action
+    if action == "writer_fault":
+        for t in timers:  # a restart under way (collector_down) comes first
+            if t.is_alive() and t.name == "collector-back":
+                t.join()
+        if ingests is not None:
+            which = ingests.signal_active(signal.SIGUSR2)
+            return f"the writer of ingest {which} fails a round"
+        assert collector.proc is not None
+        collector.proc.send_signal(signal.SIGUSR2)
+        return "the collector's writer fails a round"
+    if action == "refuse_units":
+        before, began = proxy.refused, time.monotonic()
+        proxy.refuse()
+
+        def heal() -> None:
+            proxy.unrefuse()
+            if report is not None:
+                report.refusals += proxy.refused - before
+                report.refusal_s += round(time.monotonic() - began, 1)
+
+        later(fault.seconds, heal)
+        return f"every unit refused by the broker for {fault.seconds:g}s"
+    if action == "collector_down":
+        if ingests is not None:
+            ingests.kill_all()
+            later(fault.seconds, ingests.start_all, "collector-back")
+        else:
+            collector.kill()
+            later(fault.seconds, collector.start, "collector-back")
+        return f"the collector away for {fault.seconds:g}s (the broker holds its session)"
+    if action == "db_cut":
+        assert ingests is not None
+        which = ingests.wait_active()
+        if which is None or not db_links:
+            return "no active ingest with a database link of its own to cut"
+        link = db_links[which]
+        link.cut()
+        later(fault.seconds, link.uncut)
+        return f"ingest {which}'s database link cut for {fault.seconds:g}s"
     raise ValueError(action)

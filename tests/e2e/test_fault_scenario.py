@@ -152,3 +152,28 @@ def test_cluster_scenario_zero_loss(postgres_url: str, tmp_path: Path, broker: s
     assert report.duplicate_rows == 0 and report.gaps == 0 and report.queued == 0
     assert len(report.faults) == len(sc.faults)
     assert report.me_is_mismatches == 0 and report.wrong_day == 0
+
+
+@pytest.mark.slow
+def test_robustness_round_two_in_one_run(postgres_url: str, tmp_path: Path) -> None:
+    """Writer failures, refused reconnects, the collector away while unsynced units
+    press, and the active ingest's database cut (standby failover), together: stored =
+    acknowledged, nothing doubled, every press at its time or flagged."""
+    sc = load_scenario("robustness-2")
+    assert (
+        {"writer_fault", "refuse_units", "collector_down", "db_cut"}
+        <= {f.action for f in sc.faults}
+        and sc.standby
+        and sc.unsynced_units
+    )
+    out = io.StringIO()
+    report = run_scenario(sc, workdir=tmp_path, database_url=postgres_url, out=out, progress=None)
+    text = out.getvalue() + "\n".join(report.faults)
+    assert report.ok, text
+    assert report.acknowledged == report.stored and report.duplicate_rows == 0, text
+    assert report.misdated == 0 and report.wrong_day == 0, text
+    assert not any("no active ingest" in f for f in report.faults), text
+    # Refused units back off: far fewer attempts than one a second per unit.
+    assert report.refusal_s >= 10 and report.refusals < sc.units * report.refusal_s / 3, text
+    log = (tmp_path / "ingest.log").read_text()
+    assert "fault drill" in log and "could not be renewed in time: standing by" in log, log[-3000:]
