@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-scale lint services clean
+.PHONY: demo test test-deep bench bench-scale lint services clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,13 @@ demo: $(STAMP)
 
 ## test: the whole test suite against real Mosquitto/SQLite (and PostgreSQL if configured),
 ## one pytest worker per core (every test has its own brokers, files and schema)
-PYTEST_ARGS ?= -n auto --dist worksteal
+PYTEST_ARGS ?= -n auto --dist worksteal --durations=20
 test: $(STAMP) services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## test-deep: the same, with the API fuzzed at full depth (200 examples per operation)
+test-deep: $(STAMP) services
+	GNAHAT_FUZZ_EXAMPLES=200 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: every benchmark; prints figures and writes bench-results.json
 bench: $(STAMP) services

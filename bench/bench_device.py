@@ -139,9 +139,52 @@ def daemon_rss(results: Results, workdir: Path) -> None:
     results.add("device.rss_mb", rss_kb / 1024, "MiB", goal="<= 40")
 
 
+def refused_fleet(results: Results, workdir: Path, n: int = 600, seconds: float = 60) -> None:
+    """``n`` units whose credential the broker refuses (a proxy answering every CONNECT
+    with CONNACK "not authorised", as after a rotated password): how many connection
+    attempts a second reach the broker once they have backed off, beside the one a
+    second per unit of a fixed one-second retry. Real link code, one process."""
+    from simulator.faults import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 1).start()
+    proxy.refuse()
+    password = workdir / "refused-password"
+    password.write_text("rotated-away")
+    links = []
+    cfg0 = parse_config({"unit": {"device_id": DEV}})
+    try:
+        for i in range(n):
+            device = f"am-er-avan-d{i:03d}"[:32]
+            cfg = replace(
+                cfg0, device_id=device, outbox_path=str(workdir / f"refused-{i}.db"),
+                mqtt=MqttConfig(host=proxy.host, port=proxy.port, username=device,
+                                password_file=str(password)),
+            )  # fmt: skip
+            outbox = Outbox(cfg.outbox_path).open()
+            link = Link(cfg, outbox, SystemClock(), boot=f"b{i}")
+            link.start()
+            links.append((link, outbox))
+        started = time.monotonic()
+        threading.Event().wait(seconds / 2)
+        half, mid = proxy.refused, time.monotonic()
+        threading.Event().wait(seconds / 2)
+        rate = (proxy.refused - half) / (time.monotonic() - mid)
+        total = proxy.refused / (time.monotonic() - started)
+    finally:
+        for link, outbox in links:
+            link.stop()
+            outbox.close()
+        proxy.close()
+    results.add(f"device.refused_{n}_units_attempts_per_s_first_{seconds:g}s", total, "conn/s",
+                goal=f"<< {n} (a fixed 1 s retry)")  # fmt: skip
+    results.add(f"device.refused_{n}_units_attempts_per_s_second_half", rate, "conn/s",
+                goal=f"<= {n / 15:.0f} (waits of 15-30 s by then)")  # fmt: skip
+
+
 def run(results: Results) -> None:
     with tempfile.TemporaryDirectory(prefix="gnahat-bench-") as d:
         work = Path(d)
         press_latency(results, work)
         drain_rate(results, work)
         daemon_rss(results, work)
+        refused_fleet(results, work)

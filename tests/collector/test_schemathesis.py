@@ -10,6 +10,7 @@ each parameter's description instead.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,7 +28,9 @@ from collector.main import create_app
 from collector.store import Store
 from tests.collector.helpers import T0, event, msg, served
 
-EXAMPLES = 200
+#: Fuzzed examples per operation: fewer in the everyday run (`make test`), the full count
+#: in `make test-deep` (every phase runs either way: examples, coverage, stateful).
+EXAMPLES = int(os.environ.get("GNAHAT_FUZZ_EXAMPLES", "40"))
 
 
 @pytest.fixture
