@@ -9,12 +9,15 @@ tokens' results), HSTS in production. Swagger UI is served from the installed
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+
+log = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -31,7 +34,11 @@ def install(app: FastAPI, *, production: bool) -> None:
     async def headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # a defect: a plain 500 that says nothing, with every header
+            log.exception("unhandled error answering %s %s", request.method, request.url.path)
+            response = PlainTextResponse("Internal Server Error", status_code=500)
         h = response.headers
         h["Content-Security-Policy"] = CSP
         h["X-Frame-Options"] = "DENY"

@@ -413,3 +413,18 @@ def test_the_ministry_sees_each_centres_phone_share(live_factory: Any) -> None:
     assert re.search(r"25\s*%\s*\(1\)", page), "the phone share beside the centre's score"
     with live.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Quarantine)) == 0
+
+
+def test_a_defect_answers_a_plain_500_with_every_security_header(
+    live_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = live_factory()
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("a defect of ours")
+
+    monkeypatch.setattr(online, "desk_of", broken)
+    r = live.phone().client.get(f"/r/{online.desk_token(SECRET, DEV)}")
+    assert r.status_code == 500 and r.text == "Internal Server Error"
+    assert {k: r.headers.get(k) for k in COMMON_HEADERS} == COMMON_HEADERS
+    assert "content-security-policy" in r.headers
