@@ -189,8 +189,11 @@ class Dhis2Adapter:
         self, payload: dict[str, Any], remote: Remote, *, full: bool
     ) -> dict[str, Any] | None:
         """The body to send: values the M&E IS does not hold yet as we hold them (all of
-        them when ``full``), and a deletion of every value we sent before and hold no more.
-        None when there is nothing to send."""
+        them when ``full``); once it has confirmed every one of them, a deletion of every
+        value we sent before and hold no more. Deletions never share a request with the
+        values that replace them: if those are refused (a renamed service whose category
+        option combo is not there yet), the M&E IS keeps what it had. None when there is
+        nothing to send."""
         current = {value_key(dv, payload): dv for dv in payload["dataValues"]}
         same_scheme = remote.scheme in ("", self.mapping.id_scheme)
         values = [
@@ -198,6 +201,8 @@ class Dhis2Adapter:
             for k, dv in current.items()
             if full or not same_scheme or remote.confirmed.get(k) != dv["value"]
         ]
+        if values:
+            return {**payload, "dataValues": values}
         if same_scheme:
             for ou, de, coc, aoc in sorted((set(remote.confirmed) | remote.maybe) - set(current)):
                 gone: dict[str, Any] = {"dataElement": de, "orgUnit": ou, "deleted": True}

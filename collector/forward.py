@@ -495,6 +495,7 @@ class Forwarder:
         """One batch to the M&E IS, and its outcome recorded."""
         remote = Remote.load(batch.remote)
         body = self.adapter.request(batch.payload, remote, full=bool(batch.full_send))
+        more = False
         if body is None:
             outcome = Outcome("sent", "nothing changed since the last delivery")
         else:
@@ -505,24 +506,39 @@ class Forwarder:
             self._note_remote(batch.id, batch.version, remote)
             outcome = self.adapter.send(self.http, body, batch.send_key)  # no transaction
             self._learn(remote, body, outcome)
-        self._record(batch.id, batch.version, batch.batch_key, batch.attempts + 1, outcome, remote)
+            more = outcome.kind == "sent" and self._more_to_send(batch, remote)
+        self._record(batch.id, batch.version, batch.batch_key, batch.attempts + 1, outcome, remote,
+                     more=more)  # fmt: skip
         return outcome
 
     def _learn(self, remote: Remote, body: dict[str, Any], outcome: Outcome) -> None:
         """Update what the M&E IS holds from its answer: accepted values are confirmed,
-        deleted ones gone; refused or unanswered ones stay unknown ("maybe")."""
+        deleted ones gone; values it refused, and every value of an import it aborted,
+        were not applied: not "maybe there" (a deletion of them would only be refused in
+        turn); unanswered ones stay unknown ("maybe")."""
         if outcome.kind not in ("sent", "refused", "locked"):
             return
+        aborted = outcome.kind != "sent" and _applied_nothing(outcome)
         for index, dv in enumerate(body["dataValues"]):
-            if index in outcome.rejected:
-                continue
             k = value_key(dv, body)
+            if aborted or index in outcome.rejected:
+                if k not in remote.confirmed:
+                    remote.maybe.discard(k)
+                continue
             if dv.get("deleted"):
                 remote.confirmed.pop(k, None)
                 remote.maybe.discard(k)
             elif outcome.kind == "sent" or outcome.rejected:
                 remote.confirmed[k] = str(dv["value"])
                 remote.maybe.discard(k)
+
+    def _more_to_send(self, batch: ForwardBatch, remote: Remote) -> bool:
+        """After a confirmed push: whether deletions still wait (sent only once every
+        value that replaces them is confirmed)."""
+        try:
+            return self.adapter.request(batch.payload, remote, full=False) is not None
+        except Exception:  # an odd payload: judged when it is pushed again
+            return False
 
     def _note_remote(self, batch_id: int, version: int, remote: Remote) -> None:
         with self.sessions() as s, s.begin():
@@ -538,6 +554,8 @@ class Forwarder:
         attempts: int,
         outcome: Outcome,
         remote: Remote,
+        *,
+        more: bool = False,
     ) -> None:
         now = self.clock()
         values: dict[str, Any] = {
@@ -546,7 +564,12 @@ class Forwarder:
             "remote": remote.dump(),
             "problem": outcome.problem,
         }
-        if outcome.kind == "sent":
+        if outcome.kind == "sent" and more:  # values confirmed; the deletions go next, at once
+            values.update(
+                state=PENDING, summary=outcome.summary, last_error=None, warning=None,
+                next_attempt_at=now, full_send=False, attempts=0,
+            )  # fmt: skip
+        elif outcome.kind == "sent":
             values.update(
                 state=SENT,
                 sent_version=version,
@@ -736,3 +759,14 @@ def _set_meta(s: Session, key: str, value: str) -> None:
         s.add(Meta(key=key, value=value))
     else:
         row.value = value
+
+
+def _applied_nothing(outcome: Outcome) -> bool:
+    """Whether the M&E IS applied none of a request: its import summary counts nothing
+    imported, updated or deleted (an aborted import: a data set, org unit or write
+    access refused for the whole set, or every value refused)."""
+    summary = outcome.summary or {}
+    counts = summary.get("importCount") if isinstance(summary, dict) else None
+    if not isinstance(counts, dict):
+        return False
+    return not any(int(counts.get(k) or 0) for k in ("imported", "updated", "deleted"))

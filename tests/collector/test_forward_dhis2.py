@@ -111,7 +111,11 @@ def test_zeros_omitted_and_a_value_that_drops_to_zero_is_deleted(env: Env, tmp_p
         s.execute(update(Event).values(service_id=employment))
     env.store.rebuild_all_aggregates()
     env.advance(minutes=1)
-    assert fwd.run_once().outcomes == {"sent": 1}
+    assert fwd.run_once().outcomes == {"sent": 1}  # the new value first, confirmed
+    assert env.fake.requests[-1]["body"]["dataValues"] == [
+        {"dataElement": "GNAHAT_R4_4", "categoryOptionCombo": EMPLOYMENT, "value": "2"}
+    ]
+    assert fwd.run_once().outcomes == {"sent": 1}  # then the old one's deletion
     values = env.fake.requests[-1]["body"]["dataValues"]
     assert {"dataElement": "GNAHAT_R4_4", "orgUnit": "SH-GYUMRI1", "deleted": True,
             "categoryOptionCombo": SVC} in values  # fmt: skip
@@ -173,9 +177,64 @@ def test_a_service_renamed_mid_month_leaves_the_totals_equal(env: Env) -> None:
     env.advance(minutes=5)
     assert fwd.run_once().outcomes == {"sent": 3}  # every day, under the new name
     held = read_back(env)
+    assert sum(int(v) for v in held.values()) == 18  # the old values wait for confirmation
+    assert fwd.run_once().outcomes == {"sent": 3}  # then the old names' deletions
+    held = read_back(env)
     assert {coc for _de, _pe, coc in held} == {"GNAHAT_SVC_SOC_AID"}
     assert sum(int(v) for v in held.values()) == 9  # ours: 3 days x 3 presses, not 18
     assert all(r["summary"]["deleted"] == 4 for r in env.fake.requests[-3:])
+
+
+def test_nothing_is_deleted_before_its_replacement_is_confirmed(env: Env) -> None:
+    """A service renamed before its category option combo exists on the server: the new
+    values are refused (E7613) and the old ones stay; once the ministry adds the combo,
+    the new values are confirmed, and only then are the old ones deleted. The M&E IS
+    never holds fewer ratings for the day than before."""
+    press(env, range(1, 4))
+    fwd = env.forwarder()
+    assert fwd.run_once().outcomes == {"sent": 1}
+    assert sum(int(v) for v in read_back(env).values()) == 3
+    with env.sessions() as s, s.begin():  # renamed here; not yet in the server's metadata
+        s.execute(update(Service).where(Service.code == "SOC_ASSISTANCE").values(code="SOC_AID"))
+    env.advance(minutes=5)
+    assert fwd.run_once().outcomes == {"refused": 1}
+    last = env.fake.requests[-1]
+    assert not any(dv.get("deleted") for dv in last["body"]["dataValues"])
+    assert sum(int(v) for v in read_back(env).values()) == 3  # nothing lost meanwhile
+    env.load_package()  # the administrator imports the package with the new combo
+    fwd.retry()
+    env.advance(minutes=5)
+    assert fwd.run_once().outcomes == {"sent": 1}
+    held = read_back(env)
+    assert sum(int(v) for v in held.values()) == 6  # both, for a moment: never fewer
+    assert fwd.run_once().outcomes == {"sent": 1}  # now the deletions
+    held = read_back(env)
+    assert {coc for _de, _pe, coc in held} == {"GNAHAT_SVC_SOC_AID"}
+    assert sum(int(v) for v in held.values()) == 3
+    assert batches(env)[next(iter(batches(env)))].state == "sent"
+
+
+def test_a_fixed_typo_leaves_no_batch_pending_for_ever(env: Env) -> None:
+    """Keys the server refused were not applied: after the fix they are not sent as
+    deletions (each would be refused in turn, for ever) and the batch is delivered."""
+    press(env, range(1, 4))
+    fwd = env.forwarder()
+    assert fwd.run_once().outcomes == {"sent": 1}
+    with env.sessions() as s, s.begin():  # a typo in the renamed code
+        s.execute(update(Service).where(Service.code == "SOC_ASSISTANCE").values(code="SOC_AIDD"))
+    env.advance(minutes=5)
+    assert fwd.run_once().outcomes == {"refused": 1}
+    with env.sessions() as s, s.begin():  # fixed, and the package imported
+        s.execute(update(Service).where(Service.code == "SOC_AIDD").values(code="SOC_AID"))
+    env.load_package()
+    fwd.retry()
+    for _ in range(2):
+        env.advance(minutes=5)
+        assert fwd.run_once().outcomes == {"sent": 1}
+    [batch] = batches(env).values()
+    assert batch.state == "sent" and batch.last_error is None
+    assert all("AIDD" not in str(r["body"]) for r in env.fake.requests[-2:])
+    assert sum(int(v) for v in read_back(env).values()) == 3
 
 
 def test_an_api_token_works_and_one_without_the_authority_is_named(env: Env) -> None:
@@ -215,3 +274,32 @@ def test_a_large_catch_up_goes_in_parts_within_the_limit(env: Env) -> None:
     sizes = [len(r["body"]["dataValues"]) for r in env.fake.requests]
     assert sizes == [3, 3, 2] and all(r["status"] == 200 for r in env.fake.requests)
     assert len(read_back(env)) == 8
+
+
+def test_employee_level_switched_on_early_never_empties_the_day(env: Env) -> None:
+    """Employee-level forwarding switched on before the ministry created the pseudonym
+    combos: the per-employee values are refused (E7615) and the day's totals stay; once
+    the combos exist, the new values are confirmed and only then the totals go."""
+    press(env, range(1, 4))
+    assert env.forwarder().run_once().outcomes == {"sent": 1}
+    assert sum(int(v) for v in read_back(env).values()) == 3
+    fwd = env.forwarder(forward_employee_level=True, pseudonym_key="k" * 32)
+    env.advance(minutes=5)
+    fwd.plan()
+    assert fwd.send_due() == {"refused": 1}
+    assert "E7615" in str(env.fake.requests[-1]["conflicts"])
+    assert sum(int(v) for v in read_back(env).values()) == 3  # the totals stay
+    pseudonyms = [fwd._pseudonym("SH-GYUMRI1-E03"), "UNATTRIBUTED"]
+    env.fake.load_metadata(
+        {"categoryOptionCombos": [{"id": mapping.stable_uid("aoc", p), "code": p}
+                                  for p in pseudonyms]}
+    )  # fmt: skip
+    fwd.retry()
+    seen = []
+    for _ in range(2):
+        env.advance(minutes=5)
+        assert fwd.run_once().outcomes == {"sent": 1}
+        seen.append(sum(int(v) for (_de, _pe, _ou, _coc, _aoc), v in env.fake.values.items()))
+    assert seen == [6, 3]  # both for a moment, never fewer; then the employees' only
+    combos = {env.fake.cocs[aoc].code for (_de, _pe, _ou, _coc, aoc) in env.fake.values}
+    assert combos == {fwd._pseudonym("SH-GYUMRI1-E03")}
