@@ -301,7 +301,17 @@ class Forwarder:
                 first = last_day - timedelta(days=self.settings.forward_resend_days - 1)
                 recent = select(DailyAggregate.day, DailyAggregate.centre_id).distinct()
                 recent = recent.where(DailyAggregate.day >= first, DailyAggregate.day <= last_day)
-                sweep_set = set(s.execute(recent))
+                sweep_set = {(d, c) for d, c in s.execute(recent)}
+                # A day whose period the M&E IS has closed (past its data set's
+                # expiryDays by the server's clock) is not swept: what it confirmed
+                # stays, and a re-send would only come back "locked" (E7640).
+                expiry = mapping.expiry_days
+                if expiry:
+                    server_today = now.astimezone(mapping.server_timezone).date()
+                    sweep_set = {
+                        (d, c) for d, c in sweep_set
+                        if server_today <= d + timedelta(days=expiry)
+                    }  # fmt: skip
                 candidates |= sweep_set
             else:
                 sweep_set = set()
@@ -506,6 +516,10 @@ class Forwarder:
             self._note_remote(batch.id, batch.version, remote)
             outcome = self.adapter.send(self.http, body, batch.send_key)  # no transaction
             self._learn(remote, body, outcome)
+            if outcome.kind == "locked" and _only_held_values_locked(remote, body, outcome):
+                # E7640 on values the M&E IS already confirmed as they are: delivered.
+                outcome = Outcome("sent", f"already held, period now closed: {outcome.detail}",
+                                  summary=outcome.summary)  # fmt: skip
             more = outcome.kind == "sent" and self._more_to_send(batch, remote)
         self._record(batch.id, batch.version, batch.batch_key, batch.attempts + 1, outcome, remote,
                      more=more)  # fmt: skip
@@ -770,3 +784,18 @@ def _applied_nothing(outcome: Outcome) -> bool:
     if not isinstance(counts, dict):
         return False
     return not any(int(counts.get(k) or 0) for k in ("imported", "updated", "deleted"))
+
+
+def _only_held_values_locked(remote: Remote, body: dict[str, Any], outcome: Outcome) -> bool:
+    """Whether every value a "locked" answer refused is one the M&E IS had confirmed as
+    we send it (an unchanged day re-sent into a period that has since closed)."""
+    if not outcome.rejected:
+        return False
+    values = body["dataValues"]
+    for index in outcome.rejected:
+        if index >= len(values):
+            return False
+        dv = values[index]
+        if dv.get("deleted") or remote.confirmed.get(value_key(dv, body)) != str(dv["value"]):
+            return False
+    return True

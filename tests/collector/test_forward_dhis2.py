@@ -303,3 +303,31 @@ def test_employee_level_switched_on_early_never_empties_the_day(env: Env) -> Non
     assert seen == [6, 3]  # both for a moment, never fewer; then the employees' only
     combos = {env.fake.cocs[aoc].code for (_de, _pe, _ou, _coc, aoc) in env.fake.values}
     assert combos == {fwd._pseudonym("SH-GYUMRI1-E03")}
+
+
+def test_the_sweep_leaves_closed_days_alone_and_a_closed_unchanged_day_is_delivered(
+    env: Env, tmp_path: Path
+) -> None:
+    """A data set whose expiryDays (3) is shorter than the 7-day re-send window: a day
+    the M&E IS confirmed and has since closed is not swept again; and where our mapping
+    does not know the server's expiry, the E7640 that an unchanged, confirmed day gets
+    back is a delivery, not a "locked" batch (nor an alert for ever)."""
+    path = write_mapping(env, tmp_path, expiry_days="3")  # the server's data set: 3 days
+    press(env, range(1, 4))
+    fwd = env.forwarder(forward_mapping=path)
+    assert fwd.run_once().outcomes == {"sent": 1}
+    sent = len(env.fake.requests)
+    env.now[0] = T0 + timedelta(days=6)  # a new day's sweep; 2026-11-24 closed on the 27th
+    report = fwd.run_once()
+    assert len(env.fake.requests) == sent and report.outcomes == {}  # not swept
+    assert batches(env)[f"SH-GYUMRI1/{PERIOD}"].state == "sent"
+    # Our mapping without the expiry (0): the sweep re-sends the day and DHIS2 refuses it.
+    unaware = tmp_path / "unaware.csv"
+    unaware.write_text(path.read_text().replace("expiry_days,,,,3", "expiry_days,,,,0"))
+    assert "expiry_days,,,,0" in unaware.read_text()
+    fwd2 = env.forwarder(forward_mapping=unaware)
+    env.now[0] = T0 + timedelta(days=7)
+    assert fwd2.run_once().outcomes == {"sent": 1}
+    assert "E7640" in str(env.fake.requests[-1]["conflicts"])
+    batch = batches(env)[f"SH-GYUMRI1/{PERIOD}"]
+    assert batch.state == "sent" and sum(int(v) for v in read_back(env).values()) == 3
