@@ -257,6 +257,30 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_codes(sessions: Any) -> tuple[set[str], set[str]]:
+    """Centres with a desk now, and services, as the registry holds them."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from collector.models import Assignment, Centre, Service
+
+    now = datetime.now(UTC)
+    with sessions() as s:
+        centres = set(
+            s.scalars(
+                select(Centre.code)
+                .join(Assignment, Assignment.centre_id == Centre.id)
+                .where(
+                    Assignment.valid_from <= now,
+                    (Assignment.valid_to.is_(None)) | (Assignment.valid_to > now),
+                )
+            )
+        )
+        services = set(s.scalars(select(Service.code)))
+    return centres, services
+
+
 def _fault_drill(current: Any) -> None:
     """``kill -USR2 <pid>``: the ingest writer fails its next round, as a defect would,
     so an operator can check that supervision and monitoring answer (the batch is
@@ -591,7 +615,7 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
 
         with make_http_client(settings) as http:
             try:
-                findings = check(mapping, http, settings.forward_url)
+                findings = check(mapping, http, settings.forward_url, _registry_codes(sessions))
             except CheckFailed as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

@@ -77,7 +77,15 @@ def _lookup(
     return found
 
 
-def check(m: Mapping, http: httpx.Client, base: str) -> list[Finding]:
+def check(
+    m: Mapping,
+    http: httpx.Client,
+    base: str,
+    registry: tuple[set[str], set[str]] | None = None,
+) -> list[Finding]:
+    """What would go wrong pushing with ``m`` to the M&E IS at ``base``. ``registry``:
+    the centres (with a desk now) and services the registry holds: each must have its
+    row in the mapping, or its days park as unmapped."""
     out: list[Finding] = []
 
     def err(text: str) -> None:
@@ -85,6 +93,15 @@ def check(m: Mapping, http: httpx.Client, base: str) -> list[Finding]:
 
     def warn(text: str) -> None:
         out.append(Finding("warning", text))
+
+    if registry is not None:
+        centres, services = registry
+        for code in sorted(centres - set(m.org_units)):
+            err(f"centre {code} is in the registry but has no org_unit row in {m.source}: "
+                "its days would park as unmapped")  # fmt: skip
+        for code in sorted(services - set(m.services)):
+            err(f"service {code} is in the registry but has no service row in {m.source}: "
+                "its days would park as unmapped")  # fmt: skip
 
     info = _get(http, base, "/api/system/info")
     version = str(info.get("version", "?"))

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from collector import mapping
 from collector.cli import main
+from collector.db import make_engine, session_factory
 from simulator.me_is import FakeMeIs, FakeMeIsServer
 
 GOOD = """kind,key,uid,code,name,value
@@ -131,6 +133,26 @@ def test_forward_mapping_metadata_and_check_from_the_cli(
         fake.data_elements[next(iter(fake.data_elements))].attrs["zeroIsSignificant"] = False
         assert main(["forward", "check"]) == 1
         assert "is not zeroIsSignificant" in capsys.readouterr().out
+        fake.load_metadata(package)
+        fake.data_elements[next(iter(fake.data_elements))].attrs["zeroIsSignificant"] = True
+        # The registry gains a service and a centre the mapping file does not have yet.
+        from collector.registry import import_registry
+
+        engine = make_engine(os.environ["GNAHAT_DATABASE_URL"])
+        with session_factory(engine)() as s, s.begin():
+            import_registry(s, {
+                "services": "code,name_hy,name_en\nHOUSING,Բնակարան,Housing\n",
+                "centres": "code,name_hy,name_en,marz,community\n"
+                           "LO-STEPANAVAN,Ստեփանավան,Stepanavan,AM-LO,Ստեփանավան\n",
+                "devices": "device,kind,scale\nam-lo-stepanavan-d01,buttons,4\n",
+                "assignments": "device,centre,desk,valid_from\n"
+                               "am-lo-stepanavan-d01,LO-STEPANAVAN,01,2026-01-01\n",
+            })  # fmt: skip
+        engine.dispose()
+        assert main(["forward", "check"]) == 1
+        out = capsys.readouterr().out
+        assert "service HOUSING is in the registry but has no service row" in out
+        assert "centre LO-STEPANAVAN is in the registry but has no org_unit row" in out
     path.write_text(path.read_text().replace("option,id_scheme,,,,code", "option,id_scheme,,,,urn"))
     assert main(["forward", "mapping"]) == 2
     assert "line 2, field value: id_scheme is code or uid" in capsys.readouterr().err
