@@ -174,7 +174,12 @@ def date_events(
             out[event.key] = Dating(device_at, Flag(0))
         else:
             by_beat = _from_heartbeat(event, heartbeats(event.device) if heartbeats else None)
-            corrected = by_beat or corrected_time(event, received_at)
+            by_wait = corrected_time(event, received_at)
+            # Each is an upper bound (a delay on the way only makes it later): the earlier
+            # of the two is the better one.
+            if by_beat is not None and by_wait is not None and by_wait < by_beat:
+                by_beat = by_wait
+            corrected = by_beat or by_wait
             if corrected is None:
                 untrusted.append((event, received_at))
                 continue

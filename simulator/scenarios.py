@@ -192,6 +192,7 @@ class Report:
     misdated: int = 0
     """Presses dated outside their true time (5 s of slack) and not flagged as an
     estimate whose bounds hold it."""
+    misdated_examples: list[str] = field(default_factory=list)
     refusals: int = 0
     """Unit connections refused (``refuse_units``), and over how many seconds."""
     refusal_s: float = 0.0
@@ -251,6 +252,7 @@ class Report:
             f"M&E IS conflicts, ignored {self.me_is_conflicts}, {self.me_is_ignored}",
             f"result                    {'OK' if self.ok else 'FAILED'}",
             *(f"  still queued: {line}" for line in self.stuck),
+            *(f"  misdated: {line}" for line in self.misdated_examples),
         ]
 
 
@@ -603,7 +605,13 @@ def run_scenario(
             if span is None:
                 continue
             first, last = span
-            report.misdated += _misdated(first, last, at, flags, lo, hi)
+            if _misdated(first, last, at, flags, lo, hi):
+                report.misdated += 1
+                if len(report.misdated_examples) < 5:
+                    report.misdated_examples.append(
+                        f"{d} {st} #{q}: stored {at.isoformat()} flags {flags}, true "
+                        f"{first.isoformat()}..{last.isoformat()}"
+                    )
             if flags & Flag.DAY_UNCERTAIN:
                 # Counted on its estimate's day; its bounds must meet its true span.
                 if not ((lo is None or lo <= last) and (hi is None or first <= hi)):
