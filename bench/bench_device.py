@@ -144,8 +144,12 @@ def refused_fleet(results: Results, workdir: Path, n: int = 600, seconds: float 
     with CONNACK "not authorised", as after a rotated password): how many connection
     attempts a second reach the broker once they have backed off, beside the one a
     second per unit of a fixed one-second retry. Real link code, one process."""
+    import logging
+
     from simulator.faults import TcpProxy
 
+    # Every refusal is a log line on a unit; 600 units' would drown the figures.
+    logging.getLogger("device.link").setLevel(logging.CRITICAL)
     proxy = TcpProxy("127.0.0.1", 1).start()
     proxy.refuse()
     password = workdir / "refused-password"
