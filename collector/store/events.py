@@ -272,7 +272,14 @@ class EventWriter:
         self, session: Session, rows: list[dict[str, Any]], result: BatchResult
     ) -> list[dict[str, Any]]:
         """Under the lock: rows that a retention batch purged since this batch began
-        (its snapshot is older than the registry version now) are duplicates."""
+        (its snapshot is older than the registry version now) are duplicates.
+
+        PostgreSQL only: each statement sees the latest commit, so a retention batch can
+        commit between this batch's first read and its lock. SQLite has one writer and a
+        transaction that read before another's commit cannot write after it (the write
+        fails as busy and the batch is retried whole), so no second read is needed."""
+        if session.get_bind().dialect.name != "postgresql":
+            return rows
         snap = self.snapshot(session)  # reloaded only if the version moved meanwhile
         kept = []
         for r in rows:
