@@ -48,6 +48,17 @@ def test_the_writer_survives_an_error_of_its_own_and_health_says_so(
             real(*args)
 
         ing._publish_acks = fails_once
+        real_commit = ing._commit
+        seen_red = threading.Event()
+
+        def commit_after_red(batch: Any) -> Any:
+            # The re-delivery may come back within milliseconds of the failure (a
+            # reconnect on a thread receiver); health is read before it is committed.
+            if failed.is_set():
+                seen_red.wait(10)
+            return real_commit(batch)
+
+        ing._commit = commit_after_red
         unit.publish(p.event_topic(DEV), p.encode_event(event(1)), qos=1)
         assert failed.wait(15)
         release.set()
@@ -60,6 +71,7 @@ def test_the_writer_survives_an_error_of_its_own_and_health_says_so(
             return r.status_code == 503 and "writer failed" in r.json().get("ingest", "")
 
         assert until(red), health().json()
+        seen_red.set()
 
         def acked(seq: int) -> bool:
             return any(p.decode_ack(m).covers(seq) for _t, m in acks.messages)
