@@ -124,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also create the org units (a test instance; a ministry's has its own)",
     )
+    fm.add_argument(
+        "--org-unit-parent",
+        metavar="UID",
+        help="with --org-units: the parent of the centres (default: a root of their own)",
+    )
+    fwd_sub.add_parser(
+        "org-units",
+        help="find each centre's org unit on the M&E IS by code; print the mapping with "
+        "their UIDs (1 when one is missing)",
+    )
     fwd_sub.add_parser(
         "check", help="ask the M&E IS (read-only) whether everything mapped exists; 1 on a gap"
     )
@@ -598,10 +608,18 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.action == "metadata":
         try:
-            package = mapping_mod.metadata_package(mapping, org_units=args.org_units)
+            package = mapping_mod.metadata_package(
+                mapping, org_units=args.org_units, org_unit_parent=args.org_unit_parent
+            )
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if mapping.user_group is None:
+            print(
+                "warning: no user_group in the mapping: the package shares data write with "
+                "nobody, so only an account with ALL can push (see docs/operations.md)",
+                file=sys.stderr,
+            )
         print(json.dumps(package, ensure_ascii=False, indent=2))
         return 0
     if args.action == "status":
@@ -609,6 +627,20 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.forward_url:
         print("error: set GNAHAT_FORWARD_URL to the M&E IS", file=sys.stderr)
         return 2
+    if args.action == "org-units":
+        from collector.forward import make_http_client
+        from collector.me_check import CheckFailed, resolve_org_units
+
+        with make_http_client(settings) as http:
+            try:
+                findings = resolve_org_units(mapping, http, settings.forward_url)
+            except CheckFailed as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        for f in findings:
+            print(f, file=sys.stderr)
+        sys.stdout.write(mapping_mod.to_csv(mapping))
+        return 1 if any(f.level == "error" for f in findings) else 0
     if args.action == "check":
         from collector.forward import make_http_client
         from collector.me_check import CheckFailed, check

@@ -10,7 +10,9 @@ forward, which of the M&E IS's objects it is:
   ``uid``: which identifier goes into every data value), ``zeros`` (``significant``: send
   zeros, the data elements store them; ``omit``: send none and delete a value that drops to
   zero), ``open_future_periods``, ``expiry_days`` (written into the data set) and
-  ``server_timezone`` (the M&E IS's clock, which opens and closes periods);
+  ``server_timezone`` (the M&E IS's clock, which opens and closes periods) and
+  ``user_group`` (the UID of the M&E IS's user group that holds the import account: the
+  package shares the data set and the service category options with it for data write);
 - ``data_set`` (key empty): the Daily data set every value is sent under;
 - ``category`` / ``category_combo`` (key ``service``): the disaggregation by service;
 - ``data_element`` (key ``R{scale}_{level}``, e.g. ``R4_1``): ratings at one level of a scale
@@ -51,7 +53,15 @@ OPTIONS: dict[str, str] = {
     "open_future_periods": "1",
     "expiry_days": "0",
     "server_timezone": "UTC",
+    "user_group": "",
 }
+#: Options that shape only the metadata package, not what is pushed (not in the digest).
+PACKAGE_OPTIONS = frozenset({"user_group"})
+#: DHIS2 access strings (``AccessStringHelper``): metadata read/write, then data read/write.
+#: The import group reads the metadata and reads and writes data; the public sees the
+#: metadata only (what DHIS2 itself gives an object created without sharing, or less).
+GROUP_ACCESS = "r-rw----"
+PUBLIC_ACCESS = "r-------"
 _UID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 #: Measures beyond the ratings (``R``): the online channel's part, and each factor.
 FACTOR_MEASURES = ("F_PROCEDURE", "F_SOLVED", "F_CONDUCT", "F_COMPETENCE")
@@ -152,8 +162,14 @@ class Mapping:
             return self.element(scale, level)
         return self.extra_elements.get(element_key(measure, scale, level))
 
+    @property
+    def user_group(self) -> str | None:
+        return self.options.get("user_group") or None
+
     def digest(self) -> str:
-        text = to_csv(self)
+        """What decides the pushed values (a change re-plans every day); options that
+        shape only the package are left out."""
+        text = to_csv(self, skip=PACKAGE_OPTIONS)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -174,12 +190,13 @@ def _entry_rows(m: Mapping) -> Iterable[tuple[str, str, Entry]]:
         yield "org_unit", key, e
 
 
-def to_csv(m: Mapping) -> str:
+def to_csv(m: Mapping, skip: frozenset[str] = frozenset()) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(COLUMNS)
     for key, value in m.options.items():
-        w.writerow(("option", key, "", "", "", value))
+        if key not in skip:
+            w.writerow(("option", key, "", "", "", value))
     for kind, key, e in _entry_rows(m):
         w.writerow((kind, key, e.uid, e.code, e.name, ""))
     return out.getvalue()
@@ -353,6 +370,8 @@ def _option(m: Mapping, line: int, key: str, value: str) -> list[tuple[int, str,
         value.isdigit() and int(value) < 10000
     ):
         return [(line, "value", f"{key} is a whole number of days (0 or more)")]
+    if key == "user_group" and value and not UID_RE.match(value):
+        return [(line, "value", "user_group is the UID of a DHIS2 user group (11 characters)")]
     if key == "server_timezone":
         try:
             ZoneInfo(value)
@@ -380,8 +399,17 @@ def metadata_package(
     data set is Daily with the mapping's ``openFuturePeriods`` (1 by default: a day that
     has ended in Yerevan is still the running day on a server in UTC for four hours) and
     ``expiryDays`` (0: never locks). The category option combos are written out with the
-    mapping's codes and UIDs, so an ``idScheme=code`` push finds them. Org units are the
-    M&E IS's own and only referenced, unless ``org_units`` (a test or demo instance).
+    mapping's codes and UIDs, so an ``idScheme=code`` push finds them.
+
+    Sharing: DHIS2 lets an account without ``ALL`` write a value only when the data set
+    and every category option of its combo grant it *data write* (E7601, E7614). The data
+    set and the service options are shared with the mapping's ``user_group`` as
+    ``r-rw----`` (metadata read, data read and write) and publicly as ``r-------``.
+
+    Org units are the M&E IS's own and only referenced (their UIDs, which ``forward
+    org-units`` reads from the server by centre code), unless ``org_units`` (an empty test
+    or demo instance): then they are created under ``org_unit_parent``, or under a root
+    of their own so the centres have a parent and a level.
     """
     if m.data_set is None or m.category is None or m.category_combo is None:
         raise ValueError("the mapping needs data_set, category and category_combo rows")
@@ -392,11 +420,18 @@ def metadata_package(
         if not e.uid:
             raise ValueError(f"{e.name}: the package needs a uid for every object")
     cc = {"id": m.category_combo.uid}
+    sharing = _sharing(m.user_group)
     options, cocs = [], []
     for key, e in sorted(m.services.items()):
         option_uid = stable_uid("categoryOption", key)
         options.append(
-            {"id": option_uid, "code": e.code, "name": e.name, "shortName": _short(e.name)}
+            {
+                "id": option_uid,
+                "code": e.code,
+                "name": e.name,
+                "shortName": _short(e.name),
+                "sharing": sharing,
+            }
         )
         cocs.append(
             {
@@ -471,6 +506,7 @@ def metadata_package(
                 "periodType": "Daily",
                 "openFuturePeriods": m.open_future_periods,
                 "expiryDays": m.expiry_days,
+                "sharing": sharing,
                 "dataSetElements": [
                     {"dataElement": {"id": e["id"]}, "dataSet": {"id": ds.uid}} for e in elements
                 ],
@@ -482,15 +518,40 @@ def metadata_package(
         ],
     }
     if org_units:
-        package["organisationUnits"] = [
+        roots = []
+        if org_unit_parent is None:
+            org_unit_parent = TEST_ROOT_UID
+            roots = [
+                {
+                    "id": TEST_ROOT_UID,
+                    "code": "GNAHAT_TEST_ROOT",
+                    "name": "Gnahat test instance",
+                    "shortName": "Gnahat test instance",
+                    "openingDate": "2020-01-01",
+                }
+            ]
+        package["organisationUnits"] = roots + [
             {
                 "id": e.uid,
                 "code": e.code,
                 "name": e.name,
                 "shortName": _short(e.name),
                 "openingDate": "2020-01-01",
-                **({"parent": {"id": org_unit_parent}} if org_unit_parent else {}),
+                "parent": {"id": org_unit_parent},
             }
             for _, e in sorted(m.org_units.items())
         ]
     return package
+
+
+TEST_ROOT_UID = stable_uid("orgUnit", "test-root")
+
+
+def _sharing(group: str | None) -> dict[str, Any]:
+    """DHIS2's ``sharing`` object (2.36 and later): data write for the import group."""
+    return {
+        "public": PUBLIC_ACCESS,
+        "external": False,
+        "users": {},
+        "userGroups": {group: {"id": group, "access": GROUP_ACCESS}} if group else {},
+    }

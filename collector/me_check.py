@@ -2,20 +2,44 @@
 
 Read-only calls to DHIS2's Web API (``GET /api/system/info``, ``/api/me``,
 ``/api/dataSets``, ``/api/dataElements``, ``/api/categoryOptionCombos``,
-``/api/organisationUnits`` with ``filter=code:in:[...]`` or ``filter=id:in:[...]``,
-``fields`` and ``paging=false``), compared with the mapping: each gap is reported before
-the first push would find it as a conflict.
+``/api/categoryOptions``, ``/api/organisationUnits`` with ``filter=code:in:[...]`` or
+``filter=id:in:[...]``, ``fields`` and ``paging=false``), compared with the mapping: each
+gap is reported before the first push would find it as a conflict.
+
+The account's rights are read as DHIS2 applies them (``DefaultAclService.canDataWrite``,
+``DataValueSetImportValidator``): without ``ALL``, the data set (E7601) and each service's
+category options (E7614) must be shared with data write (``sharing.public`` or one of the
+account's ``userGroups``; the access string's 4th character); and, for every account,
+each mapped org unit must be one of its data capture org units or below one (E7617, by
+the org unit's ``path``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from collector.mapping import Entry, Mapping
+
+#: The 4th character of a DHIS2 access string is data write (``AccessStringHelper``).
+DATA_WRITE = 3
+
+
+def _data_writable(sharing: Any, groups: set[str]) -> bool:
+    if not isinstance(sharing, dict):
+        return False
+    if str(sharing.get("public") or "")[DATA_WRITE : DATA_WRITE + 1] == "w":
+        return True
+    return any(
+        str(grant.get("id") or uid) in groups
+        and str(grant.get("access") or "")[DATA_WRITE : DATA_WRITE + 1] == "w"
+        for uid, grant in (sharing.get("userGroups") or {}).items()
+        if isinstance(grant, dict)
+    )
+
 
 #: Value types that hold a count (``ValidationUtils.valueIsValid``): zero must be valid.
 COUNT_TYPES = {"INTEGER_ZERO_OR_POSITIVE", "INTEGER", "NUMBER"}
@@ -120,10 +144,21 @@ def check(
             f"the server's clock runs in {zone}, the mapping says server_timezone {ours}: "
             "set it to match, or a day may be pushed before its period opens"
         )
-    me = _get(http, base, "/api/me", fields="authorities")
-    held = set(me.get("authorities", [])) if isinstance(me, dict) else set()
+    me = _get(http, base, "/api/me", fields="authorities,userGroups[id],organisationUnits[id,path]")
+    me = me if isinstance(me, dict) else {}
+    held = set(me.get("authorities", []))
     if not held & {"ALL", "F_DATAVALUE_ADD"}:
         err("the account lacks the F_DATAVALUE_ADD authority: every push would get HTTP 403")
+    superuser = "ALL" in held
+    groups = {str(g.get("id")) for g in me.get("userGroups", []) if isinstance(g, dict)}
+    capture = {str(o.get("id")) for o in me.get("organisationUnits", []) if isinstance(o, dict)}
+    if not capture:
+        err("the account has no data capture org units: every value would be refused (E7617)")
+    share_hint = (
+        f"the mapping's user_group {m.user_group}"
+        if m.user_group
+        else "a user group of the account (set user_group in the mapping and re-import the package)"
+    )
 
     assert m.data_set is not None
     sets = _lookup(
@@ -132,7 +167,7 @@ def check(
         "dataSets",
         m,
         [m.data_set],
-        "id,code,name,periodType,openFuturePeriods,expiryDays,"
+        "id,code,name,periodType,openFuturePeriods,expiryDays,sharing,"
         "dataSetElements[dataElement[id]],organisationUnits[id]",
     )
     ds = sets.get(m.ident(m.data_set))
@@ -151,6 +186,11 @@ def check(
             warn(
                 f"data set expiryDays is {expiry}: a day that comes in later than that is "
                 "locked there (E7640) and reported, not retried"
+            )
+        if not superuser and not _data_writable(ds.get("sharing"), groups):
+            err(
+                f"the account may not write data into data set {m.ident(m.data_set)}: every "
+                f"push would be aborted (E7601); share it for data write with {share_hint}"
             )
         out.append(Finding("ok", f"data set {m.ident(m.data_set)}"))
 
@@ -192,8 +232,23 @@ def check(
         "categoryOptionCombos",
         m,
         m.services.values(),
-        "id,code,name,categoryCombo[id]",
+        "id,code,name,categoryCombo[id],categoryOptions[id]",
     )
+    option_ids = sorted(
+        {str(o.get("id")) for c in cocs.values() for o in c.get("categoryOptions") or []}
+    )
+    options: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(option_ids) if not superuser else 0, 100):
+        doc = _get(
+            http,
+            base,
+            "/api/categoryOptions",
+            filter=f"id:in:[{','.join(option_ids[start : start + 100])}]",
+            fields="id,code,name,sharing",
+            paging="false",
+        )
+        for o in doc.get("categoryOptions", []) if isinstance(doc, dict) else []:
+            options[str(o.get("id"))] = o
     for key, entry in sorted(m.services.items()):
         ident = m.ident(entry)
         coc = cocs.get(ident)
@@ -204,16 +259,63 @@ def check(
                 f"category option combo {ident} (service {key}) is not in the data elements' "
                 "category combo"
             )
-    units = _lookup(http, base, "organisationUnits", m, m.org_units.values(), "id,code,name")
+        if coc is not None and not superuser:
+            for ref in coc.get("categoryOptions") or []:
+                option = options.get(str(ref.get("id")), {})
+                if not _data_writable(option.get("sharing"), groups):
+                    name = option.get("code") or ref.get("id")
+                    err(
+                        f"the account may not write data through category option {name} "
+                        f"(service {key}): its values would be refused (E7614); share it "
+                        f"for data write with {share_hint}"
+                    )
+    units = _lookup(http, base, "organisationUnits", m, m.org_units.values(), "id,code,name,path")
     assigned = {str(o.get("id")) for o in (ds or {}).get("organisationUnits", [])}
     for key, entry in sorted(m.org_units.items()):
         ident = m.ident(entry)
         ou = units.get(ident)
         if ou is None:
             err(f"org unit {ident} (centre {key}) not found (E7603)")
-        elif ds is not None and str(ou.get("id")) not in assigned:
-            err(f"org unit {ident} (centre {key}) is not assigned to the data set")
+        else:
+            if ds is not None and str(ou.get("id")) not in assigned:
+                err(f"org unit {ident} (centre {key}) is not assigned to the data set")
+            if capture and not capture & set(str(ou.get("path") or "").strip("/").split("/")):
+                err(
+                    f"org unit {ident} (centre {key}) is outside the account's data capture "
+                    "org units: its values would be refused (E7617); give the account the "
+                    "centres' parent (or the root) for data capture"
+                )
     found = len(m.data_elements) + len(m.extra_elements) + len(m.services) + len(m.org_units)
     if not any(f.level == "error" for f in out):
         out.append(Finding("ok", f"all {found} mapped objects exist and are assigned"))
+    return out
+
+
+def resolve_org_units(m: Mapping, http: httpx.Client, base: str) -> list[Finding]:
+    """Fill in the UIDs of the M&E IS's own org units, found by each centre's code (the
+    mapping's ``code``): the package then assigns the data set to them, and a mapping
+    with ``id_scheme`` uid pushes to them. A centre not found is named; its row is kept."""
+    out: list[Finding] = []
+    wanted = sorted({e.code for e in m.org_units.values() if e.code})
+    found: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(wanted), 100):
+        doc = _get(
+            http,
+            base,
+            "/api/organisationUnits",
+            filter=f"code:in:[{','.join(wanted[start : start + 100])}]",
+            fields="id,code,name,path",
+            paging="false",
+        )
+        for o in doc.get("organisationUnits", []) if isinstance(doc, dict) else []:
+            found.setdefault(str(o.get("code")), []).append(o)
+    for key, entry in sorted(m.org_units.items()):
+        hits = found.get(entry.code, [])
+        if not hits:
+            out.append(Finding("error", f"centre {key}: no org unit with code {entry.code}"))
+            continue
+        ou = hits[0]
+        if entry.uid != ou.get("id"):
+            out.append(Finding("ok", f"centre {key}: org unit {ou.get('id')} ({ou.get('name')})"))
+        m.org_units[key] = replace(entry, uid=str(ou.get("id")))
     return out

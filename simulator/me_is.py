@@ -25,6 +25,9 @@ Written from dhis2-core's source at tag 2.41.9 (paths relative to ``dhis-2/``):
   ``Authorization: ApiToken <token>`` (``.../security/apikey/``), 401 when neither holds.
 - ``dhis-api/.../feedback/ErrorCode.java``: the conflict messages.
 
+Accounts, data sharing (E7601, E7614, E7616) and the data capture hierarchy (E7617) follow
+``simulator.me_is_access``, which cites its sources.
+
 ``idScheme`` (``code`` or ``uid``, default uid) names every object in a push and in a
 read-back. The fake's clock (``today``) is the server's, settable by tests. Faults are
 injectable over HTTP (``/_fake/faults``) or in Python. Every request is recorded.
@@ -46,6 +49,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from simulator.me_is_access import Account, data_writable, in_hierarchy, path_of
+
 #: (dataElement uid, period, orgUnit uid, categoryOptionCombo uid, attributeOptionCombo uid)
 Key = tuple[str, str, str, str, str]
 DEFAULT_COC = "HllvX50cXC0"  # DHIS2's default category option combo UID
@@ -57,7 +62,10 @@ MESSAGES = {
     "E7611": "Period not valid: `{0}`",
     "E7612": "Organisation unit not found or not accessible: `{0}`",
     "E7613": "Category option combo not found or not accessible for writing data: `{0}`",
+    "E7614": "Category option combo: `{0}` option not accessible: `{1}`",
     "E7615": "Attribute option combo not found or not accessible for writing data: `{0}`",
+    "E7616": "Attribute option combo: `{0}` option not accessible: `{1}`",
+    "E7617": "Organisation unit: `{0}` not in hierarchy of current user: `{1}`",
     "E7618": "Data value or comment not specified for data element: `{0}`",
     "E7619": "Value must match value type of data element `{0}`: `{1}`",
     "E7640": "Current date is past expiry days for period: `{0}`  and data set: `{1}`",
@@ -76,7 +84,10 @@ PROPERTY = {
     "E7611": "period",
     "E7612": "orgUnit",
     "E7613": "categoryOptionCombo",
+    "E7614": "categoryOptionCombo",
     "E7615": "attributeOptionCombo",
+    "E7616": "attributeOptionCombo",
+    "E7617": "orgUnit",
     "E7618": "value",
     "E7619": "value",
     "E7640": "period",
@@ -100,12 +111,6 @@ class Obj:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Account:
-    authorities: set[str]
-    password: str | None = None
-
-
 def _server_today() -> date:
     return datetime.now(UTC).date()
 
@@ -116,8 +121,9 @@ class FakeMeIs:
 
     username: str | None = None
     password: str | None = None
-    tokens: dict[str, set[str]] = field(default_factory=dict)
-    """ApiTokens and their authorities (``{"d2pat_x": {"F_DATAVALUE_ADD"}}``)."""
+    tokens: dict[str, set[str] | Account] = field(default_factory=dict)
+    """ApiTokens and their owners: an account, or only its authorities
+    (``{"d2pat_x": {"F_DATAVALUE_ADD"}}``: no user groups, capture at the roots)."""
     today: Callable[[], date] = _server_today
     values: dict[Key, str] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -133,6 +139,7 @@ class FakeMeIs:
     org_units: dict[str, Obj] = field(default_factory=dict)
     cocs: dict[str, Obj] = field(default_factory=dict)
     data_sets: dict[str, Obj] = field(default_factory=dict)
+    category_options: dict[str, Obj] = field(default_factory=dict)
     in_flight: int = 0
     """Imports being handled now; ``most_in_flight``: the most at once so far (what a
     client's concurrency looks like from the server)."""
@@ -158,6 +165,8 @@ class FakeMeIs:
                 self.cocs[coc["id"]] = Obj(coc["id"], coc.get("code"), dict(coc))
             for ds in package.get("dataSets", []):
                 self.data_sets[ds["id"]] = Obj(ds["id"], ds.get("code"), dict(ds))
+            for co in package.get("categoryOptions", []):
+                self.category_options[co["id"]] = Obj(co["id"], co.get("code"), dict(co))
 
     def add_org_unit(self, uid: str, code: str | None, name: str = "") -> None:
         with self.lock:
@@ -171,8 +180,34 @@ class FakeMeIs:
                 if ident in (uid, obj.code):
                     del table[uid]
 
-    def account(self, name: str, password: str, authorities: set[str]) -> None:
-        self.accounts[name] = Account(set(authorities), password)
+    def account(
+        self,
+        name: str,
+        password: str,
+        authorities: set[str],
+        *,
+        groups: set[str] | None = None,
+        capture: set[str] | None = None,
+    ) -> Account:
+        """An account; ``capture`` None: data capture at the hierarchy's roots."""
+        made = Account(set(authorities), password, set(groups or ()), capture)
+        self.accounts[name] = made
+        return made
+
+    def parent_of(self, uid: str) -> str | None:
+        ou = self.org_units.get(uid)
+        parent = (ou.attrs.get("parent") or {}) if ou is not None else {}
+        return str(parent["id"]) if parent.get("id") else None
+
+    def path(self, uid: str) -> str:
+        return path_of(uid, self.parent_of)
+
+    def capture_units(self, account: Account) -> list[Obj]:
+        """The account's data capture org units (the roots when it names none)."""
+        with self.lock:
+            if account.capture is not None:
+                return [self.org_units[u] for u in sorted(account.capture) if u in self.org_units]
+            return [o for u, o in sorted(self.org_units.items()) if self.parent_of(u) is None]
 
     def _table(self, kind: str) -> dict[str, Obj]:
         return {
@@ -180,6 +215,7 @@ class FakeMeIs:
             "organisationUnits": self.org_units,
             "categoryOptionCombos": self.cocs,
             "dataSets": self.data_sets,
+            "categoryOptions": self.category_options,
         }[kind]
 
     def _find(self, table: dict[str, Obj], ident: str | None, scheme: str) -> Obj | None:
@@ -207,18 +243,22 @@ class FakeMeIs:
         *,
         id_scheme: str = "uid",
         dry_run: bool = False,
+        account: Account | None = None,
     ) -> dict[str, Any]:
-        """Apply (or, with ``dry_run``, only count) a dataValueSet: the ImportSummary."""
+        """Apply (or, with ``dry_run``, only count) a dataValueSet: the ImportSummary.
+        ``account``: the caller (None: a superuser at the roots)."""
         with self.lock:
             saved = dict(self.values)
             try:
-                return self._import(body, strategy, id_scheme.lower())
+                return self._import(body, strategy, id_scheme.lower(), account)
             finally:
                 if dry_run:
                     self.values.clear()
                     self.values.update(saved)
 
-    def _import(self, body: dict[str, Any], strategy: str, scheme: str) -> dict[str, Any]:
+    def _import(
+        self, body: dict[str, Any], strategy: str, scheme: str, account: Account | None
+    ) -> dict[str, Any]:
         counts = {"imported": 0, "updated": 0, "ignored": 0, "deleted": 0}
         conflicts: dict[tuple[str, str], dict[str, Any]] = {}
         rejected: list[int] = []
@@ -257,6 +297,8 @@ class FakeMeIs:
         data_set = self._find(self.data_sets, body.get("dataSet"), scheme)
         if body.get("dataSet") and data_set is None:
             conflict(None, "E7600", str(body["dataSet"]))
+        elif data_set is not None and not data_writable(account, data_set.attrs.get("sharing")):
+            conflict(None, "E7601", str(body["dataSet"]))
         outer_ou = body.get("orgUnit")
         if outer_ou and self._find(self.org_units, outer_ou, scheme) is None:
             conflict(None, "E7603", str(outer_ou))
@@ -296,8 +338,17 @@ class FakeMeIs:
                 conflict(index, "E7612", str(item.get("orgUnit")))
             elif coc is None:
                 conflict(index, "E7613", str(item.get("categoryOptionCombo")))
+            elif closed := self._options_closed(coc, account):
+                for option in closed:
+                    conflict(index, "E7614", str(item.get("categoryOptionCombo") or ""), option)
             elif aoc is None:
                 conflict(index, "E7615", str(item.get("attributeOptionCombo")))
+            elif closed := self._options_closed(aoc, account):
+                for option in closed:
+                    conflict(index, "E7616", str(item.get("attributeOptionCombo") or ""), option)
+            elif not in_hierarchy(account, ou.uid, self.parent_of):
+                who = account.uid if account is not None else ""
+                conflict(index, "E7617", str(item.get("orgUnit")), who)
             elif value is None and not deleted and strategy != "DELETE":
                 conflict(index, "E7618", str(item.get("dataElement")))
             elif value is not None and (error := _type_error(value, de)) is not None:
@@ -348,6 +399,15 @@ class FakeMeIs:
         return summary(
             "WARNING" if conflicts else "SUCCESS", "Import process completed successfully"
         )
+
+    def _options_closed(self, combo: Obj, account: Account | None) -> list[str]:
+        """The combo's category options the account may not write data through."""
+        closed = []
+        for ref in combo.attrs.get("categoryOptions") or []:
+            option = self.category_options.get(str(ref.get("id")))
+            if not data_writable(account, option.attrs.get("sharing") if option else None):
+                closed.append(str(ref.get("id")))
+        return closed
 
     def _period_checks(
         self,
@@ -500,12 +560,15 @@ _FILTER = re.compile(r"^(id|code):(eq|in):(.*)$")
 def create_app(fake: FakeMeIs) -> FastAPI:
     app = FastAPI(title="Fake M&E IS (DHIS2 2.41 dataValueSets)")
 
-    def authorities(request: Request) -> set[str] | None:
-        """The caller's authorities, or None when not authenticated."""
+    def caller(request: Request) -> Account | None:
+        """The caller's account, or None when not authenticated."""
         header = request.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")
         if scheme.lower() == "apitoken":
-            return fake.tokens.get(credential.strip())
+            held = fake.tokens.get(credential.strip())
+            if held is None or isinstance(held, Account):
+                return held
+            return Account(set(held))
         if scheme.lower() == "basic":
             try:
                 user, _, pw = base64.b64decode(credential).decode().partition(":")
@@ -513,10 +576,10 @@ def create_app(fake: FakeMeIs) -> FastAPI:
                 return None
             account = fake.accounts.get(user)
             if account is not None and account.password == pw:
-                return account.authorities
+                return account
             return None
         if not fake.accounts and not fake.tokens:
-            return {"ALL"}  # an open instance (a quick demo)
+            return Account({"ALL"})  # an open instance (a quick demo)
         return None
 
     async def import_data_values(request: Request, version: int | None) -> JSONResponse:
@@ -537,11 +600,11 @@ def create_app(fake: FakeMeIs) -> FastAPI:
         }
         fake.requests.append(record)
         fake.arrived.set()
-        held = authorities(request)
-        if held is None:
+        account = caller(request)
+        if account is None:
             record["status"] = 401
             return _error(401, "Unauthorized")
-        if not held & {"ALL", "F_DATAVALUE_ADD"}:
+        if not account.authorities & {"ALL", "F_DATAVALUE_ADD"}:
             record["status"] = 403
             return _error(403, "Access is denied")
         if fake.faults.delay_s:
@@ -579,6 +642,7 @@ def create_app(fake: FakeMeIs) -> FastAPI:
             strategy,
             id_scheme=q.get("idScheme", "uid"),
             dry_run=dry_run,
+            account=account,
         )
         record["summary"] = summary["importCount"]
         record["conflicts"] = summary["conflicts"]
@@ -599,7 +663,7 @@ def create_app(fake: FakeMeIs) -> FastAPI:
 
     @app.get("/api/dataValueSets")
     def read_data_values(request: Request) -> JSONResponse:
-        if authorities(request) is None:
+        if caller(request) is None:
             return _error(401, "Unauthorized")
         q = request.query_params
         scheme = q.get("idScheme", "uid").lower()
@@ -624,7 +688,7 @@ def create_app(fake: FakeMeIs) -> FastAPI:
         return JSONResponse({"dataValues": values})
 
     def listing(kind: str, request: Request) -> JSONResponse:
-        if authorities(request) is None:
+        if caller(request) is None:
             return _error(401, "Unauthorized")
         table = fake._table(kind)
         items = list(table.values())
@@ -635,9 +699,15 @@ def create_app(fake: FakeMeIs) -> FastAPI:
             prop, op, raw = match.groups()
             wanted = set(raw.strip("[]").split(",")) if op == "in" else {raw}
             items = [o for o in items if (o.uid if prop == "id" else o.code) in wanted]
-        return JSONResponse({kind: [{**o.attrs, "id": o.uid, "code": o.code} for o in items]})
+        extra = (lambda o: {"path": fake.path(o.uid)}) if kind == "organisationUnits" else None
+        return JSONResponse(
+            {kind: [{**o.attrs, "id": o.uid, "code": o.code, **(extra(o) if extra else {})}
+                    for o in items]}
+        )  # fmt: skip
 
-    for _kind in ("dataElements", "organisationUnits", "categoryOptionCombos", "dataSets"):
+    for _kind in (
+        "dataElements", "organisationUnits", "categoryOptionCombos", "dataSets", "categoryOptions"
+    ):  # fmt: skip
 
         def _route(request: Request, kind: str = _kind) -> JSONResponse:
             return listing(kind, request)
@@ -646,7 +716,7 @@ def create_app(fake: FakeMeIs) -> FastAPI:
 
     @app.get("/api/system/info")
     def system_info(request: Request) -> JSONResponse:
-        if authorities(request) is None:
+        if caller(request) is None:
             return _error(401, "Unauthorized")
         return JSONResponse(
             {
@@ -658,10 +728,22 @@ def create_app(fake: FakeMeIs) -> FastAPI:
 
     @app.get("/api/me")
     def me(request: Request) -> JSONResponse:
-        held = authorities(request)
-        if held is None:
+        account = caller(request)
+        if account is None:
             return _error(401, "Unauthorized")
-        return JSONResponse({"username": "gnahat", "authorities": sorted(held)})
+        return JSONResponse(
+            {
+                "id": account.uid,
+                "username": "gnahat",
+                "authorities": sorted(account.authorities),
+                "userGroups": [{"id": g} for g in sorted(account.groups)],
+                "organisationUnits": [
+                    {"id": o.uid, "code": o.code, "name": o.attrs.get("name", ""),
+                     "path": fake.path(o.uid)}
+                    for o in fake.capture_units(account)
+                ],
+            }
+        )  # fmt: skip
 
     @app.post("/_fake/faults")
     async def set_faults(request: Request) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from collector import mapping
 from collector.models import Event, ForwardBatch, Service
+from simulator.me_is_access import Account
 from tests.collector import test_forward as base
 from tests.collector.helpers import T0
 from tests.collector.test_forward import DAY, PERIOD, SVC, Env, press
@@ -19,6 +20,7 @@ from tests.collector.test_forward import DAY, PERIOD, SVC, Env, press
 env = base.env  # the fixture: a store, a fake M&E IS with the registry's package, a clock
 
 EMPLOYMENT = "GNAHAT_SVC_EMPLOYMENT"
+GROUP = "GnahatGrp01"  # the ministry's user group of the import account
 
 
 def batches(e: Env) -> dict[str, ForwardBatch]:
@@ -238,7 +240,8 @@ def test_a_fixed_typo_leaves_no_batch_pending_for_ever(env: Env) -> None:
 
 
 def test_an_api_token_works_and_one_without_the_authority_is_named(env: Env) -> None:
-    env.fake.tokens["d2pat_good"] = {"F_DATAVALUE_ADD"}
+    env.load_package(user_group=GROUP)
+    env.fake.tokens["d2pat_good"] = Account({"F_DATAVALUE_ADD"}, groups={GROUP})
     env.fake.tokens["d2pat_readonly"] = {"F_VIEW_DATA"}
     press(env, range(1, 3))
     weak = env.forwarder(
@@ -331,3 +334,24 @@ def test_the_sweep_leaves_closed_days_alone_and_a_closed_unchanged_day_is_delive
     assert "E7640" in str(env.fake.requests[-1]["conflicts"])
     batch = batches(env)[f"SH-GYUMRI1/{PERIOD}"]
     assert batch.state == "sent" and sum(int(v) for v in read_back(env).values()) == 3
+
+
+def test_an_import_account_without_all_pushes_once_the_package_shares_data_write(
+    env: Env,
+) -> None:
+    """A ministry's import account has F_DATAVALUE_ADD, a user group and data capture
+    under the centres' parent, never ALL. A package that grants no data write gets every
+    push aborted (E7601), named in the batch; the package with the mapping's user_group
+    shares the data set and the category options, and the retried day is delivered."""
+    env.fake.account("importer", "s3cret", {"F_DATAVALUE_ADD"}, groups={GROUP},
+                     capture={mapping.TEST_ROOT_UID})  # fmt: skip
+    press(env, range(1, 4))
+    fwd = env.forwarder(forward_username="importer", forward_password="s3cret")
+    assert fwd.run_once().outcomes == {"refused": 1}
+    b = batches(env)[f"SH-GYUMRI1/{PERIOD}"]
+    assert "E7601" in (b.last_error or "") and read_back(env) == {}
+    env.load_package(user_group=GROUP)
+    fwd.retry()
+    env.advance(minutes=5)
+    assert fwd.run_once().outcomes == {"sent": 1}
+    assert read_back(env)[("GNAHAT_R4_4", PERIOD, SVC)] == "3"

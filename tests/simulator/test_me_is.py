@@ -12,17 +12,20 @@ import pytest
 
 from collector import mapping
 from simulator.me_is import FakeMeIs, FakeMeIsServer
+from simulator.me_is_access import Account
 
 URL = "/api/dataValueSets?importStrategy=CREATE_AND_UPDATE&idScheme=code"
 TODAY = date(2026, 11, 25)
+GROUP = "GnahatGrp01"  # the import account's user group, named in the mapping
 
 
 @pytest.fixture
 def server() -> Iterator[FakeMeIsServer]:
     m = mapping.derive([("SH-GYUMRI1", "Gyumri"), ("ER-AVAN", "Avan")], [("EMPLOYMENT", "Jobs")])
     m.options["expiry_days"] = "5"
+    m.options["user_group"] = GROUP
     fake = FakeMeIs(username="gnahat", password="pw", today=lambda: TODAY)
-    fake.tokens["d2pat_writer"] = {"F_DATAVALUE_ADD"}
+    fake.tokens["d2pat_writer"] = Account({"F_DATAVALUE_ADD"}, groups={GROUP})
     fake.tokens["d2pat_reader"] = {"F_VIEW_DATA"}
     fake.load_metadata(mapping.metadata_package(m, org_units=True))
     with FakeMeIsServer(fake) as s:
