@@ -23,9 +23,9 @@ from bench.bench_collector import ingest_rate, payloads, prepared_db
 from bench.common import Results
 from collector.config import Settings
 from collector.db import make_engine, session_factory
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import BatchResult, Store
 from collector.metrics import Metrics
-from collector.store import BatchResult, Store
 from simulator.broker import MosquittoBroker
 from simulator.nats import NatsCluster, nats_binary
 

@@ -21,10 +21,10 @@ from bench.common import Results, percentile
 from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
 from collector.demo_data import SHIPPED
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import BatchResult, Store
 from collector.metrics import Metrics
 from collector.registry import import_dir
-from collector.store import BatchResult, Store
 from device import protocol as p
 from simulator.broker import MosquittoBroker
 

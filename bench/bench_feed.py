@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 
 from bench.bench_collector import payloads, pg_schema, pg_url, prepared_db
 from bench.common import Results
-from collector.auth import Role, create_token
 from collector.config import Settings
 from collector.db import make_engine, session_factory
+from collector.edge.auth import Role, create_token
+from collector.intake.store import Received, Store
 from collector.main import create_app
-from collector.store import Received, Store
 
 EVENTS = 60_000
 

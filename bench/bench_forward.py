@@ -24,8 +24,8 @@ from bench.bench_pages import CENTRES, UNITS, registry
 from bench.common import Results
 from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
-from collector.forward import Forwarder
 from collector.models import Assignment, DailyAggregate, ForwardBatch
+from collector.outbound.forward import Forwarder
 from collector.registry import import_registry
 from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
 

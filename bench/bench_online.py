@@ -24,8 +24,8 @@ import httpx
 
 from bench.bench_collector import pg_schema, pg_url, prepared_db
 from bench.common import Results, percentile
-from collector import online
 from collector.config import Settings
+from collector.edge import online
 from collector.main import create_app
 from collector.models import Assignment
 

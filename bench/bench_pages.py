@@ -30,14 +30,14 @@ from sqlalchemy import text
 from bench.bench_collector import payloads, pg_schema, pg_url
 from bench.bench_retention import timed_apply
 from bench.common import Results, percentile
-from collector.aggregates import RebuildReport, rebuild
-from collector.auth import Role
 from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
+from collector.edge.auth import Role
+from collector.edge.users import create_user
+from collector.intake.aggregates import RebuildReport, rebuild
+from collector.intake.store import Received, Store
 from collector.main import create_app
 from collector.registry import MARZES, import_registry
-from collector.store import Received, Store
-from collector.users import create_user
 
 MARZ_LIST = sorted(MARZES)
 CENTRES = 100
@@ -258,7 +258,7 @@ def logged_in(base: str, user: str) -> httpx.Client:
 
 def analyst_token(url: str) -> str:
     """A fresh analyst API token in the bench's database."""
-    from collector.auth import create_token
+    from collector.edge.auth import create_token
 
     engine = make_engine(url)
     try:

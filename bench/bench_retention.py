@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench.bench_collector import payloads, pg_schema, pg_url, prepared_db
 from bench.common import Results
 from collector.db import make_engine, session_factory
-from collector.retention import RetentionReport, apply_retention
-from collector.store import Received, Store
+from collector.intake.retention import RetentionReport, apply_retention
+from collector.intake.store import Received, Store
 
 EVENTS = 100_000
 

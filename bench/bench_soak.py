@@ -25,10 +25,10 @@ from bench.bench_collector import payloads, pg_schema, pg_url, prepared_db
 from bench.common import Results
 from collector.config import Settings
 from collector.db import make_engine, session_factory
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import Event
-from collector.store import Store
 from simulator.broker import MosquittoBroker
 
 RATE = 2000  # events/s

@@ -214,9 +214,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from collector.db import migrate
-    from collector.ingest import client_settings
+    from collector.intake.ingest import client_settings
+    from collector.intake.receiver import SettingsError, check_client_settings
     from collector.main import create_app
-    from collector.receiver import SettingsError, check_client_settings
 
     if not args.no_ingest:
         try:
@@ -300,10 +300,10 @@ def _fault_drill(current: Any) -> None:
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from collector.ingest import Ingest
+    from collector.intake.ingest import Ingest
+    from collector.intake.receiver import SettingsError
+    from collector.intake.store import Store
     from collector.metrics import Metrics
-    from collector.receiver import SettingsError
-    from collector.store import Store
 
     _check_schema(settings)
     store = Store(
@@ -348,10 +348,10 @@ def _ingest_with_lease(settings: Settings, store: Any, done: threading.Event) ->
     """
     import socket
 
-    from collector.ingest import Ingest, utcnow
+    from collector.intake.ingest import Ingest, utcnow
+    from collector.intake.receiver import SettingsError
     from collector.metrics import Metrics
-    from collector.outbox import Lease
-    from collector.receiver import SettingsError
+    from collector.outbound.outbox import Lease
 
     lease = Lease(
         store.sessions,
@@ -442,8 +442,8 @@ def cmd_registry(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from collector.intake.store import Store
     from collector.models import Quarantine
-    from collector.store import Store
 
     sessions = _sessions(settings)
     if args.action == "list":
@@ -467,7 +467,7 @@ def cmd_quarantine(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from collector.auth import Role, TokenError, create_token, revoke_token
+    from collector.edge.auth import Role, TokenError, create_token, revoke_token
     from collector.models import ApiToken
 
     sessions = _sessions(settings)
@@ -496,7 +496,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from collector.retention import apply_retention, cutoff_for
+    from collector.intake.retention import apply_retention, cutoff_for
 
     now = datetime.now(UTC)
     try:
@@ -529,10 +529,10 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
-    from collector import websessions
-    from collector.auth import Role
+    from collector.edge import websessions
+    from collector.edge.auth import Role
+    from collector.edge.users import UserError, create_user, disable_user, set_password, set_role
     from collector.models import User
-    from collector.users import UserError, create_user, disable_user, set_password, set_role
 
     now = datetime.now(UTC)
     try:
@@ -566,7 +566,7 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
                         f"until {row.expires_at:%Y-%m-%d %H:%M}"
                     )
             elif args.action == "failures":
-                from collector.users import failures_report
+                from collector.edge.users import failures_report
 
                 for kind, who, n, wait in failures_report(s, now):
                     note = f"waits {wait:.0f} s" if wait > 0 else "no wait"
@@ -591,7 +591,7 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
-    from collector import mapping as mapping_mod
+    from collector.outbound import mapping as mapping_mod
 
     sessions = _sessions(settings)
     try:
@@ -628,8 +628,8 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
         print("error: set GNAHAT_FORWARD_URL to the M&E IS", file=sys.stderr)
         return 2
     if args.action == "org-units":
-        from collector.forward import make_http_client
-        from collector.me_check import CheckFailed, resolve_org_units
+        from collector.outbound.forward import make_http_client
+        from collector.outbound.me_check import CheckFailed, resolve_org_units
 
         with make_http_client(settings) as http:
             try:
@@ -642,8 +642,8 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(mapping_mod.to_csv(mapping))
         return 1 if any(f.level == "error" for f in findings) else 0
     if args.action == "check":
-        from collector.forward import make_http_client
-        from collector.me_check import CheckFailed, check
+        from collector.outbound.forward import make_http_client
+        from collector.outbound.me_check import CheckFailed, check
 
         with make_http_client(settings) as http:
             try:
@@ -654,7 +654,7 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
         for f in findings:
             print(f)
         return 1 if any(f.level == "error" for f in findings) else 0
-    from collector.forward import Forwarder
+    from collector.outbound.forward import Forwarder
 
     forwarder = Forwarder(sessions, settings)
     try:
@@ -684,8 +684,8 @@ def cmd_forward(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_webhook(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
-    from collector import webhooks
     from collector.models import Webhook, WebhookDelivery
+    from collector.outbound import webhooks
 
     sessions = _sessions(settings)
     if args.action == "add":
@@ -772,8 +772,8 @@ def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
-    from collector import alerts
     from collector.models import AlertRecipient, AlertRule, Centre
+    from collector.outbound import alerts
 
     sessions = _sessions(settings)
     now = datetime.now(UTC)
@@ -924,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         return cmd_token(settings, args)
     if args.command == "gaps":
-        from collector.gaps import stream_gaps
+        from collector.reading.gaps import stream_gaps
 
         with _sessions(settings)() as s:
             print(json.dumps(stream_gaps(s, args.device)))
@@ -940,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "retention":
         return cmd_retention(settings, args)
     if args.command == "rebuild-aggregates":
-        from collector.store import Store
+        from collector.intake.store import Store
 
         print(f"aggregates rebuilt: {Store(_sessions(settings)).rebuild_all_aggregates()}")
         return 0

@@ -12,16 +12,16 @@ from datetime import datetime
 from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
-from collector import security, web
-from collector.api.deps import AppState
-from collector.api.routes import alerts as alert_routes
-from collector.api.routes import devices, feeds, ops, scores
 from collector.config import Settings
 from collector.db import make_engine, session_factory
-from collector.ingest import Ingest
+from collector.edge import security, web
+from collector.edge.api.deps import AppState
+from collector.edge.api.routes import alerts as alert_routes
+from collector.edge.api.routes import devices, feeds, ops, scores
+from collector.edge.web import online as online_web
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
-from collector.store import Store
-from collector.web import online as online_web
 
 
 def _shut_down(why: str) -> None:
@@ -47,15 +47,15 @@ def create_app(
         state.ingest = Ingest(settings, store, metrics, on_fatal=_shut_down)
     forwarder = None
     if settings.forward_url and settings.forward_enabled:
-        from collector.dhis2 import utcnow
-        from collector.forward import Forwarder
+        from collector.outbound.dhis2 import utcnow
+        from collector.outbound.forward import Forwarder
 
         forwarder = Forwarder(sessions, settings, metrics=metrics, clock=forward_clock or utcnow)
     state.forwarder = forwarder
     webhooks = None
     if settings.webhooks_enabled:
-        from collector.webhooks import WebhookSender
-        from collector.webhooks import utcnow as webhook_now
+        from collector.outbound.webhooks import WebhookSender
+        from collector.outbound.webhooks import utcnow as webhook_now
 
         webhooks = WebhookSender(
             sessions, settings, metrics=metrics, clock=forward_clock or webhook_now
@@ -63,8 +63,8 @@ def create_app(
     state.webhooks = webhooks
     alerts = None
     if settings.alerts_enabled:
-        from collector.alerts import AlertEngine
-        from collector.alerts import utcnow as alerts_now
+        from collector.outbound.alerts import AlertEngine
+        from collector.outbound.alerts import utcnow as alerts_now
 
         # Silence is measured on the clock messages are stamped with (the wall clock);
         # score windows on the business day (a simulated one in the demo).
@@ -105,7 +105,7 @@ def create_app(
         version="0.1.0",
         description="Ratings of social services: feeds, units, quarantine, metrics.",
         lifespan=lifespan,
-        docs_url=None,  # served by collector.security from the installed package
+        docs_url=None,  # served by collector.edge.security from the installed package
         redoc_url=None,
     )
     app.state.gnahat = state

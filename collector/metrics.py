@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from collector.store import BatchResult
+from collector.intake.store import BatchResult
 
 
 class Metrics:

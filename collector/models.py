@@ -80,7 +80,7 @@ class Flag(enum.IntFlag):
     """Part of an implausible burst: kept, left out of scores."""
     CLOCK_UNTRUSTED = 2
     """Unit clock unsynced and no exact correction: ``pressed_at`` is an estimate within
-    ``pressed_lo .. pressed_hi`` (collector.dating)."""
+    ``pressed_lo .. pressed_hi`` (collector.intake.dating)."""
     CLOCK_CORRECTED = 4
     """``pressed_at`` derived from receive time and monotonic clocks."""
     UNKNOWN_BADGE = 8
@@ -346,7 +346,7 @@ class MonthlyAggregate(Base):
 
     Kept with the daily cells (every ingest batch adds to both; a rebuild recomputes
     the months it touched), so that a year's scores, rankings and breakdowns read about
-    twelve rows per cell instead of ~250 (see :func:`collector.series.period_cells`).
+    twelve rows per cell instead of ~250 (see :func:`collector.reading.series.period_cells`).
     """
 
     __tablename__ = "monthly_aggregates"
@@ -409,7 +409,7 @@ class FactorAggregate(Base):
 
 
 class OnlineSubmission(Base):
-    """One online rating taken (see :mod:`collector.online`): its visit's nonce (a
+    """One online rating taken (see :mod:`collector.edge.online`): its visit's nonce (a
     replay is refused), the seqs it took on the desk's ``web`` stream, and daily-keyed
     hashes of the address and browser (never the values) for the abuse limits."""
 
@@ -516,7 +516,7 @@ class ForwardBatch(Base):
 
 
 class OutboxRow:
-    """The columns every outbox of :mod:`collector.outbox` keeps (webhooks, alert notices,
+    """The columns every outbox of :mod:`collector.outbound.outbox` keeps (webhooks, alert notices,
     digests): a key, a version whose ``send_key`` is its idempotency key, the payload and
     its hash, the state and the retry bookkeeping."""
 
@@ -562,7 +562,7 @@ class WebhookDelivery(OutboxRow, Base):
 
 class AlertRule(Base):
     """A rule's parameters: the default (``centre_id`` null) or one centre's override.
-    Rules without a row use the defaults in :mod:`collector.alerts`."""
+    Rules without a row use the defaults in :mod:`collector.outbound.alerts`."""
 
     __tablename__ = "alert_rules"
     __table_args__ = (UniqueConstraint("kind", "centre_id", name="uq_alert_rules_kind_centre"),)

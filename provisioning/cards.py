@@ -5,7 +5,7 @@ Armenian and English, the centre and desk, the QR code (error correction M, a qu
 zone of four modules, at least 55 mm wide so an ordinary phone reads it at arm's
 length), and the address itself for anyone who types it. The QR code is drawn by
 ``segno``; the address carries the desk token signed with the collector's
-``GNAHAT_SECRET_KEY`` (:func:`collector.online.desk_token`), so cards are made where the
+``GNAHAT_SECRET_KEY`` (:func:`collector.edge.online.desk_token`), so cards are made where the
 collector's settings are.
 """
 
@@ -23,8 +23,8 @@ import tomli_w
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from collector.edge.online import desk_token, visit_key
 from collector.models import Assignment, Centre, Device
-from collector.online import desk_token, visit_key
 from provisioning.ca import write_secret
 
 WIDTH_MM, HEIGHT_MM = 105, 148

@@ -109,13 +109,13 @@ class Demo:
     def _start_collector(self, protocol: str) -> None:
         import uvicorn
 
-        from collector.auth import Role, create_token
         from collector.config import Settings
         from collector.db import make_engine, migrate, session_factory
         from collector.demo_data import SHIPPED
+        from collector.edge.auth import Role, create_token
+        from collector.edge.users import create_user
         from collector.main import create_app
         from collector.registry import import_dir
-        from collector.users import create_user
 
         o = self.opts
         url = f"sqlite:///{(o.data / 'gnahat.db').resolve()}"
@@ -197,8 +197,8 @@ class Demo:
         as opening time here and a unit is silent after two minutes."""
         from sqlalchemy import update
 
-        from collector import alerts
         from collector.models import Centre
+        from collector.outbound import alerts
 
         s.execute(update(Centre).values(hours="24/7"))
         # The fleet connects within seconds of the registry's import: no "never heard"
@@ -296,7 +296,7 @@ class Demo:
         over HTTP as a phone would (a fresh browser: its own cookie)."""
         import httpx
 
-        from collector.online import desk_code, desk_token
+        from collector.edge.online import desk_code, desk_token
 
         url = f"http://{self.opts.http_host}:{self.http_port}/r/"
         url += desk_token(self.settings.secret_key, device)

@@ -788,7 +788,7 @@ def serve_registry(
     ``mapping_path`` (the registry's, with ``server_timezone`` set to match)."""
     from zoneinfo import ZoneInfo
 
-    from collector import mapping
+    from collector.outbound import mapping
 
     with sessions() as s:
         m = mapping.derive_from_db(s)

@@ -326,8 +326,8 @@ def run_scenario(
     """
     from collector.db import make_engine, migrate, session_factory
     from collector.demo_data import SHIPPED as REGISTRY
-    from collector.gaps import stream_gaps
     from collector.models import Event, Quarantine
+    from collector.reading.gaps import stream_gaps
     from collector.registry import import_dir
     from device import protocol as p
     from simulator.broker import MosquittoBroker, free_port
@@ -340,7 +340,7 @@ def run_scenario(
     migrate(url)
     engine = make_engine(url)
     sessions = session_factory(engine)
-    from collector.auth import Role, create_token
+    from collector.edge.auth import Role, create_token
 
     with sessions() as s, s.begin():
         import_dir(s, REGISTRY, now=datetime(2026, 1, 1, tzinfo=UTC))
@@ -668,10 +668,10 @@ def _expected_me_is(sessions: Any, mapping_path: Path) -> dict[tuple[str, str, s
     forwarder's payloads): every level's count per (day, centre, service) of every day the
     forwarder may push by now, under the codes of the mapping derived from the registry;
     zeros included (the package makes them significant)."""
-    from collector import mapping
     from collector.config import Settings
-    from collector.forward import Forwarder
     from collector.models import Centre, DailyAggregate, Service
+    from collector.outbound import mapping
+    from collector.outbound.forward import Forwarder
 
     fwd = Forwarder(
         sessions,

@@ -140,7 +140,7 @@ def test_shipped_systemd_units_run_real_commands() -> None:
 
 def test_every_quarantine_reason_is_listed_in_the_protocol() -> None:
     """Every reason the code can write into quarantine is in docs/protocol.md's tables."""
-    from collector.store import Reason
+    from collector.intake.store import Reason
     from device.protocol import ErrorCode
 
     text = doc("docs", "protocol.md")

@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
 from collector.demo_data import SHIPPED
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.registry import import_dir
-from collector.store import Store
 from tests.collector.helpers import T0
 
 

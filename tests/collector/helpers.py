@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector.store import Received
+from collector.intake.store import Received
 from device import protocol as p
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)  # 10:00 in Yerevan

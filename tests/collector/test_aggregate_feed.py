@@ -17,11 +17,11 @@ from sdmx.model import common
 from sdmx.model import v30 as sdmx_model
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import series
-from collector.auth import Role, create_token
 from collector.config import Settings
+from collector.edge.auth import Role, create_token
+from collector.intake.store import Store
 from collector.main import create_app
-from collector.store import Store
+from collector.reading import series
 from tests.collector.helpers import DEV, T0, event, msg, served
 
 AVAN = "am-er-avan-d01"

@@ -16,11 +16,12 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import alerts, hours
+from collector import hours
 from collector.config import Settings
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import Alert, AlertNotification, AuditLog
-from collector.store import Store
+from collector.outbound import alerts
 from device import protocol as p
 from simulator.broker import free_port
 from tests.collector.helpers import DEV, T0, event, msg, served
@@ -403,7 +404,7 @@ def test_acknowledging_over_the_api_refuses_unknown_closed_and_foreign_alerts(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from collector.auth import Role, create_token
+    from collector.edge.auth import Role, create_token
     from collector.main import create_app
     from collector.models import Centre
 

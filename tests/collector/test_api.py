@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role, create_token, revoke_token
 from collector.config import Settings
+from collector.edge.auth import Role, create_token, revoke_token
+from collector.intake.store import Store
 from collector.main import create_app
 from collector.models import AuditLog
-from collector.store import Store
 from tests.collector.helpers import DEV, T0, event, msg
 
 OTHER = "am-sh-gyumri1-d02"
@@ -103,7 +103,7 @@ def test_roles_and_revocation(client: TestClient, sessions: sessionmaker[Session
     analyst = token(sessions, Role.ANALYST)
     assert client.get("/api/v1/devices", headers=auth(analyst)).status_code == 403
     with sessions() as s, s.begin():
-        from collector.auth import authenticate
+        from collector.edge.auth import authenticate
 
         row = authenticate(s, analyst)
         assert row is not None

@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role, create_token, revoke_token
 from collector.config import Settings
+from collector.edge.auth import Role, create_token, revoke_token
+from collector.edge.online import desk_token
+from collector.edge.users import create_user
+from collector.intake.store import Store
 from collector.main import create_app
-from collector.online import desk_token
-from collector.store import Store
-from collector.users import create_user
 from tests.collector.helpers import DEV, T0, event, msg
 
 PASSWORD = "correct horse battery"

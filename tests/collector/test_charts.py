@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.charts import hour_counts
+from collector.intake.store import Store
 from collector.models import Centre, Event, Flag
-from collector.store import Store
+from collector.reading.charts import hour_counts
 from tests.collector.helpers import event, msg
 
 

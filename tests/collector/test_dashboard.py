@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role
 from collector.config import Settings
+from collector.edge.auth import Role
+from collector.edge.users import UserError, create_user
+from collector.intake.store import ORIGIN_ONLINE, Store
 from collector.main import create_app
 from collector.models import AuditLog, DayNote, User
-from collector.store import ORIGIN_ONLINE, Store
-from collector.users import UserError, create_user
 from tests.collector.helpers import T0, event, msg
 
 PASSWORD = "correct horse battery"
@@ -254,7 +254,7 @@ def test_a_cookie_copied_before_logout_or_a_password_change_is_refused(
 ) -> None:
     import base64
 
-    from collector.users import set_password, set_role
+    from collector.edge.users import set_password, set_role
 
     log_in(client, "anna")
     stolen = _copy_cookie(client)

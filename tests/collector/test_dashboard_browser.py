@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role
 from collector.config import Settings
+from collector.edge.auth import Role
+from collector.edge.users import create_user
+from collector.intake.store import Store
 from collector.main import create_app
-from collector.store import Store
-from collector.users import create_user
 from tests.collector.helpers import T0, event, msg
 from tests.collector.helpers import served as serving
 

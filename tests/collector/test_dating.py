@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.intake.store import Store
 from collector.models import Event, Flag, Quarantine
 from collector.registry import import_registry
-from collector.store import Store
 from tests.collector.helpers import DEV, T0, event, msg
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -16,10 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import Event, Flag
-from collector.store import Store
 from device import protocol as p
 from simulator.broker import MosquittoBroker
 from tests.collector.helpers import DEV, event, replace

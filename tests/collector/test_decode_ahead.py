@@ -9,9 +9,9 @@ import pickle
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.intake.receiver import decode_ahead
+from collector.intake.store import Received, Store
 from collector.models import Event, Quarantine
-from collector.receiver import decode_ahead
-from collector.store import Received, Store
 from device import protocol as p
 from tests.collector.helpers import DEV, T0, event, msg
 

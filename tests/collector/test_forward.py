@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import mapping
 from collector.config import Settings
-from collector.dhis2 import judge_response, retry_after_seconds
-from collector.forward import Forwarder
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import DailyAggregate, ForwardBatch
-from collector.store import Store
+from collector.outbound import mapping
+from collector.outbound.dhis2 import judge_response, retry_after_seconds
+from collector.outbound.forward import Forwarder
 from simulator.me_is import FakeMeIs, FakeMeIsServer
 from tests.collector.helpers import DEV, T0, event, msg
 
@@ -583,7 +583,7 @@ def test_an_answer_asking_to_wait_stops_the_whole_round(env: Env) -> None:
 def test_a_plan_goes_in_bounded_transactions_and_one_cut_short_is_planned_again(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from collector import forward
+    from collector.outbound import forward
 
     for d in range(9):
         press(env, range(d * 10 + 1, d * 10 + 3), at=T0 - timedelta(days=d))
@@ -614,7 +614,7 @@ def test_a_plan_goes_in_bounded_transactions_and_one_cut_short_is_planned_again(
 def test_factor_answers_and_the_online_channel_reach_the_me_is(env: Env) -> None:
     from dataclasses import replace as copy
 
-    from collector.store import ORIGIN_ONLINE
+    from collector.intake.store import ORIGIN_ONLINE
     from device import protocol as p
 
     rating = event(1, score=2)

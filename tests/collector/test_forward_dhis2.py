@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select, update
 
-from collector import mapping
 from collector.models import Event, ForwardBatch, Service
+from collector.outbound import mapping
 from simulator.me_is_access import Account
 from tests.collector import test_forward as base
 from tests.collector.helpers import T0

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from collector import mapping
 from collector.models import Centre, DailyAggregate, Employee, Service
+from collector.outbound import mapping
 from tests.collector import test_forward as base
 from tests.collector.test_forward import Env, press
 

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import Event
-from collector.outbox import Lease
-from collector.store import Store
+from collector.outbound.outbox import Lease
 from device import protocol as p
 from simulator.broker import MosquittoBroker
 from tests.collector.helpers import DEV, event

@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import DailyAggregate, DeviceState, Event, Quarantine
 from collector.registry import import_registry
-from collector.store import Store
 from device import protocol as p
 from simulator.broker import MosquittoBroker
 from tests.collector.helpers import DEV, event, replace
@@ -346,9 +346,9 @@ def test_a_process_that_exits_without_stopping_ingest_does_not_hang(
     script.write_text(
         "from collector.config import Settings\n"
         "from collector.db import migrate, make_engine, session_factory\n"
-        "from collector.ingest import Ingest\n"
+        "from collector.intake.ingest import Ingest\n"
         "from collector.metrics import Metrics\n"
-        "from collector.store import Store\n"
+        "from collector.intake.store import Store\n"
         "if __name__ == '__main__':\n"
         f"    url = 'sqlite:///{tmp_path}/left.db'\n"
         "    migrate(url)\n"

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role, create_token
 from collector.config import Settings
+from collector.edge.auth import Role, create_token
 from collector.main import create_app
 from tests.collector.helpers import T0
 
@@ -93,7 +93,7 @@ def test_the_dashboard_page_refuses_bad_days_without_a_500(
 ) -> None:
     import re
 
-    from collector.users import create_user
+    from collector.edge.users import create_user
 
     with sessions() as s, s.begin():
         create_user(

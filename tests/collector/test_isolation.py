@@ -15,9 +15,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.models import DeviceState, Event, Quarantine
-from collector.store import Store
 from device import protocol as p
 from simulator.broker import MosquittoBroker
 from tests.collector.helpers import DEV, event
@@ -358,7 +358,7 @@ def test_a_receiver_that_keeps_dying_is_given_up_on_with_a_reason(
     import signal as sig
     import threading
 
-    from collector.ingest import RECEIVER_MAX_QUICK_DEATHS
+    from collector.intake.ingest import RECEIVER_MAX_QUICK_DEATHS
     from collector.metrics import Metrics
 
     settings = Settings(
@@ -417,7 +417,7 @@ def test_a_flood_of_junk_from_one_unit_keeps_the_database_bounded_and_others_flo
 ) -> None:
     import os
 
-    from collector.store import QUARANTINE_RAW_MAX
+    from collector.intake.store import QUARANTINE_RAW_MAX
 
     ing = started(make_ingest, Store(sessions), broker, database_url, "collector-flood")
     pub = publisher(broker, client_id="pub-flood")

@@ -12,12 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role
-from collector.clientaddr import client_address
 from collector.config import Settings
+from collector.edge.auth import Role
+from collector.edge.clientaddr import client_address
+from collector.edge.users import create_user
 from collector.main import create_app
 from collector.models import AuditLog
-from collector.users import create_user
 from tests.collector.helpers import T0
 
 PASSWORD = "correct horse battery"

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector import mapping
 from collector.cli import main
 from collector.db import make_engine, session_factory
+from collector.outbound import mapping
 from simulator.me_is import FakeMeIs, FakeMeIsServer
 
 GOOD = """kind,key,uid,code,name,value

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import online
-from collector.auth import Role, create_token
 from collector.config import Settings
+from collector.edge import online
+from collector.edge.auth import Role, create_token
 from collector.main import create_app
 from collector.models import (
     ChannelAggregate,
@@ -189,8 +189,8 @@ def test_the_analyst_feed_counts_the_channels_apart_and_together(site: Site) -> 
     import csv
     import io
 
-    from collector.auth import create_token
-    from collector.store import Store
+    from collector.edge.auth import create_token
+    from collector.intake.store import Store
     from tests.collector.helpers import event, msg
 
     Store(site.sessions).process([msg([event(i, score=4) for i in (1, 2, 3)])])

@@ -18,9 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import alerts, fleet, online
-from collector.auth import Role, create_token
 from collector.config import Settings
+from collector.edge import online
+from collector.edge.auth import Role, create_token
+from collector.intake.store import Received, Store
 from collector.main import create_app
 from collector.models import (
     Alert,
@@ -33,7 +34,8 @@ from collector.models import (
     Flag,
     Quarantine,
 )
-from collector.store import Received, Store
+from collector.outbound import alerts
+from collector.reading import fleet
 from device import protocol as p
 from tests.collector.helpers import DEV, T0, event, msg, replace, served
 
@@ -397,7 +399,7 @@ def test_the_ministry_sees_each_centres_phone_share(live_factory: Any) -> None:
         share = online.phone_shares(s, NOON.date(), NOON.date())[centre.id]
     assert share == {"n": 40, "online": 10, "online_excluded": 1}
     with live.sessions() as s, s.begin():
-        from collector.users import create_user
+        from collector.edge.users import create_user
 
         create_user(s, "analyst", "analyst password 123", role=Role.ANALYST, now=T0)
     with httpx.Client(base_url=live.base, follow_redirects=False) as web:

@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import online
 from collector.config import Settings
-from collector.forward import Forwarder
+from collector.edge import online
 from collector.main import create_app
 from collector.models import Event, FactorAggregate
+from collector.outbound.forward import Forwarder
 from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
 from tests.collector.helpers import DEV, T0, served
 from tests.collector.test_web_security_browser import CSP_PROBE, audit, check_headers

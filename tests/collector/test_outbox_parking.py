@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import alerts
 from collector.models import AlertNotification, Assignment
+from collector.outbound import alerts
 from collector.registry import RegistryImportError, import_registry
 from tests.collector.helpers import DEV
 from tests.collector.test_alerts import Env, env  # noqa: F401  (env is a fixture)

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.demo_data import SHIPPED, generate
+from collector.intake.store import Store
 from collector.models import Centre, Employee, Event
 from collector.registry import (
     COLUMNS,
@@ -20,7 +21,6 @@ from collector.registry import (
     export_registry,
     import_registry,
 )
-from collector.store import Store
 from tests.collector.helpers import DEV, T0, event, msg
 
 ROOT = Path(__file__).resolve().parents[2]

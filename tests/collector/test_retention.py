@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.gaps import stream_gaps
+from collector.intake.retention import apply_retention, cutoff_for
+from collector.intake.store import Store
 from collector.models import DailyAggregate, Event, PurgedRange, Quarantine, StreamState
-from collector.retention import apply_retention, cutoff_for
-from collector.store import Store
+from collector.reading.gaps import stream_gaps
 from tests.collector.helpers import DEV, T0, event, msg
 
 CUTOFF = date(2026, 11, 26)

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role, create_token, revoke_token
 from collector.config import Settings
+from collector.edge.auth import Role, create_token, revoke_token
+from collector.intake.store import Store
 from collector.main import create_app
-from collector.store import Store
 from tests.collector.helpers import T0, event, msg, served
 
 #: Fuzzed examples per operation: fewer in the everyday run (`make test`), the full count

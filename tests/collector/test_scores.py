@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role, TokenError, create_token
 from collector.config import Settings
+from collector.edge.auth import Role, TokenError, create_token
+from collector.intake.store import Store
 from collector.main import create_app
-from collector.scores import Counts, posterior_top_two, suppress, wilson
-from collector.store import Store
+from collector.reading.scores import Counts, posterior_top_two, suppress, wilson
 from tests.collector.helpers import T0, event, msg
 
 # ---------------------------------------------------------------- statistics

@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import series as series_mod
-from collector.store import Store
+from collector.intake.store import Store
+from collector.reading import series as series_mod
 from tests.collector.helpers import event, msg
 
 DEVICES = ["am-er-avan-d01", "am-sh-gyumri1-d01", "am-lo-vanadzor-d01"]

@@ -9,6 +9,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.intake.store import ORIGIN_ONLINE, Received, Store
 from collector.models import (
     FACTORS_SQL,
     DailyAggregate,
@@ -19,7 +20,6 @@ from collector.models import (
     Quarantine,
     StreamState,
 )
-from collector.store import ORIGIN_ONLINE, Received, Store
 from tests.collector.helpers import DEV, T0, event, msg, replace
 
 
@@ -262,7 +262,7 @@ def test_a_rebuild_touches_only_cells_whose_counts_changed(
 ) -> None:
     from sqlalchemy import update as sql_update
 
-    from collector.aggregates import STEP_DAYS
+    from collector.intake.aggregates import STEP_DAYS
 
     now = [T0 + timedelta(days=40)]
     store = Store(sessions, clock=lambda: now[0])
@@ -323,7 +323,7 @@ def test_period_sums_from_monthly_cells_equal_the_daily_sums(
     at the edges) equals the daily cells summed."""
     import random
 
-    from collector.scores import level_sums, month_spans
+    from collector.reading.scores import level_sums, month_spans
 
     rng = random.Random(11)
     first = date(2026, 8, 1)

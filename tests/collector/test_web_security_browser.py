@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.auth import Role
 from collector.config import Settings
+from collector.edge.auth import Role
+from collector.edge.users import create_user
+from collector.intake.store import Store
 from collector.main import create_app
 from collector.models import Alert, Centre
-from collector.store import Store
-from collector.users import create_user
 from tests.collector.helpers import T0, event, msg, served
 
 PASSWORD = "correct horse battery"

@@ -16,12 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from collector import webhooks
 from collector.cli import main
 from collector.config import Settings
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import WebhookDelivery
-from collector.store import Store
+from collector.outbound import webhooks
 from tests.collector.helpers import T0, event, msg, served
 
 AVAN = "am-er-avan-d01"

@@ -90,7 +90,7 @@ def test_the_screen_shows_the_desk_code_the_collector_takes(
     only while the unit asks for a rating."""
     import segno
 
-    from collector import online
+    from collector.edge import online
 
     secret = "kiosk-test-secret-0123456789abcdef"
     phone_url = f"https://gnahat.example/r/{online.desk_token(secret, DEV)}"
@@ -203,10 +203,10 @@ def test_a_kiosk_assessment_with_factors_is_stored_once_and_reaches_the_me_is(
     from collector.config import Settings
     from collector.db import make_engine, migrate, session_factory
     from collector.demo_data import SHIPPED
-    from collector.forward import Forwarder
+    from collector.intake.store import Received, Store
     from collector.models import FactorAggregate
+    from collector.outbound.forward import Forwarder
     from collector.registry import import_dir
-    from collector.store import Received, Store
     from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
 
     server, _unit, outbox, _clk = kiosk

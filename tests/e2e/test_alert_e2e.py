@@ -12,9 +12,9 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from sqlalchemy import select, update
 
-from collector import alerts
 from collector.config import Settings
 from collector.models import Alert, Centre, DeviceState
+from collector.outbound import alerts
 from simulator.broker import MosquittoBroker, free_port
 from simulator.units import UnitProcess, unit_config
 from tests.collector.helpers import served

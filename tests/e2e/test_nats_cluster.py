@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import Event
-from collector.store import Store
 from device.clock import SystemClock
 from device.config import MqttConfig
 from simulator.fleet import Fleet

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from collector.config import Settings
 from collector.db import make_engine, migrate, session_factory
+from collector.edge.online import desk_of
 from collector.main import create_app
-from collector.online import desk_of
 from device.config import parse_config
 from device.visitcode import DeskCode
 

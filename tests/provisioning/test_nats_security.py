@@ -21,10 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings as CollectorSettings
-from collector.ingest import Ingest
+from collector.intake.ingest import Ingest
+from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import Event
-from collector.store import Store
 from device import protocol as p
 from provisioning.broker import BrokerLayout, render_nats_accounts
 from provisioning.ca import FleetCA

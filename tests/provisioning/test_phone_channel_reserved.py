@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from collector import online
 from collector.config import Settings as CollectorSettings
+from collector.edge import online
 from collector.main import create_app
 from collector.models import Event, Quarantine
 from device import protocol as p

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from collector import mapping
+from collector.outbound import mapping
 from simulator.me_is import FakeMeIs, FakeMeIsServer
 from simulator.me_is_access import Account
 
