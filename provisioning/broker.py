@@ -303,7 +303,7 @@ def render_conf(layout: BrokerLayout, folder: Path, ca_file: Path, crl_file: Pat
         f"max_queued_messages {layout.max_queued_messages}",
         "max_queued_bytes 0",
         "persistent_client_expiration 14d",
-        "# The largest packet the protocol allows (device/protocol.py MAX_PACKET_BYTES):",
+        "# The largest packet the protocol allows (device/protocol/common.py MAX_PACKET_BYTES):",
         "# anything larger is refused here, before it costs the collector a byte.",
         f"max_packet_size {p.MAX_PACKET_BYTES}",
         "# A press is committed and acked within milliseconds: no Nagle delay on top.",
