@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector.models import AlertRecipient, Centre, ReportDelivery, Service
-from collector.outbound import alerts as alert_mod
 from collector.outbound import outbox
+from collector.outbound.alerts.kinds import ACTIVE
+from collector.outbound.alerts.records import listing
 from collector.reading import charts, scores
 
 SEND_AFTER = time(7, 0)
@@ -123,9 +124,7 @@ def build(
             if len(days) > 1:
                 svg = charts.trend(days, name, f"{first}..{last}", f"trend-{c.code}")
                 attachments.append({"name": f"{c.code}-{first}-{last}.svg", "svg": str(svg)})
-    open_alerts = alert_mod.listing(
-        session, centres=set(codes) if codes else None, states=alert_mod.ACTIVE, lang=lang
-    )
+    open_alerts = listing(session, centres=set(codes) if codes else None, states=ACTIVE, lang=lang)
     lines += ["", t["alerts"] if open_alerts else t["no_alerts"]]
     lines += [f"  - {a['text']}" for a in open_alerts]
     if attachments:
