@@ -583,11 +583,11 @@ def test_an_answer_asking_to_wait_stops_the_whole_round(env: Env) -> None:
 def test_a_plan_goes_in_bounded_transactions_and_one_cut_short_is_planned_again(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from collector.outbound import forward
+    from collector.outbound import planning
 
     for d in range(9):
         press(env, range(d * 10 + 1, d * 10 + 3), at=T0 - timedelta(days=d))
-    monkeypatch.setattr(forward, "PLAN_CHUNK", 2)
+    monkeypatch.setattr(planning, "PLAN_CHUNK", 2)
     fwd = env.forwarder()
     real_build = fwd.adapter.build
     built: list[date] = []
