@@ -5,20 +5,21 @@ signed cookie (SameSite=Strict, HttpOnly; Secure in production) and every form
 carries a CSRF token tied to it. Managers see their own centres and staff (staff
 figures only where n >= 5, never ranked); analysts and admins see every centre.
 Pages work without JavaScript, with large type, high contrast and real labels.
+
+By part: the routes here; the words in :mod:`~collector.edge.web.texts`; what every
+page shares in :mod:`~collector.edge.web.common`; the phone pages in
+:mod:`~collector.edge.web.online`.
 """
 
 from __future__ import annotations
 
-import secrets
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select, text
 
 from collector.edge import online as online_channel
@@ -28,6 +29,15 @@ from collector.edge.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.edge.auth import Role, scoped_centres
 from collector.edge.clientaddr import client_address
 from collector.edge.users import LoginRefused, RateLimited, login
+from collector.edge.web.common import (
+    MAX_NOTE,
+    _csrf_ok,
+    _current_user,
+    _lang,
+    _page,
+    _visible_centres,
+)
+from collector.edge.web.texts import TEXT
 from collector.models import (
     UNCERTAIN_SQL,
     Alert,
@@ -36,7 +46,6 @@ from collector.models import (
     DayNote,
     Event,
     ForwardBatch,
-    User,
 )
 from collector.outbound import alerts as alert_mod
 from collector.reading import charts, fleet, scores
@@ -44,332 +53,7 @@ from collector.reading import series as series_mod
 from collector.reading.names import names
 from device.wording import FACTOR_QUESTIONS
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 router = APIRouter(include_in_schema=False)
-LANGS = ("hy", "en")
-MAX_NOTE = 500
-
-TEXT: dict[str, dict[str, str]] = {
-    "hy": {
-        "app": "Գնահատ",
-        "tagline": "Սոցիալական ծառայությունների գնահատում",
-        "login": "Մուտք",
-        "username": "Օգտանուն",
-        "password": "Գաղտնաբառ",
-        "logout": "Ելք",
-        "bad_login": "Սխալ օգտանուն կամ գաղտնաբառ։",
-        "locked": "Չափազանց շատ անհաջող փորձեր։ Փորձեք կրկին {seconds} վայրկյանից։",
-        "centre": "Կենտրոն",
-        "from": "Սկիզբ",
-        "to": "Ավարտ",
-        "show": "Ցույց տալ",
-        "services": "Ծառայություններ",
-        "service": "Ծառայություն",
-        "total": "Ընդամենը",
-        "n": "Գնահատականներ",
-        "mean": "Միջին",
-        "csat": "Գոհունակություն",
-        "interval": "95 % միջակայք",
-        "days": "Օրեր",
-        "day": "Օր",
-        "notes": "Նշումներ",
-        "staff": "Աշխատակիցներ",
-        "employee": "Աշխատակից",
-        "not_enough": "Բավարար գնահատականներ չկան",
-        "no_ratings": "Այս ժամանակահատվածում գնահատականներ չկան։",
-        "add_note": "Ավելացնել նշում",
-        "note": "Նշում (օր․՝ համակարգի խափանում, հերթի գերծանրաբեռնվածություն)",
-        "save": "Պահպանել",
-        "saved": "Նշումը պահպանված է։",
-        "staff_rule": "Աշխատակցի ցուցանիշը ցույց է տրվում միայն առնվազն 5 գնահատականի դեպքում։",
-        "forbidden": "Այս էջը ձեզ համար չէ։",
-        "language": "English",
-        "skip": "Անցնել բովանդակությանը",
-        "unattributed": "Առանց աշխատակցի",
-        "future": "Նշումը վերաբերում է արդեն եղած օրվան, ոչ ապագային։",
-        "uncertain_day": "{n} գնահատական թվագրված է մոտավորապես․ սարքի ժամացույցը "
-        "ճշգրտված չէր, և օրը կարող է տարբերվել",
-        "me_is": "Ուղարկում ՄԳՏՀ (մոնիթորինգի և գնահատման տեղեկատվական համակարգ)",
-        "me_is_all": "Այս ժամանակահատվածի բոլոր օրերը հասել են ՄԳՏՀ։",
-        "me_is_state": "Վիճակ",
-        "me_is_reason": "Պատճառ",
-        "fwd_pending": "սպասում է",
-        "fwd_parked": "կանգնեցված է",
-        "fwd_locked": "փակված է ՄԳՏՀ-ում",
-        "fwd_link": "ՄԳՏՀ-ն չի պատասխանում",
-        "fwd_server": "ՄԳՏՀ-ի խափանում",
-        "fwd_auth": "ՄԳՏՀ-ն մերժել է հաշիվը",
-        "fwd_mapping": "տվյալների համապատասխանեցման բաց",
-        "fwd_not_open": "ժամանակահատվածը դեռ բաց չէ ՄԳՏՀ-ում",
-        "fwd_locked_reason": "ժամանակահատվածը փակված է ՄԳՏՀ-ում",
-        "fwd_unmapped": "համապատասխանեցումը չի ընդգրկում",
-        "fwd_answer": "անհասկանալի պատասխան",
-        "alerts": "Ազդանշաններ",
-        "units": "Սարքեր",
-        "ministry": "Նախարարություն. բոլոր կենտրոնները",
-        "ministry_link": "Բոլոր կենտրոնները",
-        "dashboard_link": "Կենտրոն",
-        "marzes": "Մարզեր",
-        "marz": "Մարզ",
-        "centres_n": "Կենտրոններ",
-        "rankings": "Կենտրոնների դասակարգում",
-        "rank": "Տեղ",
-        "by_phone": "Հեռախոսով (հանված)",
-        "score": "Գնահատված գոհունակություն",
-        "rank_rule": "Դասակարգումը կրճատում է փոքր նմուշները դեպի ազգային միջինը "
-        "(Դիրիխլեի նախնական բաշխում)։ Միջակայքերը հատվելու դեպքում տարբերությունը "
-        "վստահելի չէ։",
-        "too_few": "Դատելու համար քիչ գնահատականներ (< {n})",
-        "all_judged": "Բոլոր կենտրոններն ունեն բավարար գնահատականներ։",
-        "pic_national": "Գոհունակությունն ըստ օրերի, ամբողջ երկրում",
-        "pic_marz": "Գոհունակությունն ըստ օրերի, {marz}",
-        "whole_country": "Ամբողջ երկիրը",
-        "pic_rankings": "Կենտրոններ՝ գնահատված գոհունակությամբ",
-        "pic_rankings_desc": "Յուրաքանչյուր կենտրոնի գնահատված գոհունակությունը և 95 % միջակայքը",
-        "p_day": "Այսօր",
-        "p_week": "Այս շաբաթ",
-        "p_month": "Այս ամիս",
-        "p_30": "Վերջին 30 օր",
-        "compare": "Գոհունակությունը՝ {csat} ({n} գնահատական)։ Նախորդ ժամանակահատվածում "
-        "({first}–{last})՝ {prev} ({prev_n})։ Փոփոխություն՝ {delta} տոկոսային կետ։",
-        "compare_none": "Նախորդ ժամանակահատվածում ({first}–{last}) գնահատականներ չկան։",
-        "pictures": "Պատկերներ",
-        "pic_trend": "Գոհունակությունն ըստ օրերի",
-        "pic_trend_desc": "Գիծը՝ գոհունակության բաժինը, գոտին՝ 95 % միջակայքը, "
-        "ներքևի սյուները՝ գնահատականների թիվը, {period}",
-        "pic_levels": "Գնահատականների բաշխումն ըստ մակարդակների",
-        "pic_levels_desc": "Յուրաքանչյուր մակարդակի բաժինը և թիվը",
-        "pic_factors": "Որտեղ ենք կորցնում այցելուներին",
-        "pic_factors_desc": "Գնահատման գործոններ․ բարենպաստ պատասխանների բաժինը և 95 % միջակայքը",
-        "factor_h": "Գործոն",
-        "channels": "Ալիքներ",
-        "channel_counter": "պատուհանի մոտ",
-        "channel_online": "հեռախոսով",
-        "pic_services": "Ծառայություններ՝ կողք կողքի",
-        "pic_services_desc": "Գոհունակության բաժինը և 95 % միջակայքը ըստ ծառայության",
-        "pic_heatmap": "Գնահատականներն ըստ ժամի և շաբաթվա օրվա",
-        "pic_heatmap_desc": "Կենտրոնի գնահատականների թիվը ըստ ժամի (սյուներ) և օրվա (տողեր)",
-        "as_table": "Ցույց տալ աղյուսակով",
-        "level": "Մակարդակ {level} / {scale}",
-        "level_h": "Մակարդակ",
-        "share": "Բաժին",
-        "hour": "Ժամ",
-        "desk": "Սեղան",
-        "unit": "Սարք",
-        "presence": "Կապ",
-        "online": "միացված",
-        "offline": "անջատված",
-        "last_heard": "Վերջին կապ",
-        "last_rating": "Վերջին գնահատական",
-        "queue": "Չուղարկված",
-        "clock": "Ժամացույց",
-        "synced": "ճշգրտված",
-        "unsynced": "ճշգրտված չէ",
-        "missing": "Բացակայող",
-        "never": "երբեք",
-        "minutes_old": "{n} րոպե",
-        "no_alerts": "Բաց ազդանշաններ չկան։",
-        "sev_info": "տեղեկություն",
-        "sev_warning": "զգուշացում",
-        "sev_critical": "կրիտիկական",
-        "st_open": "բաց",
-        "st_acknowledged": "հաստատված",
-        "since": "սկսած",
-        "ack": "Հաստատել",
-        "ack_comment": "Մեկնաբանություն (ինչ է արվում)",
-        "acked_by": "Հաստատել է {who}․ {comment}",
-        "ack_saved": "Ազդանշանը հաստատված է։",
-        "ack_closed": "Այս ազդանշանն արդեն փակված է։",
-    },
-    "en": {
-        "app": "Gnahat",
-        "tagline": "Ratings of social services",
-        "login": "Log in",
-        "username": "Username",
-        "password": "Password",
-        "logout": "Log out",
-        "bad_login": "Wrong username or password.",
-        "locked": "Too many failed attempts. Try again in {seconds} seconds.",
-        "centre": "Centre",
-        "from": "From",
-        "to": "To",
-        "show": "Show",
-        "services": "Services",
-        "service": "Service",
-        "total": "Total",
-        "n": "Ratings",
-        "mean": "Mean",
-        "csat": "Satisfied",
-        "interval": "95 % interval",
-        "days": "Days",
-        "day": "Day",
-        "notes": "Notes",
-        "staff": "Staff",
-        "employee": "Employee",
-        "not_enough": "Not enough ratings",
-        "no_ratings": "No ratings in this period.",
-        "add_note": "Add a note",
-        "note": "Note (e.g. system outage, queue overflow)",
-        "save": "Save",
-        "saved": "Note saved.",
-        "staff_rule": "A staff member's figure is shown only from 5 ratings.",
-        "forbidden": "This page is not for you.",
-        "language": "Հայերեն",
-        "skip": "Skip to content",
-        "unattributed": "No staff member",
-        "future": "A note is about a day that has happened, not a future one.",
-        "me_is": "Delivery to the M&E IS",
-        "me_is_all": "Every day of this period has reached the M&E IS.",
-        "me_is_state": "State",
-        "me_is_reason": "Reason",
-        "fwd_pending": "waiting",
-        "fwd_parked": "stopped",
-        "fwd_locked": "locked in the M&E IS",
-        "fwd_link": "the M&E IS does not answer",
-        "fwd_server": "the M&E IS is failing",
-        "fwd_auth": "the M&E IS refused the account",
-        "fwd_mapping": "a mapping or metadata gap",
-        "fwd_not_open": "the period is not open yet in the M&E IS",
-        "fwd_locked_reason": "the period is closed in the M&E IS",
-        "fwd_unmapped": "the mapping does not cover it",
-        "fwd_answer": "an answer that cannot be used",
-        "alerts": "Alerts",
-        "units": "Units",
-        "ministry": "Ministry: every centre",
-        "ministry_link": "All centres",
-        "dashboard_link": "Centre",
-        "marzes": "Marzes",
-        "marz": "Marz",
-        "centres_n": "Centres",
-        "rankings": "Centre rankings",
-        "rank": "Rank",
-        "by_phone": "By phone (left out)",
-        "score": "Estimated satisfaction",
-        "rank_rule": "Rankings shrink small samples towards the national share (a "
-        "Dirichlet prior); where two intervals overlap, the order between them is not "
-        "certain.",
-        "too_few": "Too few ratings to judge (< {n})",
-        "all_judged": "Every centre has enough ratings.",
-        "pic_national": "Satisfaction by day, the whole country",
-        "pic_marz": "Satisfaction by day, {marz}",
-        "whole_country": "The whole country",
-        "pic_rankings": "Centres by estimated satisfaction",
-        "pic_rankings_desc": "Each centre's estimated satisfaction and its 95 % interval",
-        "p_day": "Today",
-        "p_week": "This week",
-        "p_month": "This month",
-        "p_30": "Last 30 days",
-        "compare": "Satisfaction {csat} ({n} ratings). Previous period ({first} to {last}): "
-        "{prev} ({prev_n}). Change: {delta} percentage points.",
-        "compare_none": "No ratings in the previous period ({first} to {last}).",
-        "pictures": "Pictures",
-        "pic_trend": "Satisfaction by day",
-        "pic_trend_desc": "Line: the satisfied share; band: its 95 % interval; bars along "
-        "the bottom: the number of ratings; {period}",
-        "pic_levels": "Ratings by level",
-        "pic_levels_desc": "The share and number of ratings at each level",
-        "pic_factors": "Where we lose visitors",
-        "pic_factors_desc": "Assessment factors: favourable answers and their 95 % interval",
-        "factor_h": "Factor",
-        "channels": "Channels",
-        "channel_counter": "at the desk",
-        "channel_online": "by phone",
-        "pic_services": "Services side by side",
-        "pic_services_desc": "Satisfied share and its 95 % interval per service",
-        "pic_heatmap": "Ratings by hour and weekday",
-        "pic_heatmap_desc": "The centre's ratings per hour (columns) and weekday (rows)",
-        "as_table": "Show as a table",
-        "level": "Level {level} of {scale}",
-        "level_h": "Level",
-        "share": "Share",
-        "hour": "Hour",
-        "desk": "Desk",
-        "unit": "Unit",
-        "presence": "Link",
-        "online": "online",
-        "offline": "offline",
-        "last_heard": "Last heard",
-        "last_rating": "Last rating",
-        "queue": "Unsent",
-        "clock": "Clock",
-        "synced": "synchronised",
-        "unsynced": "not synchronised",
-        "missing": "Missing",
-        "never": "never",
-        "minutes_old": "{n} min",
-        "no_alerts": "No open alerts.",
-        "sev_info": "info",
-        "sev_warning": "warning",
-        "sev_critical": "critical",
-        "st_open": "open",
-        "st_acknowledged": "acknowledged",
-        "since": "since",
-        "ack": "Acknowledge",
-        "ack_comment": "Comment (what is being done)",
-        "acked_by": "Acknowledged by {who}: {comment}",
-        "ack_saved": "The alert is acknowledged.",
-        "ack_closed": "This alert has closed already.",
-        "uncertain_day": "{n} ratings dated by estimate: the unit's clock was not set, "
-        "so their day may be off",
-    },
-}
-
-
-def _lang(request: Request, asked: str | None) -> str:
-    if asked in LANGS:
-        request.session["lang"] = asked
-    lang = request.session.get("lang", "hy")
-    return lang if lang in LANGS else "hy"
-
-
-def _csrf(request: Request) -> str:
-    """The form token: the server-side session's once logged in; before that, a token in
-    the (signed) cookie that the login form must echo."""
-    live = getattr(request.state, "web_session", None)
-    if live is not None:
-        return str(live.csrf)
-    token = request.session.get("csrf")
-    if not token:
-        token = secrets.token_urlsafe(32)
-        request.session["csrf"] = token
-    return str(token)
-
-
-def _csrf_ok(request: Request, presented: str) -> bool:
-    live = getattr(request.state, "web_session", None)
-    expected = live.csrf if live is not None else request.session.get("csrf")
-    return bool(expected) and secrets.compare_digest(str(expected), presented)
-
-
-def _page(
-    request: Request, name: str, lang: str, status_code: int = 200, **context: Any
-) -> HTMLResponse:
-    return TEMPLATES.TemplateResponse(
-        request,
-        name,
-        {"t": TEXT[lang], "lang": lang, "csrf": _csrf(request), **context},
-        status_code=status_code,
-    )
-
-
-def _current_user(request: Request, session: Any, state: Any) -> User | None:
-    """The user of this request's live server-side session, or None (then the cookie's
-    stale id is dropped)."""
-    token = request.session.get("sid")
-    if not token:
-        return None
-    now = state.clock()
-    live = websessions.lookup(session, str(token), now=now, idle_s=state.settings.session_idle_s)
-    user: User | None = session.get(User, live.user_id) if live is not None else None
-    if live is not None and (user is None or user.disabled_at is not None):
-        websessions.end(session, live, why="user disabled", now=now)
-        user = None
-    session.commit()
-    if user is None:
-        request.session.pop("sid", None)
-        return None
-    request.state.web_session = live
-    return user
 
 
 @router.get("/")
@@ -443,13 +127,6 @@ def logout(
     request.session.clear()
     request.session["lang"] = lang
     return RedirectResponse("/login", status_code=303)
-
-
-def _visible_centres(session: Any, user: User) -> list[Any]:
-    """The centres this user may see (plain rows, by code)."""
-    allowed = scoped_centres(user.role, user.centres)
-    every = names(session).centres
-    return [c for c in every if allowed is None or c.code in allowed]
 
 
 @router.get("/dashboard")
