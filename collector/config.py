@@ -272,7 +272,7 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: str) -> str:
-        from collector.edge.clientaddr import parse_networks
+        from collector.clientaddr import parse_networks
 
         parse_networks(value)
         return value

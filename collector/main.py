@@ -63,7 +63,7 @@ def create_app(
     state.webhooks = webhooks
     alerts = None
     if settings.alerts_enabled:
-        from collector.outbound.alerts import AlertEngine
+        from collector.outbound.alert_engine import AlertEngine
         from collector.outbound.alerts import utcnow as alerts_now
 
         # Silence is measured on the clock messages are stamped with (the wall clock);

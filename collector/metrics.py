@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from collector.intake.store import BatchResult
+if TYPE_CHECKING:  # the store's result type only: metrics import nothing of a part
+    from collector.intake.store import BatchResult
 
 
 class Metrics:

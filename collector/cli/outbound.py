@@ -195,6 +195,7 @@ def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
 
     from collector.models import AlertRecipient, AlertRule, Centre
     from collector.outbound import alerts
+    from collector.outbound.alert_engine import AlertEngine
 
     sessions = _sessions(settings)
     now = datetime.now(UTC)
@@ -274,7 +275,7 @@ def cmd_alert(settings: Settings, args: argparse.Namespace) -> int:
                 rec.active = False
             print(f"recipient {args.id} removed")
             return 0
-        engine = alerts.AlertEngine(sessions, settings)
+        engine = AlertEngine(sessions, settings)
         try:
             print(engine.run_once() or "nothing to do")
         finally:

@@ -92,3 +92,5 @@ EXCLUDED_FROM_SCORES = Flag.BURST | Flag.ONLINE_SUSPECT | Flag.ONLINE_UNVERIFIED
 UNCERTAIN_SQL = f"(flags & {int(Flag.DAY_UNCERTAIN)}) <> 0"
 #: The follow-up answers among the events (a few per hundred ratings at most).
 FACTORS_SQL = "type = 'factors'"
+#: The stream of a desk's phone ratings (the collector allocates its seqs).
+WEB_STREAM = "web"

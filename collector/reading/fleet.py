@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from collector.intake.store.batch import WEB_STREAM
-from collector.models import Assignment, Device, DeviceState, StreamState
+from collector.models import WEB_STREAM, Assignment, Device, DeviceState, StreamState
 
 
 def centre_units(session: Session, centre_id: int, now: datetime) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from collector.intake.store import Store
 from collector.metrics import Metrics
 from collector.models import Alert, AlertNotification, AuditLog
 from collector.outbound import alerts
+from collector.outbound.alert_engine import AlertEngine
 from device import protocol as p
 from simulator.broker import free_port
 from tests.collector.helpers import DEV, T0, event, msg, served
@@ -62,7 +63,7 @@ class Env:
     now: list[datetime]
     metrics: Metrics
 
-    def engine(self, **settings: Any) -> alerts.AlertEngine:
+    def engine(self, **settings: Any) -> AlertEngine:
         base: dict[str, Any] = {
             "database_url": "sqlite://",
             "smtp_host": "127.0.0.1",
@@ -70,7 +71,7 @@ class Env:
             "smtp_from": "alerts@gnahat.example",
         }
         s = Settings(**{**base, **settings})
-        return alerts.AlertEngine(
+        return AlertEngine(
             self.sessions, s, metrics=self.metrics, clock=lambda: self.now[0], rng=lambda: 0.0
         )
 
@@ -282,9 +283,7 @@ def test_recipients_choose_centres_and_severity_and_failures_are_kept(env: Env) 
     assert again.run_once() == {"sent": 1, "parked": 1}
     again.stop()
     # No SMTP server configured at all: parked with the reason.
-    unset = alerts.AlertEngine(
-        env.sessions, Settings(database_url="sqlite://"), clock=lambda: env.now[0]
-    )
+    unset = AlertEngine(env.sessions, Settings(database_url="sqlite://"), clock=lambda: env.now[0])
     env.heard(T0 + timedelta(minutes=7), clock_synced=False)
     assert unset.run_once()["parked"] == 2  # both email recipients
     with env.sessions() as s:

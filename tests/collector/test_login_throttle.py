@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector.clientaddr import client_address
 from collector.config import Settings
 from collector.edge.auth import Role
-from collector.edge.clientaddr import client_address
 from collector.edge.users import create_user
 from collector.main import create_app
 from collector.models import AuditLog

@@ -34,7 +34,7 @@ from collector.models import (
     Flag,
     Quarantine,
 )
-from collector.outbound import alerts
+from collector.outbound.alert_engine import AlertEngine
 from collector.reading import fleet
 from device import protocol as p
 from tests.collector.helpers import DEV, T0, event, msg, replace, served
@@ -234,7 +234,7 @@ def test_a_phone_rating_neither_closes_a_silent_units_alert_nor_shows_it_heard(
     status = p.encode_status(p.Presence.ONLINE, firmware="1.0")
     Store(live.sessions).process([Received(p.status_topic(DEV), status, heard)])
     settings = Settings(database_url="sqlite://", alerts_enabled=True)
-    engine = alerts.AlertEngine(live.sessions, settings, clock=lambda: live.now[0])
+    engine = AlertEngine(live.sessions, settings, clock=lambda: live.now[0])
     engine.run_once()
 
     def silent_open() -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from collector.config import Settings
 from collector.models import Alert, Centre, DeviceState
 from collector.outbound import alerts
+from collector.outbound.alert_engine import AlertEngine
 from simulator.broker import MosquittoBroker, free_port
 from simulator.units import UnitProcess, unit_config
 from tests.collector.helpers import served
@@ -61,7 +62,7 @@ def test_a_silent_unit_reaches_email_and_webhook_once_and_closes(
         alerts.add_recipient(s, "email", "manager@vanadzor.example", lang="hy",
                              centres=[CENTRE], now=now)  # fmt: skip
     unit: UnitProcess | None = None
-    engine: alerts.AlertEngine | None = None
+    engine: AlertEngine | None = None
     try:
         with served(receiver.app()) as url:
             with sessions() as s, s.begin():
@@ -84,7 +85,7 @@ def test_a_silent_unit_reaches_email_and_webhook_once_and_closes(
                 return seen is not None and seen >= t
 
             assert until(lambda: heard_since(now), 30), "the unit never reached the collector"
-            engine = alerts.AlertEngine(
+            engine = AlertEngine(
                 sessions,
                 Settings(
                     database_url=collector.settings.database_url,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings
 from collector.edge.auth import Role, authenticate
-from collector.intake.ingest import Ingest
 from collector.metrics import Metrics
 from collector.models import ApiToken
+
+if TYPE_CHECKING:  # the edge reads ingest's health; it never writes through it
+    from collector.intake.ingest import Ingest
 
 
 @dataclass
@@ -26,7 +28,7 @@ class AppState:
     ingest: Ingest | None = None
     forwarder: Any = None  # collector.outbound.forward.Forwarder when forwarding runs here
     webhooks: Any = None  # collector.outbound.webhooks.WebhookSender when webhooks are sent here
-    alerts: Any = None  # collector.outbound.alerts.AlertEngine when alerts run here
+    alerts: Any = None  # collector.outbound.alert_engine.AlertEngine when alerts run here
     store: Any = None  # collector.intake.store.Store: what the online channel writes through
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     business_clock: Callable[[], datetime] | None = None

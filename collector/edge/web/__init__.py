@@ -22,12 +22,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select, text
 
+from collector.clientaddr import client_address
 from collector.edge import online as online_channel
 from collector.edge import websessions
 from collector.edge.api.deps import SessionDep, StateDep
 from collector.edge.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
 from collector.edge.auth import Role, scoped_centres
-from collector.edge.clientaddr import client_address
 from collector.edge.users import LoginRefused, RateLimited, login
 from collector.edge.web.common import (
     MAX_NOTE,

@@ -23,11 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from collector import hours as hours_mod
+from collector.clientaddr import client_address
 from collector.edge import online
 from collector.edge.api.deps import SessionDep, StateDep, require
 from collector.edge.api.params import AUTH_RESPONSES, NOT_FOUND
 from collector.edge.auth import Role, scoped_centres
-from collector.edge.clientaddr import client_address
 from collector.models import ApiToken, Assignment, AuditLog, Centre, Device, Service
 from device import protocol as p
 from device.wording import FACTOR_QUESTIONS, FOLLOW_UP, LANGS, SCORE_LABELS, SOLVED_LABELS

@@ -23,7 +23,6 @@ from collector.intake.store.batch import (
     _Q,
     ORIGIN_MQTT,
     ORIGIN_ONLINE,
-    WEB_STREAM,
     BatchResult,
     Reason,
     Received,
@@ -36,6 +35,7 @@ from collector.intake.store.quarantine import (
     QUARANTINE_TOPIC_MAX,
     QuarantineWriter,
 )
+from collector.models import WEB_STREAM
 from collector.registry import Snapshot, registry_version
 from device import protocol as p
 

@@ -27,8 +27,6 @@ class Reason:
 #: Where a message came from: the broker (a unit), or the collector's own phone page.
 ORIGIN_MQTT = "mqtt"
 ORIGIN_ONLINE = "online"
-#: The stream of a desk's phone ratings (the collector allocates its seqs).
-WEB_STREAM = "web"
 
 
 @dataclass(frozen=True, slots=True)

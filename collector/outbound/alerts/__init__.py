@@ -25,14 +25,14 @@ its 95 % interval, with enough ratings), ``drop`` (a centre's CSAT fell against 
 history, intervals apart) and ``bursts`` (many presses left out as bursts: worth a look).
 
 By part: :mod:`~collector.outbound.alerts.kinds`, :mod:`~collector.outbound.alerts.rules`,
-:mod:`~collector.outbound.alerts.records`, :mod:`~collector.outbound.alerts.engine`, and the
-scheduled digests in :mod:`~collector.outbound.alerts.digests`. Every name but the digests'
-is re-exported here.
+:mod:`~collector.outbound.alerts.records` (every name of these three is re-exported here),
+and the scheduled digests in :mod:`~collector.outbound.alerts.digests`. What runs them
+and sends the notices, :class:`~collector.outbound.alert_engine.AlertEngine`, sits beside
+the package: it uses the digests, which use the records, so nothing here imports it.
 """
 
 from __future__ import annotations
 
-from collector.outbound.alerts.engine import AlertEngine
 from collector.outbound.alerts.kinds import (
     ACKED,
     ACTIVE,
@@ -70,7 +70,6 @@ __all__ = [
     "SEVERITIES",
     "TEXTS",
     "TZ",
-    "AlertEngine",
     "Finding",
     "_bottom",
     "_hears",

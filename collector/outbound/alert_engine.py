@@ -1,4 +1,4 @@
-"""The engine: rounds that reconcile findings with the alerts on record, and the outbox
+"""The alerts engine: rounds that reconcile findings with the alerts on record, and the outbox
 of notices and digests (one engine per deployment, under a lease)."""
 
 from __future__ import annotations
