@@ -27,7 +27,8 @@ from collector.db import make_engine, migrate, session_factory
 from collector.models import Assignment, DailyAggregate, ForwardBatch
 from collector.outbound.forward import Forwarder
 from collector.registry import import_registry
-from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
+from simulator.me_is import FakeMeIs
+from simulator.me_is_server import FakeMeIsServer, serve_registry
 
 RECEIVER_S = 0.2
 GOAL = "a year's backlog <= 15 min"

@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "me-is":
         import threading
 
-        from simulator.me_is import FakeMeIs, FakeMeIsServer
+        from simulator.me_is import FakeMeIs
+        from simulator.me_is_server import FakeMeIsServer
 
         fake = FakeMeIs(username=args.user, password=args.password)
         if args.token:

@@ -98,7 +98,8 @@ class Demo:
             protocol = "3.1.1"
         self.broker.start()
         from simulator.fleet import SimClock
-        from simulator.me_is import FakeMeIs, FakeMeIsServer
+        from simulator.me_is import FakeMeIs
+        from simulator.me_is_server import FakeMeIsServer
         from simulator.visitors import next_opening
 
         self.clock = SimClock(next_opening(datetime.now().astimezone()), o.factor)
@@ -125,7 +126,7 @@ class Demo:
         with sessions() as s, s.begin():
             import_dir(s, SHIPPED, actor="demo")
             self._demo_alert_rules(s)
-        from simulator.me_is import serve_registry
+        from simulator.me_is_server import serve_registry
 
         # The fake M&E IS knows what `forward metadata` would create on a real one, and
         # keeps the simulated time, as the collector does.

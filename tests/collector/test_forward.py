@@ -20,7 +20,8 @@ from collector.models import DailyAggregate, ForwardBatch
 from collector.outbound import mapping
 from collector.outbound.dhis2 import judge_response, retry_after_seconds
 from collector.outbound.forward import Forwarder
-from simulator.me_is import FakeMeIs, FakeMeIsServer
+from simulator.me_is import FakeMeIs
+from simulator.me_is_server import FakeMeIsServer
 from tests.collector.helpers import DEV, T0, event, msg
 
 DAY = date(2026, 11, 24)

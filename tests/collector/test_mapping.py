@@ -13,7 +13,8 @@ import pytest
 from collector.cli import main
 from collector.db import make_engine, session_factory
 from collector.outbound import mapping
-from simulator.me_is import FakeMeIs, FakeMeIsServer
+from simulator.me_is import FakeMeIs
+from simulator.me_is_server import FakeMeIsServer
 
 GOOD = """kind,key,uid,code,name,value
 option,id_scheme,,,,uid

@@ -19,7 +19,8 @@ from collector.edge import online
 from collector.main import create_app
 from collector.models import Event, FactorAggregate
 from collector.outbound.forward import Forwarder
-from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
+from simulator.me_is import FakeMeIs
+from simulator.me_is_server import FakeMeIsServer, serve_registry
 from tests.collector.helpers import DEV, T0, served
 from tests.collector.test_web_security_browser import CSP_PROBE, audit, check_headers
 

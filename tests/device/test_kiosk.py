@@ -207,7 +207,8 @@ def test_a_kiosk_assessment_with_factors_is_stored_once_and_reaches_the_me_is(
     from collector.models import FactorAggregate
     from collector.outbound.forward import Forwarder
     from collector.registry import import_dir
-    from simulator.me_is import FakeMeIs, FakeMeIsServer, serve_registry
+    from simulator.me_is import FakeMeIs
+    from simulator.me_is_server import FakeMeIsServer, serve_registry
 
     server, _unit, outbox, _clk = kiosk
     page = browser_page

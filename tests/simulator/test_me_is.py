@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from collector.outbound import mapping
-from simulator.me_is import FakeMeIs, FakeMeIsServer
+from simulator.me_is import FakeMeIs
 from simulator.me_is_access import Account
+from simulator.me_is_server import FakeMeIsServer
 
 URL = "/api/dataValueSets?importStrategy=CREATE_AND_UPDATE&idScheme=code"
 TODAY = date(2026, 11, 25)
