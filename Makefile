@@ -17,8 +17,9 @@ demo: $(STAMP)
 	$(BIN)/gnahat-sim demo
 
 ## test: the whole test suite against real Mosquitto/SQLite (and PostgreSQL if configured),
-## one pytest worker per core (every test has its own brokers, files and schema)
-PYTEST_ARGS ?= -n auto --dist worksteal --durations=20
+## two pytest workers per core (every test has its own brokers, files and schema)
+WORKERS     ?= $(shell echo $$(( $$(nproc) * 2 )))
+PYTEST_ARGS ?= -n $(WORKERS) --dist worksteal --durations=20
 test: $(STAMP) services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -77,16 +77,16 @@ def test_a_month_with_a_rename_and_employee_level_never_loses_a_rating(env: Env)
 
     def run_and_check(rounds: int = 3) -> None:
         nonlocal refused_days
+        # A rename's new values are confirmed before the old ones go, so a day may
+        # briefly hold more than its ratings; it must never hold fewer than it had of
+        # them (the truth caps what "had" can mean). No press comes between rounds.
+        truth: Counter[tuple[str, str]] = Counter()
+        for (ou, pe, _coc, _de), count in aggregate_cells(env).items():
+            truth[(ou, pe)] += count
         for _ in range(rounds):
             report = fwd.run_once()
             refused_days += report.outcomes.get("refused", 0)
             now = held_ratings(env)
-            # A rename's new values are confirmed before the old ones go, so a day may
-            # briefly hold more than its ratings; it must never hold fewer than it had
-            # of them (the truth caps what "had" can mean).
-            truth: Counter[tuple[str, str]] = Counter()
-            for (ou, pe, _coc, _de), count in aggregate_cells(env).items():
-                truth[(ou, pe)] += count
             fewer = {
                 k: (most[k], now[k], truth[k]) for k in most if now[k] < min(most[k], truth[k])
             }
