@@ -97,7 +97,9 @@ PAGE = """<!doctype html>
 </section>
 <section id="more" hidden aria-labelledby="more-title">
 <h1 id="more-title">{intro}</h1>
+<div class="questions">
 {questions}
+</div>
 <div class="actions">
 <button type="button" id="send" class="action">{send}</button>
 <button type="button" id="skip" class="action">{skip}</button>
@@ -114,50 +116,72 @@ PAGE = """<!doctype html>
 """
 
 #: The page's style, a file of its own (no inline style: the page's CSP forbids it).
-CSS = """html, body {{ margin: 0; height: 100%; background: #000; color: #fff;
+CSS = """[hidden] {{ display: none !important; }}
+html, body {{ margin: 0; height: 100%; background: #000; color: #fff;
   font-family: "Noto Sans Armenian", "Noto Sans", system-ui, sans-serif; }}
-body, main {{ display: flex; flex-direction: column; }}
-main {{ flex: 1; }}
-h1 {{ font-size: clamp(1.6rem, 5vw, 3rem); text-align: center; margin: 1.5rem 1rem .5rem; }}
-#prompt {{ text-align: center; font-size: clamp(1.2rem, 3vw, 2rem); margin: 0 1rem 1rem; }}
-#buttons {{ flex: 1; display: grid; grid-template-columns: repeat({scale}, minmax(0, 1fr));
-  gap: 1.2rem;
-  padding: 1rem 1.5rem; }}
-button {{ font: inherit; font-size: clamp(1.4rem, 3.5vw, 2.6rem); color: #000;
-  border: 6px solid #fff; border-radius: 1.5rem; min-height: 10rem; cursor: pointer;
+body {{ display: flex; flex-direction: column; }}
+#lang {{ display: flex; flex-wrap: wrap; justify-content: flex-end; gap: .3rem 1.2rem;
+  padding: .4rem 1rem 0; }}
+#lang a {{ color: #fff; font-size: 1.2rem; }}
+main {{ flex: 1; min-height: 0; display: flex; flex-direction: column; }}
+section {{ display: flex; flex-direction: column; min-height: 0; }}
+#rate {{ flex: 1; }}
+h1 {{ font-size: clamp(1.5rem, 4.4vw, 3rem); text-align: center; margin: .2rem 1rem .3rem; }}
+#prompt {{ text-align: center; font-size: clamp(1.1rem, 2.6vw, 2rem); margin: 0 1rem .5rem; }}
+#buttons {{ flex: 1; min-height: 0; display: grid;
+  grid-template-columns: repeat({scale}, minmax(0, 1fr)); gap: 1rem; padding: .4rem 1.5rem; }}
+button {{ font: inherit; font-size: clamp(1.3rem, 3.3vw, 2.6rem); color: #000;
+  border: 6px solid #fff; border-radius: 1.5rem; min-height: 6rem; cursor: pointer;
   display: flex; flex-direction: column; align-items: center; justify-content: center;
-  gap: .5rem; }}
-button .n {{ font-size: 2.2em; font-weight: 700; }}
+  gap: .3rem; padding: .3rem; min-width: 0; }}
+button .n {{ font-size: 2em; font-weight: 700; line-height: 1; }}
+button span {{ overflow-wrap: anywhere; }}
 button:focus-visible {{ outline: 8px solid #ffd400; outline-offset: 4px; }}
 button:disabled {{ opacity: .45; }}
 {colours}
-#status {{ min-height: 4.5rem; text-align: center; font-size: clamp(1.6rem, 5vw, 3.2rem);
-  font-weight: 700; margin: .5rem 1rem 1.5rem; }}
-#lang {{ position: absolute; top: .8rem; right: 1rem; display: flex; gap: 1.2rem; }}
-#lang a {{ color: #fff; font-size: 1.3rem; }}
+#status {{ min-height: 2.6rem; text-align: center; font-size: clamp(1.4rem, 4vw, 3rem);
+  font-weight: 700; margin: .2rem 1rem .4rem; }}
 #more {{ padding: 0 1.5rem; }}
-#more h1 {{ font-size: clamp(1.4rem, 4vw, 2.4rem); }}
-.question {{ margin: .6rem 0 1rem; }}
-.question h2 {{ font-size: clamp(1.2rem, 3vw, 1.9rem); margin: .2rem 0 .5rem; }}
-.choices {{ display: flex; flex-wrap: wrap; gap: .8rem; }}
-.choices button {{ min-height: 4.5rem; flex: 1 1 7rem; background: #fff;
-  font-size: clamp(1.1rem, 2.6vw, 1.8rem); }}
+#more h1 {{ font-size: clamp(1.2rem, 3.2vw, 2.2rem); margin: .2rem 0 .4rem; }}
+.question {{ margin: 0 0 .5rem; }}
+.question h2 {{ font-size: clamp(1.05rem, 2.4vw, 1.7rem); margin: 0 0 .3rem; }}
+.choices {{ display: flex; gap: .6rem; }}
+.choices button {{ flex: 1 1 0; min-height: 3.2rem; background: #fff; border-width: 4px;
+  border-radius: 1rem; padding: .2rem .1rem; font-size: clamp(1rem, 2.2vw, 1.6rem);
+  overflow-wrap: break-word; hyphens: auto; }}
 .choices button[aria-pressed="true"] {{ background: #ffd400; border-color: #ffd400; }}
-.actions {{ display: flex; flex-wrap: wrap; gap: 1.2rem; margin: 1rem 0; }}
-.actions button {{ flex: 1 1 10rem; min-width: 0; min-height: 5rem; background: #fff;
+.actions {{ display: flex; gap: 1rem; margin: .3rem 0 .4rem; }}
+.actions button {{ flex: 1 1 0; min-height: 3.4rem; background: #fff; border-width: 4px;
   overflow-wrap: anywhere; }}
-.choices button {{ min-width: 0; overflow-wrap: anywhere; }}
 #send {{ background: #81c784; }}
-button span {{ overflow-wrap: anywhere; }}
-#phone {{ display: flex; align-items: center; gap: 1rem; margin: 0 1.5rem 1rem;
-  font-size: clamp(1rem, 2.4vw, 1.5rem); }}
-#phone[hidden] {{ display: none; }}
-#phone img {{ background: #fff; flex: none; }}
-#phone .code {{ font-size: 1.6em; font-weight: 700; letter-spacing: .15em; }}
+#phone {{ display: flex; align-items: center; gap: 1rem; margin: 0 1.5rem .6rem;
+  font-size: clamp(1rem, 2.2vw, 1.4rem); }}
+#phone img {{ background: #fff; flex: none; width: 7.5rem; height: 7.5rem; }}
+#phone .code {{ font-size: 1.5em; font-weight: 700; letter-spacing: .12em; white-space: nowrap; }}
+@media (min-width: 40rem) {{
+  /* A unit's landscape screen: the phone code stands beside the rating, not below it. */
+  main {{ display: grid; grid-template-columns: minmax(0, 1fr) auto;
+    grid-template-rows: minmax(0, 1fr) auto; }}
+  #rate, #more {{ grid-column: 1; grid-row: 1; }}
+  #status {{ grid-column: 1; grid-row: 2; }}
+  #phone {{ grid-column: 2; grid-row: 1 / span 2; flex-direction: column; justify-content: center;
+    text-align: center; width: 10rem; margin: 0 1rem .6rem 0; }}
+  /* The follow-up questions two by two, over the whole width: all on one screen. */
+  .questions {{ display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 0 1.5rem; }}
+  #more:not([hidden]) ~ #phone {{ display: none; }}
+}}
+@media (min-height: 40rem) {{
+  button {{ min-height: 9rem; }}
+  .choices button {{ min-height: 4.5rem; }}
+  .actions button {{ min-height: 5rem; }}
+  .question {{ margin-bottom: 1rem; }}
+  #phone img {{ width: 9rem; height: 9rem; }}
+}}
 @media (max-width: 40rem) {{
   #buttons {{ grid-template-columns: minmax(0, 1fr); padding: .75rem; gap: .75rem; }}
   button {{ min-height: 5rem; flex-direction: row; gap: 1rem; }}
-  h1 {{ margin-top: 3rem; }}
+  .choices {{ flex-wrap: wrap; }}
+  .choices button {{ flex: 1 1 7rem; }}
 }}
 """
 
