@@ -55,12 +55,15 @@ GEOMETRY = r"""
     if (svg && svg.viewBox && svg.viewBox.baseVal && svg.viewBox.baseVal.width) {
       size *= svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
     }
-    if (size < MIN_PX - 0.05) out.small.push(label(el, text.slice(0, 30)) + " " + size.toFixed(1) + "px");
+    if (size < MIN_PX - 0.05) {
+      out.small.push(label(el, text.slice(0, 30)) + " " + size.toFixed(1) + "px");
+    }
     // What clips it: the chart's svg, or the nearest ancestor that does not let it out.
     let clip = svg ? svg.getBoundingClientRect() : null;
     for (let e = el; e && !clip && e !== document.body; e = e.parentElement) {
       const cs = getComputedStyle(e);
-      if (cs.overflowX !== "visible" || cs.overflowY !== "visible") clip = e.getBoundingClientRect();
+      const clips = cs.overflowX !== "visible" || cs.overflowY !== "visible";
+      if (clips) clip = e.getBoundingClientRect();
     }
     for (const r of rects) {
       boxes.push({el, r, text: text.slice(0, 30)});
