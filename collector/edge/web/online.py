@@ -55,6 +55,7 @@ TEXT: dict[str, dict[str, str]] = {
         "busy": "Կայքը զբաղված է։ Խնդրում ենք կրկին փորձել։",
         "closed": "Առցանց գնահատումն այս պահին անջատված է։",
         "done": "Ձեր գնահատականը ստացվել է։",
+        "back": "Վերադառնալ գնահատման էջ",
         "again": "Վերադառնալ",
         "code_label": "Այցի կոդը",
         "code_hint": "Վեցանիշ կոդը, որը ցույց է տալիս պատուհանի էկրանը կամ ձեր հերթի կտրոնը։",
@@ -85,6 +86,7 @@ TEXT: dict[str, dict[str, str]] = {
         "busy": "The site is busy. Please try again.",
         "closed": "Online rating is switched off at the moment.",
         "done": "Your rating was received.",
+        "back": "Back to the rating page",
         "again": "Back",
         "code_label": "Visit code",
         "code_hint": "The six-digit code on the desk's screen or on your queue ticket.",
@@ -115,6 +117,7 @@ TEXT: dict[str, dict[str, str]] = {
         "busy": "Сайт занят. Попробуйте ещё раз.",
         "closed": "Онлайн-оценка сейчас отключена.",
         "done": "Ваша оценка получена.",
+        "back": "Вернуться к странице оценки",
         "again": "Назад",
         "code_label": "Код визита",
         "code_hint": "Шестизначный код на экране у окна или на вашем талоне очереди.",
@@ -378,7 +381,10 @@ def rate(
             raise online.Refused("busy", 503) from None
     except online.Refused as exc:
         state.metrics.online_refused.labels(exc.code).inc()
-        return _page(request, lang, exc.status, browser, prod, message=TEXT[lang][exc.code])
+        # A way back to the desk's page, wherever there is one to go back to.
+        back = None if exc.code in ("forged", "unknown_desk") else f"/r/{token}?lang={lang}"
+        return _page(request, lang, exc.status, browser, prod, message=TEXT[lang][exc.code],
+                     back=back)  # fmt: skip
     state.metrics.online_ratings.inc()
     return _page(request, lang, 200, browser, prod, message=TEXT[lang]["done"], done=True)
 
