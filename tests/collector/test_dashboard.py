@@ -526,3 +526,27 @@ def test_the_factor_picture_and_the_channels_on_the_dashboard(
     assert rows["Was your issue solved?"].startswith("100")
     assert "How was the employee&#39;s conduct?" not in page  # nobody answered it
     assert re.search(r"Channels: at the desk 10 · by phone 2", page)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("get", "/dashboard?lang=" + "x" * 20, None),
+        ("get", "/dashboard?start=garbage", None),
+        ("get", "/ministry?start=2026-13-01", None),
+        ("post", "/dashboard/alerts/abc/ack", {"comment": "x"}),
+        ("post", "/dashboard/notes", {"day": "not a day", "note": "x"}),
+        ("post", "/login", {"username": "u" * 500, "password": "p"}),
+    ],
+)  # fmt: skip
+def test_people_get_a_page_with_a_way_back_never_json(
+    client: TestClient, method: str, path: str, data: dict[str, str] | None
+) -> None:
+    """Input refused before our code sees it, on a page meant for people: an HTML page in
+    their language that says so and links back; the API keeps its JSON errors."""
+    log_in(client, "anna")
+    r = client.get(path) if method == "get" else client.post(path, data=data)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+    assert "Հարցումը չհասկացանք" in r.text and 'href="/dashboard"' in r.text
+    api = client.get("/api/v1/scores/centres?start=garbage")
+    assert api.status_code in (401, 422) and api.headers["content-type"] == "application/json"

@@ -88,3 +88,14 @@ def _visible_centres(session: Any, user: User) -> list[Any]:
     allowed = scoped_centres(user.role, user.centres)
     every = names(session).centres
     return [c for c in every if allowed is None or c.code in allowed]
+
+
+#: The paths of pages for people (the API and its docs answer in JSON).
+PEOPLE_PATHS = ("/login", "/logout", "/dashboard", "/ministry")
+
+
+def refused_input(request: Request) -> HTMLResponse:
+    """A people's page whose input was refused before our code saw it (a date that is no
+    date, an overlong field): a page saying so, with a way back, never JSON."""
+    lang = _lang(request, None)
+    return _page(request, "message.html", lang, 422, message=TEXT[lang]["bad_input"])

@@ -28,6 +28,7 @@ from collector.edge import online
 from collector.edge.api.deps import SessionDep, StateDep, require
 from collector.edge.api.params import AUTH_RESPONSES, NOT_FOUND
 from collector.edge.auth import Role, scoped_centres
+from collector.edge.web import common as web_common
 from collector.models import ApiToken, Assignment, AuditLog, Centre, Device, Service
 from device import protocol as p
 from device.wording import FACTOR_QUESTIONS, FOLLOW_UP, LANGS, SCORE_LABELS, SOLVED_LABELS
@@ -390,8 +391,11 @@ def rate(
 
 
 async def _refused_input(request: Request, exc: Exception) -> Response:
-    """A phone page's input FastAPI refuses before our code sees it (an overlong field or
-    token, a ``lang`` past 8 characters): the visitor gets the page saying so, not JSON."""
+    """Input FastAPI refuses before our code sees it (an overlong field or token, a
+    ``lang`` past 8 characters, a date that is no date): on a phone page or a page of the
+    dashboard, a person gets a page saying so, not JSON; the API keeps its JSON."""
+    if request.url.path.startswith(web_common.PEOPLE_PATHS):
+        return web_common.refused_input(request)
     if not request.url.path.startswith("/r/"):
         assert isinstance(exc, RequestValidationError)
         return await request_validation_exception_handler(request, exc)
