@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import func, select
@@ -231,7 +232,14 @@ class AlertEngine:
         state = texts.get(data["state"], data["state"])
         msg = self._message(r, texts["subject"].format(state=state, text=text), row.id)
         msg["X-Gnahat-Alert"] = f"{data['id']} {data['kind']} {data['state']}"
-        lines = [text, "", f"{state} · {data['severity']} · {data['opened_at']}"]
+        # One language and one clock: the severity in the recipient's words, the time in
+        # the centres' zone (as every time in the text), never UTC beside it.
+        severity = texts.get(data["severity"], data["severity"])
+        opened = datetime.fromisoformat(data["opened_at"]).astimezone(
+            ZoneInfo(self.settings.timezone)
+        )
+        when = texts["opened_at"].format(time=opened.strftime("%Y-%m-%d %H:%M"))
+        lines = [text, "", f"{state} · {severity} · {when}"]
         if data["state"] != "closed":
             lines += ["", texts["ack"]]
         msg.set_content("\n".join(lines), charset="utf-8")

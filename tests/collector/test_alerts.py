@@ -159,6 +159,10 @@ def test_a_silent_unit_alerts_once_reminds_until_acknowledged_and_closes(env: En
     assert mail["To"] == "manager@gyumri.example"
     assert "Բացված է" in mail["Subject"] and DEV in mail["Subject"]
     assert "սարքը լռում է աշխատանքային ժամերի 25 րոպե" in mail.get_content()
+    # One language and one clock: no English severity, no UTC time beside Yerevan's.
+    body = mail.get_content()
+    assert "կրիտիկական" in body and "critical" not in body and "Երևանի ժամանակով" in body
+    assert "+00:00" not in body and "T" not in body.split("·")[-1]
     [hook] = env.receiver.got
     assert hook["type"] == "alert.opened" and hook["data"]["kind"] == "unit_silent"
     assert "has been silent for 25 minutes" in hook["data"]["text"]["en"]

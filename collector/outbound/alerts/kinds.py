@@ -55,6 +55,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "closed": "Closed: the condition cleared",
         "subject": "[Gnahat] {state}: {text}",
         "ack": "Acknowledge it on the dashboard, with a comment.",
+        "info": "information",
+        "warning": "warning",
+        "critical": "critical",
+        "opened_at": "opened {time} (Yerevan time)",
     },
     "hy": {
         "unit_silent": "{centre} կենտրոնի {desk} սեղանի {device} սարքը լռում է աշխատանքային "
@@ -75,6 +79,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "closed": "Փակված է․ պայմանն այլևս չկա",
         "subject": "[Գնահատ] {state}․ {text}",
         "ack": "Հաստատեք այն վահանակում՝ մեկնաբանությամբ։",
+        "info": "տեղեկություն",
+        "warning": "զգուշացում",
+        "critical": "կրիտիկական",
+        "opened_at": "բացվել է {time}-ին (Երևանի ժամանակով)",
     },
 }
 
