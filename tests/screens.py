@@ -9,7 +9,8 @@ page with the DOM's own boxes:
   visible, or the ``<svg>`` a chart's ``<text>`` is drawn in), nor the viewport;
 - **sideways**: the page does not scroll sideways;
 - **small**: no text is rendered under 12 px (an SVG's text at its drawn scale);
-- **below**: each of the ``actions`` (CSS selectors) is fully above the fold.
+- **below**: each of the ``actions`` (CSS selectors) is fully above the fold;
+- **broken**: no word is split over two lines (a column too narrow for its words).
 
 Each call writes ``screenshots/<name>.png`` (the folder is ignored by git and kept as a
 CI artifact), so a failure can be looked at, not only read.
@@ -26,15 +27,19 @@ MIN_PX = 12.0
 
 GEOMETRY = r"""
 (actions) => {
-  const out = {overlap: [], cut: [], small: [], below: [], sideways: 0};
+  const out = {overlap: [], cut: [], small: [], below: [], broken: [], sideways: 0};
   const doc = document.scrollingElement || document.documentElement;
   out.sideways = Math.max(0, doc.scrollWidth - doc.clientWidth);
   const vw = doc.clientWidth;
   const shown = el => {
+    // checkVisibility also sees the content of a closed <details>, which is not drawn.
+    if (el.checkVisibility && !el.checkVisibility({visibilityProperty: true})) return false;
     for (let e = el; e; e = e.parentElement) {
       if (e.hidden) return false;
       const cs = getComputedStyle(e);
       if (cs.display === "none" || cs.visibility === "hidden") return false;
+      // Kept for screen readers only (clipped to nothing): not drawn for the eye.
+      if (cs.clipPath !== "none" || (cs.clip && cs.clip !== "auto")) return false;
     }
     return true;
   };
@@ -64,6 +69,27 @@ GEOMETRY = r"""
       const cs = getComputedStyle(e);
       const clips = cs.overflowX !== "visible" || cs.overflowY !== "visible";
       if (clips) clip = e.getBoundingClientRect();
+    }
+    // Text put wholly out of sight on purpose (a skip link until it has focus) is not laid out
+    // for the eye: it is neither cut nor overlapping.
+    const doc_h = doc.scrollHeight;
+    if (rects.every(r => r.right <= 0 || r.left >= vw || r.bottom <= -window.scrollY ||
+                          r.top >= doc_h)) continue;
+    // A word split over two lines (a narrow column breaking it letter by letter).
+    const raw = node.textContent;
+    for (const m of raw.matchAll(/[^\s\-–—\/]{2,}/g)) {
+      const word = document.createRange();
+      word.setStart(node, m.index);
+      word.setEnd(node, m.index + m[0].length);
+      const parts = Array.from(word.getClientRects()).filter(r => r.width > 0.5);
+      const tops = parts.map(r => r.top);
+      const line = Math.max(...parts.map(r => r.height));
+      // On two lines, not two pieces of one line (a glyph from another font sits a
+      // pixel higher or lower).
+      if (parts.length > 1 && Math.max(...tops) - Math.min(...tops) > line / 2) {
+        out.broken.push(label(el, m[0].slice(0, 30)));
+        break;
+      }
     }
     for (const r of rects) {
       boxes.push({el, r, text: text.slice(0, 30)});
@@ -99,6 +125,7 @@ GEOMETRY = r"""
   out.overlap = out.overlap.slice(0, 12);
   out.cut = out.cut.slice(0, 12);
   out.small = out.small.slice(0, 12);
+  out.broken = out.broken.slice(0, 12);
   return out;
 }
 """.replace("MIN_PX", str(MIN_PX))
@@ -110,7 +137,8 @@ def look(page: Any, name: str, actions: tuple[str, ...] = ()) -> dict[str, Any]:
     page.wait_for_load_state("load")
     page.evaluate("document.fonts.ready")
     SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"))
+    shot = SHOTS / f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
+    page.screenshot(path=str(shot), full_page=True)
     found: dict[str, Any] = page.evaluate(GEOMETRY, list(actions))
     return found
 

@@ -361,12 +361,12 @@ def test_days_not_delivered_to_the_me_is_are_shown_with_the_reason(
         assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
         en = client.get("/dashboard?lang=en").text
         section = en[en.index('id="me-is"') :]
-        assert re.search(r"2026-11-22</th><td>locked in the M&amp;E IS</td>\s*<td>the period is "
-                         r"closed in the M&amp;E IS", section)  # fmt: skip
+        assert re.search(r"2026-11-22</th><td[^>]*>locked in the M&amp;E IS</td>\s*<td[^>]*>"
+                         r"the period is closed in the M&amp;E IS", section)  # fmt: skip
         assert re.search(
-            r"2026-11-23</th><td>waiting</td>\s*<td>a mapping or metadata gap", section
+            r"2026-11-23</th><td[^>]*>waiting</td>\s*<td[^>]*>a mapping or metadata gap", section
         )
-        assert "2026-11-24</th><td>" not in section  # delivered
+        assert "2026-11-24</th>" not in section  # delivered
         hy = client.get("/dashboard?lang=hy").text
         assert "փակված է ՄԳՏՀ-ում" in hy and "տվյալների համապատասխանեցման բաց" in hy
 
@@ -438,7 +438,7 @@ def test_the_units_of_a_centre_with_their_link_queue_clock_and_gaps(
     assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
     page = client.get("/dashboard?lang=en").text
     units = page[page.index('id="units"') : page.index('id="services"')]
-    row = re.search(rf"<th scope=\"row\">01</th><td>{device}</td>.*?</tr>", units, re.S)
+    row = re.search(rf"<th scope=\"row\">01</th><td[^>]*>{device}</td>.*?</tr>", units, re.S)
     assert row, units
     cells = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "|", row.group(0)))
     assert "offline" in cells and "12 (5 min)" in cells and "not synchronised" in cells

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 from sqlalchemy import func, select, text
 
 from collector.clientaddr import client_address
@@ -319,27 +320,44 @@ def _pictures(
     ]
     channels = scores.channel_counts(session, centre.id, first, last)
     return {
-        "factors": charts.bars(
-            factor_bars, t["pic_factors"], t["pic_factors_desc"], "factors-chart"
+        "factors": _both(
+            charts.bars, factor_bars, t["pic_factors"], t["pic_factors_desc"], "factors-chart"
         )
         if factor_bars
         else None,
         "factors_table": factor_bars,
         "channels": channels,
         "compare": compare,
-        "trend": charts.trend(
-            days, t["pic_trend"], t["pic_trend_desc"].format(period=period), "trend"
+        "trend": _both(
+            charts.trend, days, t["pic_trend"], t["pic_trend_desc"].format(period=period), "trend"
         ),
-        "levels": charts.bars(levels, t["pic_levels"], t["pic_levels_desc"], "levels"),
+        "levels": _both(charts.bars, levels, t["pic_levels"], t["pic_levels_desc"], "levels"),
         "levels_table": levels,
-        "services": charts.bars(
-            service_bars, t["pic_services"], t["pic_services_desc"], "services-chart"
+        "services": _both(
+            charts.bars, service_bars, t["pic_services"], t["pic_services_desc"], "services-chart"
         ),
-        "heatmap": charts.heatmap(grid, lang, t["pic_heatmap"], t["pic_heatmap_desc"]),
+        "heatmap": charts.responsive(
+            charts.heatmap(grid, lang, t["pic_heatmap"], t["pic_heatmap_desc"]),
+            charts.heatmap(
+                grid,
+                lang,
+                t["pic_heatmap"],
+                t["pic_heatmap_desc"],
+                "heatmap-n",
+                width=charts.NARROW,
+            ),
+        ),
         "grid": grid,
         "hours": [h for h in range(24) if any(grid[d][h] for d in range(7))],
         "weekdays": charts.WEEKDAYS[lang],
     }
+
+
+def _both(draw: Any, items: Any, title: str, desc: str, ident: str) -> Markup:
+    """A picture drawn for a desk and for a phone (the CSS shows one of them)."""
+    return charts.responsive(
+        draw(items, title, desc, ident), draw(items, title, desc, f"{ident}-n", width=charts.NARROW)
+    )
 
 
 MARZ_NAMES = {
@@ -471,16 +489,18 @@ def ministry(
         ranked=judged,
         too_few=too_few,
         min_n=JUDGE_MIN_N,
-        trend=charts.trend(
-            days, trend_title, t["pic_trend_desc"].format(period=period), "national"
+        trend=_both(
+            charts.trend, days, trend_title, t["pic_trend_desc"].format(period=period), "national"
         ),
         trend_title=trend_title,
         marz=marz,
         marz_choices=[(code, n[1] if lang == "hy" else n[0]) for code, n in MARZ_NAMES.items()],
-        services_chart=charts.bars(
-            service_bars, t["pic_services"], t["pic_services_desc"], "services-chart"
+        services_chart=_both(
+            charts.bars, service_bars, t["pic_services"], t["pic_services_desc"], "services-chart"
         ),
-        ranks_chart=charts.bars(rank_bars, t["pic_rankings"], t["pic_rankings_desc"], "rankings"),
+        ranks_chart=_both(
+            charts.bars, rank_bars, t["pic_rankings"], t["pic_rankings_desc"], "rankings"
+        ),
         periods=_periods(today),
     )
 
