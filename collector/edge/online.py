@@ -148,10 +148,12 @@ def _visits(secret: str, now: datetime) -> URLSafeTimedSerializer:
 
 @dataclass(frozen=True)
 class Visit:
-    """A page view's token, read back: its nonce and the proof it was opened with."""
+    """A page view's token, read back: its nonce, the proof it was opened with, and the
+    browser id it was given to."""
 
     nonce: str
     proof: Proof | None
+    browser: str = ""
 
 
 def visit_token(
@@ -165,16 +167,23 @@ def visit_token(
 
 
 def read_visit(
-    secret: str, token: str, device: str, browser: str, max_age_s: int, now: datetime
+    secret: str, token: str, device: str, browser: str | None, max_age_s: int, now: datetime
 ) -> Visit:
-    """A valid visit token for this desk and browser, else :class:`Refused`."""
+    """A valid visit token for this desk and browser, else :class:`Refused`.
+
+    ``browser`` None: a browser that keeps no cookie at all (it sent none), which has no
+    id but the one its page view was given; the token is then bound to that page view
+    alone. Its nonce still allows one rating, and its proof is still the limit (a browser
+    that sends a cookie must send the one the page was given)."""
     try:
         data = _visits(secret, now).loads(token, max_age=max_age_s)
     except SignatureExpired:
         raise Refused("expired", 410) from None
     except BadSignature:
         raise Refused("forged", 403) from None
-    if not isinstance(data, dict) or data.get("d") != device or data.get("b") != browser:
+    if not isinstance(data, dict) or data.get("d") != device:
+        raise Refused("forged", 403)
+    if browser is not None and data.get("b") != browser:
         raise Refused("forged", 403)
     nonce = data.get("n")
     if not isinstance(nonce, str):
@@ -183,7 +192,7 @@ def read_visit(
     if isinstance(data.get("p"), list) and len(data["p"]) == 3:
         kind, key, at = data["p"]
         proof = Proof(str(kind), str(key), datetime.fromtimestamp(int(at), UTC))
-    return Visit(nonce, proof)
+    return Visit(nonce, proof, str(data.get("b") or ""))
 
 
 # ------------------------------------------------------------ visit codes

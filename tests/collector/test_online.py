@@ -123,6 +123,30 @@ def test_forged_expired_and_wrong_desk_tokens_are_refused_with_a_clear_message(
     assert site.events() == []
 
 
+def test_a_browser_that_keeps_no_cookie_rates_once_and_a_strange_cookie_is_refused(
+    site: Site,
+) -> None:
+    """A browser that keeps no cookie can never send one back: its form is bound to the
+    page view it came from, one rating per visit and per code as for everyone. A browser
+    that sends a cookie must send the one its page was given."""
+    from collector.edge.web.online import COOKIE
+
+    path, visit = site.page(lang="en")
+    site.client.cookies.clear()  # the page set one; this browser did not keep it
+    form = {"visit": visit, "score": "4", "lang": "en"}
+    r = site.client.post(path, data=form)
+    assert r.status_code == 200 and "Your rating was received." in r.text
+    site.client.cookies.clear()
+    again = site.client.post(path, data=form)
+    assert again.status_code == 409 and "already sent" in again.text
+    site.now[0] += timedelta(minutes=1)  # the next visitor's code
+    path, visit = site.page(lang="en")
+    site.client.cookies.set(COOKIE, "0" * 32)  # another browser's id
+    stolen = site.client.post(path, data={"visit": visit, "score": "1", "lang": "en"})
+    assert stolen.status_code == 403 and "not valid" in stolen.text
+    assert [e.score for e in site.events() if e.type == "rating"] == [4]
+
+
 def test_a_burst_from_one_browser_is_flagged_and_left_out_of_scores_nothing_deleted(
     site: Site,
 ) -> None:

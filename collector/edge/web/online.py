@@ -317,9 +317,15 @@ def rate(
         desk = _desk(session, device, now, settings.timezone)
         if desk is None:
             raise online.Refused("unknown_desk", 404)
+        # A browser that sends no cookie (one that keeps none can never send one back)
+        # rates under the id its page view was given: the token is bound to that view.
+        cookieless = COOKIE not in request.cookies
         seen = online.read_visit(
-            settings.secret_key, visit, device, browser[0], settings.online_visit_ttl_s, now
-        )
+            settings.secret_key, visit, device, None if cookieless else browser[0],
+            settings.online_visit_ttl_s, now,
+        )  # fmt: skip
+        if cookieless and seen.browser:
+            browser = (seen.browser, True)
         scale = int(desk["scale"])
 
         def again(error: str, status_code: int, proven: bool) -> Response:
@@ -362,7 +368,7 @@ def rate(
                     raise
                 state.metrics.online_refused.labels(exc.code).inc()
                 return again(TEXT[lang]["bad_code"], exc.status, False)
-            seen = online.Visit(seen.nonce, proof)
+            seen = online.Visit(seen.nonce, proof, seen.browser)
         if seen.proof is None and settings.online_proof != "open":
             state.metrics.online_refused.labels("code_needed").inc()
             return again(TEXT[lang]["code_needed"], 409, False)
