@@ -24,6 +24,7 @@ from typing import Any
 
 from device import protocol as p
 from device.config import KioskConfig
+from device.faces import face
 from device.unit import Outcome, Unit
 from device.visitcode import DeskCode
 from device.wording import FACTOR_QUESTIONS, FOLLOW_UP, LANGS, SCORE_LABELS, SOLVED_LABELS
@@ -135,6 +136,8 @@ button {{ font: inherit; font-size: clamp(1.3rem, 3.3vw, 2.6rem); color: #000;
   display: flex; flex-direction: column; align-items: center; justify-content: center;
   gap: .3rem; padding: .3rem; min-width: 0; }}
 button .n {{ font-size: 2em; font-weight: 700; line-height: 1; }}
+button .mark {{ display: flex; align-items: center; gap: .4em; }}
+button .face {{ width: 1.9em; height: 1.9em; flex: none; }}
 button span {{ overflow-wrap: anywhere; }}
 button:focus-visible {{ outline: 8px solid #ffd400; outline-offset: 4px; }}
 button:disabled {{ opacity: .45; }}
@@ -337,7 +340,8 @@ def render_page(scale: int, lang: str) -> str:
     labels = LABELS[lang][scale]
     buttons = "\n".join(
         f'<button type="button" data-score="{i}" aria-label="{i} — {label}">'
-        f'<span class="n" aria-hidden="true">{i}</span><span>{label}</span></button>'
+        f'<span class="mark" aria-hidden="true"><span class="n">{i}</span>{face(i, scale)}</span>'
+        f"<span>{label}</span></button>"
         for i, label in enumerate(labels, start=1)
     )
     links = "".join(

@@ -238,3 +238,21 @@ def test_the_analyst_feed_counts_the_channels_apart_and_together(site: Site) -> 
         headers=auth,
     ).text
     assert ",AM,_T,ONLINE,4,N,2026-11-24,1" in sdmx
+
+
+def test_the_phone_scale_shows_the_same_drawn_faces_as_the_units_screen(site: Site) -> None:
+    """A visitor who reads little finds on the phone the faces of the unit's screen:
+    the same picture beside each level, drawn (no emoji font), hidden from screen
+    readers (the level's number and word say it)."""
+    from device.faces import face
+    from device.kiosk import render_page
+
+    path = f"/r/{online.desk_token(SECRET, DEV)}"
+    code = online.desk_code(SECRET, DEV, site.now[0])
+    page = site.client.get(path, params={"c": code, "lang": "hy"}).text
+    kiosk = render_page(4, "hy")
+    for level in range(1, 5):
+        drawn = face(level, 4)
+        assert drawn in page and drawn in kiosk and 'aria-hidden="true"' in drawn
+    assert len({face(level, 4) for level in range(1, 5)}) == 4  # four different faces
+    assert not re.search("[\U0001f600-\U0001f64f\u2639\u263a]", page + kiosk)  # no emoji

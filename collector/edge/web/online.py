@@ -19,6 +19,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,6 +32,7 @@ from collector.edge.auth import Role, scoped_centres
 from collector.edge.web import common as web_common
 from collector.models import ApiToken, Assignment, AuditLog, Centre, Device, Service
 from device import protocol as p
+from device.faces import face
 from device.wording import FACTOR_QUESTIONS, FOLLOW_UP, LANGS, SCORE_LABELS, SOLVED_LABELS
 
 log = logging.getLogger(__name__)
@@ -214,6 +216,8 @@ def _form(request: Request, lang: str, scale: int, desk: dict[str, Any]) -> dict
         "desk": desk,
         "centre_name": desk["name_hy"] if lang == "hy" else desk["name_en"],
         "labels": list(enumerate(SCORE_LABELS[lang][scale], start=1)),
+        # The same drawn faces as on the unit's screen, beside each level.
+        "faces": [Markup(face(level, scale)) for level in range(1, scale + 1)],
         "questions": FACTOR_QUESTIONS[lang],
         "solved": list(zip(p.SOLVED_ANSWERS, SOLVED_LABELS[lang], strict=True)),
         "scaled": list(p.SCALED_FACTORS),
