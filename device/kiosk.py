@@ -374,7 +374,17 @@ def render_css(scale: int) -> str:
         f"button[data-score='{i}'] {{ background: {c}; }}"
         for i, c in enumerate(COLOURS[scale], start=1)
     )
-    return CSS.format(scale=scale, colours=colours)
+    return CSS.format(scale=scale, colours=colours) + (FIVE if scale == 5 else "")
+
+
+#: Five buttons side by side on an 800 px screen: their words smaller and the gaps
+#: narrower, so a word stays whole on its line (the number and face stay large).
+FIVE = """@media (min-width: 40rem) {
+  #buttons { gap: .6rem; padding: .4rem 1rem; }
+  #buttons button > span:last-child { font-size: clamp(.85rem, 1.75vw, 2rem); }
+  #buttons button { padding: .3rem .15rem; }
+}
+"""
 
 
 class KioskServer:

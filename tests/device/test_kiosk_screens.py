@@ -23,15 +23,18 @@ SIZES = [(800, 480), (1024, 600)]
 LANGS = ["hy", "en", "ru"]
 
 
-@pytest.fixture
-def desk(mock_factory: Any, tmp_path: Path) -> Iterator[tuple[KioskServer, Unit]]:
-    """A desk with the phone code on its screen (the longest layout: the QR beside)."""
+@pytest.fixture(params=[4, 5], ids=lambda n: f"scale{n}")
+def desk(
+    mock_factory: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[KioskServer, Unit]]:
+    """A desk with the phone code on its screen (the longest layout: the QR beside), on
+    the usual 4-point scale and the longest, 5."""
     secret = "kiosk-screens-secret-0123456789abcdef"
     kiosk = KioskConfig(enabled=True, port=0,
                         phone_url=f"https://gnahat.example/r/{online.desk_token(secret, DEV)}",
                         visit_key=online.visit_key(secret, DEV))  # fmt: skip
-    unit, _outbox, _fb = make_unit(replace(config(tmp_path, mode="armed"), kiosk=kiosk),
-                                   mock_factory, clock())  # fmt: skip
+    cfg = config(tmp_path, mode="armed", scale=request.param)
+    unit, _outbox, _fb = make_unit(replace(cfg, kiosk=kiosk), mock_factory, clock())
     server = KioskServer(unit, kiosk).start()
     unit.arm("queue")
     yield server, unit
@@ -51,7 +54,7 @@ def test_every_kiosk_state_fits_the_units_screen(
         for lang in LANGS:
             page.goto(f"{server.url}?lang={lang}")
             page.wait_for_selector("#phone:not([hidden])")  # no eval: the kiosk's CSP forbids it
-            name = f"kiosk-{width}x{height}-{lang}"
+            name = f"kiosk-{width}x{height}-{unit.config.scale}-{lang}"
             found[f"{name} rate"] = problems(look(page, f"{name}-rate", ("#buttons button",)))
             unit.arm("queue")
             page.locator("#buttons button").last.click()
