@@ -42,10 +42,9 @@ def _svg(
     ident: str,
     width: int = W,
     height: int = H,
-    cls: str = "chart",
 ) -> Markup:
     return Markup(
-        f'<svg class="{cls}" role="img" viewBox="0 0 {width} {height}" '
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" '
         f'aria-labelledby="{ident}-t {ident}-d" xmlns="http://www.w3.org/2000/svg">'
         f'<title id="{ident}-t">{escape(title)}</title><desc id="{ident}-d">{escape(desc)}</desc>'
         f"{body}</svg>"

@@ -27,11 +27,8 @@ RENAMED_ON, PACKAGE_ON, EMPLOYEES_ON, COMBOS_ON = 10, 12, 15, 18
 def held_ratings(e: Env) -> Counter[tuple[str, str]]:
     """Ratings the M&E IS holds per (org unit, period): every R element, every combo."""
     out: Counter[tuple[str, str]] = Counter()
-    with e.fake.lock:
-        for (de, pe, ou, _coc, _aoc), value in e.fake.values.items():
-            code = e.fake.data_elements[de].code or ""
-            if code.startswith("GNAHAT_R"):
-                out[(e.fake.org_units[ou].code or "", pe)] += int(value)
+    for (ou, pe, _coc, _de), count in held_cells(e).items():
+        out[(ou, pe)] += count
     return out
 
 
