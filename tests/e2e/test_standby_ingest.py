@@ -204,7 +204,8 @@ def test_an_active_ingest_that_cannot_renew_stands_down_before_its_lease_can_exp
     url = sqlite_db(tmp_path)
     proc = lone_standby(url, broker)
     unit = AckWatcher(broker, DEVICES[0])
-    lock = sqlite3.connect(tmp_path / "standby.db", timeout=0)
+    # A busy timeout: the process may hold the write lock for a renewal at that moment.
+    lock = sqlite3.connect(tmp_path / "standby.db", timeout=30)
     try:
         assert proc.seen["subscribed"].wait(60), "".join(proc.log)
         proc.seen["active"].clear()
