@@ -243,6 +243,19 @@ class Settings(BaseSettings):
     alert_renotify_max_s: float = Field(
         86400.0, gt=0, description="Longest wait between reminders of an open alert."
     )
+    answer_low_share: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="You said, we did: a month's score or factor under this share is low "
+        "and asks its centre's managers for a public answer.",
+    )
+    answer_due_days: int = Field(
+        14,
+        ge=1,
+        le=366,
+        description="Days after a low month's end before the ministry view lists it as unanswered.",
+    )
     smtp_host: str | None = Field(None, description="SMTP server for alert emails; unset: none.")
     smtp_port: int = Field(25, ge=1, le=65535, description="Its port.")
     smtp_starttls: bool = Field(False, description="Use STARTTLS (then verify the certificate).")

@@ -18,6 +18,7 @@ from collector.edge import security, web
 from collector.edge.api.deps import AppState
 from collector.edge.api.routes import alerts as alert_routes
 from collector.edge.api.routes import devices, feeds, ops, scores
+from collector.edge.web import answers as web_answers
 from collector.edge.web import online as online_web
 from collector.intake.ingest import Ingest
 from collector.intake.store import Store
@@ -115,6 +116,8 @@ def create_app(
     app.include_router(scores.router)
     app.include_router(alert_routes.router)
     app.include_router(web.router)
+    app.include_router(web_answers.router)
+    app.include_router(web_answers.api)
     online_web.install(app)
     security.install(app, production=settings.environment == "production")
     app.add_middleware(

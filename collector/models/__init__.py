@@ -8,7 +8,15 @@ is re-exported here, and importing this package registers every table on ``Base`
 
 from __future__ import annotations
 
-from collector.models.access import ApiToken, AuditLog, DayNote, LoginFailure, User, WebSession
+from collector.models.access import (
+    Answer,
+    ApiToken,
+    AuditLog,
+    DayNote,
+    LoginFailure,
+    User,
+    WebSession,
+)
 from collector.models.base import (
     EXCLUDED_FROM_SCORES,
     FACTORS_SQL,
@@ -59,6 +67,7 @@ __all__ = [
     "AlertNotification",
     "AlertRecipient",
     "AlertRule",
+    "Answer",
     "ApiToken",
     "Assignment",
     "AuditLog",

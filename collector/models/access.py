@@ -1,5 +1,5 @@
 """Who may do what: API tokens, dashboard users and sessions, login failures, day
-notes and the audit log."""
+notes, managers' public answers and the audit log."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     Date,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -86,6 +87,26 @@ class DayNote(Base):
     centre_id: Mapped[int] = mapped_column(ForeignKey("centres.id"), index=True)
     day: Mapped[date] = mapped_column(Date)
     text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Answer(Base):
+    """A manager's public answer to what visitors said ("you said, we did"): a period of a
+    centre (a calendar month) and, optionally, the assessment factor it is about, with
+    what was done. Shown on the centre's public page and in the open data."""
+
+    __tablename__ = "answers"
+    __table_args__ = (Index("ix_answers_centre_period", "centre_id", "period_start"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    centre_id: Mapped[int] = mapped_column(ForeignKey("centres.id"))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    factor: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """``procedure``, ``solved``, ``conduct``, ``competence``; None: the score itself."""
+    text: Mapped[str] = mapped_column(Text)
+    lang: Mapped[str] = mapped_column(String(2))
+    """The language it was written in (the page marks it so for screen readers)."""
     author: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -76,3 +76,46 @@ def test_the_dashboard_and_the_ministry_view_read_at_their_sizes(
             ctx.close()
     bad = {k: v for k, v in found.items() if v}
     assert bad == {}, bad
+
+
+def test_a_manager_answers_a_month_and_the_public_page_shows_it(site: str, browser: Any) -> None:
+    """You said, we did, in a browser at 320 px: the manager sees the low month waiting,
+    answers it by keyboard and mouse, and the centre's public page shows the answer
+    beside the month's figures in Armenian, English and Russian, axe-clean and sound
+    by geometry; the ministry no longer lists it."""
+    from tests.collector.test_web_security_browser import CSP_PROBE, audit
+
+    words = "Սպասասրահում ավելացվեց երկրորդ հերթագրման սարք, սպասումը կրճատվեց։"
+    ctx = browser.new_context(viewport={"width": 320, "height": 800})
+    ctx.add_init_script(CSP_PROBE)
+    page = ctx.new_page()
+    try:
+        log_in(page, site, "anna")
+        page.goto(f"{site}/dashboard?lang=en")
+        waiting = page.locator("#waiting + .table-wrap table")
+        assert "October 2026" in waiting.inner_text()
+        assert problems(look(page, "dashboard-answers-320-en")) == {}
+        page.get_by_label("Month").select_option("2026-10")
+        page.get_by_label("About").select_option("")  # the score itself
+        page.get_by_label("What was done").fill(words)
+        page.get_by_label("Written in").select_option("hy")
+        page.get_by_role("button", name="Publish").click()
+        page.wait_for_url(re.compile("answered=1"))
+        assert page.get_by_role("status").inner_text() == "The answer is published."
+        assert words in page.locator("article.answer").first.inner_text()
+        for lang, month in (("hy", "Հոկտեմբեր 2026"), ("en", "October 2026"),
+                            ("ru", "Октябрь 2026")):  # fmt: skip
+            public = ctx.new_page()  # the same browser; the page needs no login
+            public.goto(f"{site}/centres/SH-GYUMRI1?lang={lang}")
+            section = public.locator("section.month", has=public.get_by_role(
+                "heading", name=month, exact=True))  # fmt: skip
+            text = section.inner_text()
+            assert words in text and "%" in text, (lang, text)
+            audit(public, f"public {lang}")
+            assert problems(look(public, f"public-centre-320-{lang}")) == {}
+            public.goto(f"{site}/centres?lang={lang}")
+            audit(public, f"public index {lang}")
+            assert problems(look(public, f"public-index-320-{lang}")) == {}
+            public.close()
+    finally:
+        ctx.close()

@@ -38,7 +38,8 @@ from collector.edge.web.common import (
     _page,
     _visible_centres,
 )
-from collector.edge.web.texts import TEXT
+from collector.edge.web.public_texts import FACTOR_NAMES, LANG_NAMES, month_name
+from collector.edge.web.texts import MARZ_NAMES, TEXT
 from collector.models import (
     UNCERTAIN_SQL,
     Alert,
@@ -49,6 +50,7 @@ from collector.models import (
     ForwardBatch,
 )
 from collector.outbound import alerts as alert_mod
+from collector.reading import answers as answers_mod
 from collector.reading import charts, fleet, scores
 from collector.reading import series as series_mod
 from collector.reading.names import names
@@ -141,6 +143,7 @@ def dashboard(
     lang: Annotated[str | None, Query(max_length=8)] = None,
     saved: Annotated[int, Query(ge=0, le=1)] = 0,
     acked: Annotated[int, Query(ge=0, le=1)] = 0,
+    answered: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     lang = _lang(request, lang)
     user = _current_user(request, session, state)
@@ -198,6 +201,9 @@ def dashboard(
             .order_by(ForwardBatch.day)
         ).all()
     units = fleet.centre_units(session, chosen.id, state.clock())
+    months = answers_mod.centre_months(
+        session, chosen.id, today, low_share=state.settings.answer_low_share
+    )
     open_alerts = alert_mod.listing(
         session, centres={chosen.code}, states=alert_mod.ACTIVE, lang=lang
     )
@@ -238,6 +244,13 @@ def dashboard(
         can_note=user.role in (Role.ADMIN.value, Role.MANAGER.value),
         saved=bool(saved),
         acked=bool(acked),
+        answered=bool(answered),
+        months=months,
+        waiting=[(m, f) for m in months for f in m.unanswered],
+        given=list({a.id: a for m in months for a in m.answers}.values()),
+        factor_names=FACTOR_NAMES[lang],
+        month_name=lambda d: month_name(lang, d),
+        answer_langs=list(LANG_NAMES.items()),
     )
 
 
@@ -360,19 +373,6 @@ def _both(draw: Any, items: Any, title: str, desc: str, ident: str) -> Markup:
     )
 
 
-MARZ_NAMES = {
-    "AM-ER": ("Yerevan", "Երևան"),
-    "AM-AG": ("Aragatsotn", "Արագածոտն"),
-    "AM-AR": ("Ararat", "Արարատ"),
-    "AM-AV": ("Armavir", "Արմավիր"),
-    "AM-GR": ("Gegharkunik", "Գեղարքունիք"),
-    "AM-KT": ("Kotayk", "Կոտայք"),
-    "AM-LO": ("Lori", "Լոռի"),
-    "AM-SH": ("Shirak", "Շիրակ"),
-    "AM-SU": ("Syunik", "Սյունիք"),
-    "AM-TV": ("Tavush", "Տավուշ"),
-    "AM-VD": ("Vayots Dzor", "Վայոց ձոր"),
-}
 #: Below this many ratings in the period, a centre is listed as too few to judge.
 JUDGE_MIN_N = 30
 
@@ -475,6 +475,14 @@ def ministry(
         )
         for r in judged
     ]
+    due_days = state.settings.answer_due_days
+    unanswered = [
+        {**row, "centre": known.centre_by_id[row["centre_id"]]}
+        for row in answers_mod.unanswered(
+            session, today, due_days=due_days, low_share=state.settings.answer_low_share
+        )
+        if row["centre_id"] in known.centre_by_id
+    ]
     period = f"{first.isoformat()}..{last.isoformat()}"
     marz_name = MARZ_NAMES.get(marz or "", ("", ""))[1 if lang == "hy" else 0]
     trend_title = t["pic_marz"].format(marz=marz_name) if marz else t["pic_national"]
@@ -502,6 +510,10 @@ def ministry(
             charts.bars, rank_bars, t["pic_rankings"], t["pic_rankings_desc"], "rankings"
         ),
         periods=_periods(today),
+        unanswered=unanswered,
+        due_days=due_days,
+        factor_names=FACTOR_NAMES[lang],
+        month_name=lambda d: month_name(lang, d),
     )
 
 

@@ -30,6 +30,7 @@ from collector.edge.api.deps import SessionDep, StateDep, require
 from collector.edge.api.params import AUTH_RESPONSES, NOT_FOUND
 from collector.edge.auth import Role, scoped_centres
 from collector.edge.web import common as web_common
+from collector.edge.web.answers import public_refused
 from collector.models import ApiToken, Assignment, AuditLog, Centre, Device, Service
 from device import protocol as p
 from device.faces import face
@@ -406,6 +407,8 @@ async def _refused_input(request: Request, exc: Exception) -> Response:
     dashboard, a person gets a page saying so, not JSON; the API keeps its JSON."""
     if request.url.path.startswith(web_common.PEOPLE_PATHS):
         return web_common.refused_input(request)
+    if request.url.path.startswith("/centres"):
+        return public_refused(request)
     if not request.url.path.startswith("/r/"):
         assert isinstance(exc, RequestValidationError)
         return await request_validation_exception_handler(request, exc)

@@ -135,6 +135,26 @@ TEXT: dict[str, dict[str, str]] = {
         "acked_by": "Հաստատել է {who}․ {comment}",
         "ack_saved": "Ազդանշանը հաստատված է։",
         "ack_closed": "Այս ազդանշանն արդեն փակված է։",
+        "answers": "Դուք ասացիք, մենք արեցինք",
+        "answers_intro": "Ձեր պատասխանը հրապարակային է․ այն ցույց է տրվում կենտրոնի հանրային "
+        "էջում և բաց տվյալներում՝ այն ամսվա կողքին, որին պատասխանում է։ Գրեք, թե ինչ "
+        "արվեց․ մի՛ նշեք աշխատակիցների կամ այցելուների անուններ։",
+        "waiting_answer": "Ցածր գնահատականներ, որոնք սպասում են պատասխանի",
+        "no_low": "Վերջին ամիսներին չպատասխանված ցածր գնահատական չկա։",
+        "month": "Ամիս",
+        "about": "Ինչի մասին",
+        "about_total": "Ընդհանուր գնահատականը",
+        "answer_text": "Ինչ արվեց",
+        "answer_save": "Հրապարակել",
+        "written_in": "Պատասխանի լեզուն",
+        "answered": "Պատասխանը հրապարակված է։",
+        "answers_given": "Հրապարակված պատասխաններ",
+        "public_page": "Կենտրոնի հանրային էջը",
+        "too_many_answers": "Այսօր այս կենտրոնի համար արդեն շատ պատասխաններ են "
+        "հրապարակվել։ Փորձեք վաղը։",
+        "unanswered": "Ցածր գնահատականներ՝ առանց պատասխանի ամսվա ավարտից {days} օր անց",
+        "all_answered": "Բոլոր ցածր գնահատականներին պատասխանել են։",
+        "overdue": "Ուշացում (օր)",
     },
     "en": {
         "app": "Gnahat",
@@ -268,5 +288,54 @@ TEXT: dict[str, dict[str, str]] = {
         "ack_closed": "This alert has closed already.",
         "uncertain_day": "{n} ratings dated by estimate: the unit's clock was not set, "
         "so their day may be off",
+        "answers": "You said, we did",
+        "answers_intro": "Your answer is public: it is shown on the centre's public page and in "
+        "the open data beside the month it answers. Say what was done; do not name staff or "
+        "visitors.",
+        "waiting_answer": "Low figures waiting for an answer",
+        "no_low": "No unanswered low figure in the last months.",
+        "month": "Month",
+        "about": "About",
+        "about_total": "The score itself",
+        "answer_text": "What was done",
+        "answer_save": "Publish",
+        "written_in": "Written in",
+        "answered": "The answer is published.",
+        "answers_given": "Published answers",
+        "public_page": "The centre's public page",
+        "too_many_answers": "Many answers were already published for this centre today. "
+        "Please try again tomorrow.",
+        "unanswered": "Low scores with no answer {days} days after their month",
+        "all_answered": "Every low score has an answer.",
+        "overdue": "Overdue (days)",
     },
+}
+
+#: Marzes by ISO 3166-2 code: (English, Armenian).
+MARZ_NAMES = {
+    "AM-ER": ("Yerevan", "Երևան"),
+    "AM-AG": ("Aragatsotn", "Արագածոտն"),
+    "AM-AR": ("Ararat", "Արարատ"),
+    "AM-AV": ("Armavir", "Արմավիր"),
+    "AM-GR": ("Gegharkunik", "Գեղարքունիք"),
+    "AM-KT": ("Kotayk", "Կոտայք"),
+    "AM-LO": ("Lori", "Լոռի"),
+    "AM-SH": ("Shirak", "Շիրակ"),
+    "AM-SU": ("Syunik", "Սյունիք"),
+    "AM-TV": ("Tavush", "Տավուշ"),
+    "AM-VD": ("Vayots Dzor", "Վայոց ձոր"),
+}
+#: Their Russian names (the public pages speak Russian too).
+MARZ_RU = {
+    "AM-ER": "Ереван",
+    "AM-AG": "Арагацотн",
+    "AM-AR": "Арарат",
+    "AM-AV": "Армавир",
+    "AM-GR": "Гехаркуник",
+    "AM-KT": "Котайк",
+    "AM-LO": "Лори",
+    "AM-SH": "Ширак",
+    "AM-SU": "Сюник",
+    "AM-TV": "Тавуш",
+    "AM-VD": "Вайоц Дзор",
 }
