@@ -3,8 +3,10 @@
 The rule, in order (docs/protocol.md, "Dating a press"):
 
 1. The unit's clock was synchronised at the press: its ``at``.
-2a. Else the unit's last live heartbeat (QoS 0: never held by a broker) came from the
-   same boot: its arrival plus the monotonic distance to the press.
+2a. Else the unit's last live heartbeat (QoS 0: not held by a broker for an absent
+   collector) came from the same boot: its arrival plus the monotonic distance to the
+   press. For an event received while the collector drained what was held for it after
+   an absence, only a heartbeat heard before the absence began counts.
 2. Else the event was sent in the boot that pressed it: the collector's receipt time
    less the time it waited on the unit (``sent_mono_ms − mono_ms``). If it came in
    while the collector drained what the broker held for it after an absence, it may
@@ -173,7 +175,13 @@ def date_events(
         if event.clock_synced:
             out[event.key] = Dating(device_at, Flag(0))
         else:
-            by_beat = _from_heartbeat(event, heartbeats(event.device) if heartbeats else None)
+            beat = heartbeats(event.device) if heartbeats else None
+            since = held_since.get(event.key)
+            if beat is not None and since is not None and beat.received_at > since:
+                # Heard while the collector drained what was held for it: the heartbeat
+                # may have waited too (a cluster's node loss can delay even QoS 0).
+                beat = None
+            by_beat = _from_heartbeat(event, beat)
             by_wait = corrected_time(event, received_at)
             # Each is an upper bound (a delay on the way only makes it later): the earlier
             # of the two is the better one.
@@ -184,7 +192,6 @@ def date_events(
                 untrusted.append((event, received_at))
                 continue
             corrected = corrected.astimezone(UTC)
-            since = held_since.get(event.key)
             if by_beat is None and since is not None and since < received_at:
                 # It may have waited in the broker since ``since``: only bounds are known.
                 wait = received_at - corrected

@@ -152,3 +152,36 @@ def test_replay_repairs_what_an_older_collector_quarantined_for_its_1970_clock(
     assert e.seq == 2 and e.day == date(2026, 11, 24)
     assert before.pressed_at <= e.pressed_at <= after.pressed_at
     assert store.replay_quarantine() == {}  # resolved
+
+
+def test_a_heartbeat_heard_during_a_drain_does_not_date_what_was_held() -> None:
+    """An unsynced unit's press received while the collector drains what the broker held
+    after an absence: a heartbeat heard before the absence dates it exactly; one heard
+    during the drain may have waited too (a cluster losing a node delays even QoS 0),
+    so the press gets bounds from the absence's start instead, flagged an estimate."""
+    from zoneinfo import ZoneInfo
+
+    from collector.intake.dating import Heartbeat, date_events
+    from tests.collector.helpers import replace
+
+    absent = T0  # the collector's session ended
+    back = T0 + timedelta(seconds=20)  # it drains what was held
+    press = T0 + timedelta(seconds=5)
+    pressed = replace(event(1), at="1970-01-01T00:00:10+00:00", clock_synced=False,
+                      boot="b1", mono_ms=105_000, sent_mono_ms=105_000)  # fmt: skip
+    before = Heartbeat("b1", 90_000, press - timedelta(seconds=15))  # live, before the absence
+    late = Heartbeat("b1", 100_000, back)  # sent at press - 5 s, heard 15 s late
+    tz = ZoneInfo("Asia/Yerevan")
+    for beat, exact in ((before, True), (late, False)):
+        got = date_events([(pressed, back + timedelta(seconds=1))], lambda *a: None, tz,
+                          heartbeats=lambda d, b=beat: b,  # type: ignore[misc]
+                          held_since={pressed.key: absent})[pressed.key]  # fmt: skip
+        if exact:
+            assert got.pressed_at == press and got.flags == Flag.CLOCK_CORRECTED
+        else:
+            assert got.flags & Flag.CLOCK_UNTRUSTED and not got.flags & Flag.CLOCK_CORRECTED
+            assert got.lo is not None and got.hi is not None
+            assert got.lo <= press <= got.hi
+    # Outside a drain the same late heartbeat is believed: nothing says it waited.
+    got = date_events([(pressed, back)], lambda *a: None, tz, heartbeats=lambda d: late)
+    assert got[pressed.key].flags == Flag.CLOCK_CORRECTED
