@@ -93,6 +93,10 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
     ("GET", "/api/v1/open/centres"): ("/api/v1/open/centres", PUBLIC),
     ("GET", "/api/v1/open/centres.csv"): ("/api/v1/open/centres.csv", PUBLIC),
     ("GET", "/api/v1/open/datapackage.json"): ("/api/v1/open/datapackage.json", PUBLIC),
+    ("GET", "/api/v1/open/answers"): ("/api/v1/open/answers", PUBLIC),
+    # Each centre's public page ("you said, we did"): no login.
+    ("GET", "/centres"): ("/centres", PUBLIC),
+    ("GET", "/centres/{code}"): (f"/centres/{A}", PUBLIC),
     ("GET", "/"): ("/", expect(303)),
     ("GET", "/api/v1/alerts"): (
         "/api/v1/alerts",
@@ -121,6 +125,10 @@ MATRIX: dict[tuple[str, str], tuple[str, dict[str, int]]] = {
     ("GET", "/ministry"): ("/ministry", {**WEB_IN, "s_manager_a": 403, "s_manager_b": 403}),
     ("POST", "/dashboard/notes"): (
         "/dashboard/notes",
+        {**WEB_IN, "s_admin": 303, "s_manager_a": 303, "s_analyst": 403, "s_manager_b": 403},
+    ),
+    ("POST", "/dashboard/answers"): (
+        "/dashboard/answers",
         {**WEB_IN, "s_admin": 303, "s_manager_a": 303, "s_analyst": 403, "s_manager_b": 403},
     ),
     # No such alert: refused before anything is looked at, 403 for every session.
@@ -201,6 +209,8 @@ def call(c: TestClient, method: str, url: str) -> int:
         data.update(username="s_admin", password="wrong password here")
     if url == "/dashboard/notes":
         data.update(centre=A, day="2026-11-24", text="matrix")
+    if url == "/dashboard/answers":
+        data.update(centre=A, month="2026-11", text="matrix")
     if url.startswith("/dashboard/alerts/"):
         data.update(comment="matrix")
     return c.post(url, data=data).status_code

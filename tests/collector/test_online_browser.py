@@ -5,6 +5,7 @@ critical WCAG 2.2 AA violation in any of its states, in Armenian, English and Ru
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -198,6 +199,10 @@ def test_every_phone_page_state_reads_at_phone_widths(site: str, browser: Any, w
             assert page.locator("form").count() == 1
             page.goto(f"{site}/r/forged?lang={lang}")
             found[f"{name} refused"] = problems(look(page, f"{name}-refused"))
+            # No desk page to go back to: the way out is the centres' public pages.
+            page.locator(".back a").click()
+            page.wait_for_url(re.compile(rf"/centres\?lang={lang}$"))
+            assert page.locator("h1").count() == 1
     finally:
         ctx.close()
     bad = {k: v for k, v in found.items() if v}

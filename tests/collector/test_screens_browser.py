@@ -1,5 +1,5 @@
 """The dashboard and the ministry view as people see them, at 320 px (a phone) and
-1280 px (a desk), in Armenian and English: no text overlaps another or is cut by its
+1280 px (a desk), in Armenian, English and Russian: no text overlaps another or is cut by its
 chart or box, nothing scrolls sideways, no text under 12 px (see tests/screens.py;
 screenshots under screenshots/). A month of presses in several centres, so every chart
 has its labels; a real browser over both databases."""
@@ -68,7 +68,7 @@ def test_the_dashboard_and_the_ministry_view_read_at_their_sizes(
         page = ctx.new_page()
         try:
             log_in(page, site, who)
-            for lang in ("hy", "en"):
+            for lang in ("hy", "en", "ru"):
                 page.goto(f"{site}{path}?lang={lang}&start=2026-10-26&end=2026-11-24")
                 name = f"{path.strip('/')}-{width}-{lang}"
                 found[name] = problems(look(page, name))

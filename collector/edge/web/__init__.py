@@ -1,4 +1,4 @@
-"""The centre dashboard: server-rendered pages in Armenian (default) and English.
+"""The centre dashboard: server-rendered pages in Armenian (default), English and Russian.
 
 People log in with a username and password (argon2, rate-limited); the session is a
 signed cookie (SameSite=Strict, HttpOnly; Secure in production) and every form
@@ -39,7 +39,7 @@ from collector.edge.web.common import (
     _visible_centres,
 )
 from collector.edge.web.public_texts import FACTOR_NAMES, LANG_NAMES, month_name
-from collector.edge.web.texts import MARZ_NAMES, TEXT
+from collector.edge.web.texts import MARZ_NAMES, TEXT, marz_name
 from collector.models import (
     UNCERTAIN_SQL,
     Alert,
@@ -436,11 +436,10 @@ def ministry(
     marz_rows = []
     for code, (top, n) in sorted(per_marz.items()):
         lo, hi = scores.wilson(top, n)
-        marz_names = MARZ_NAMES.get(code, (code, code))
         marz_rows.append(
             {
                 "code": code,
-                "name": marz_names[1] if lang == "hy" else marz_names[0],
+                "name": marz_name(code, lang),
                 "n": n,
                 "csat": top / n if n else None,
                 "ci": (lo, hi),
@@ -484,8 +483,7 @@ def ministry(
         if row["centre_id"] in known.centre_by_id
     ]
     period = f"{first.isoformat()}..{last.isoformat()}"
-    marz_name = MARZ_NAMES.get(marz or "", ("", ""))[1 if lang == "hy" else 0]
-    trend_title = t["pic_marz"].format(marz=marz_name) if marz else t["pic_national"]
+    trend_title = t["pic_marz"].format(marz=marz_name(marz, lang)) if marz else t["pic_national"]
     return _page(
         request,
         "ministry.html",
@@ -502,7 +500,7 @@ def ministry(
         ),
         trend_title=trend_title,
         marz=marz,
-        marz_choices=[(code, n[1] if lang == "hy" else n[0]) for code, n in MARZ_NAMES.items()],
+        marz_choices=[(code, marz_name(code, lang)) for code in MARZ_NAMES],
         services_chart=_both(
             charts.bars, service_bars, t["pic_services"], t["pic_services_desc"], "services-chart"
         ),

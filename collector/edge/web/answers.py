@@ -31,7 +31,7 @@ from collector.edge.web.public_texts import (
     PUBLIC_TEXT,
     month_name,
 )
-from collector.edge.web.texts import MARZ_NAMES, MARZ_RU, TEXT
+from collector.edge.web.texts import TEXT, marz_name
 from collector.models import Answer, AuditLog, Centre
 from collector.reading import answers as answers_mod
 from collector.reading import scores
@@ -56,11 +56,6 @@ def centre_name(centre: Any, lang: str) -> tuple[str, str]:
     """A centre's name for a page in ``lang``, and the language it is written in (the
     registry has Armenian and English names: a Russian page shows the English one)."""
     return (centre.name_hy, "hy") if lang == "hy" else (centre.name_en, "en")
-
-
-def marz_name(code: str, lang: str) -> str:
-    en, hy = MARZ_NAMES.get(code, (code, code))
-    return hy if lang == "hy" else MARZ_RU.get(code, en) if lang == "ru" else en
 
 
 def _public_lang(asked: str | None) -> str:

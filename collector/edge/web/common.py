@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from collector.edge import websessions
 from collector.edge.auth import scoped_centres
+from collector.edge.web.public_texts import LANG_NAMES
 from collector.edge.web.texts import TEXT
 from collector.models import (
     User,
@@ -22,7 +23,7 @@ from collector.reading.names import names
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 
 
-LANGS = ("hy", "en")
+LANGS = ("hy", "en", "ru")
 MAX_NOTE = 500
 
 
@@ -58,7 +59,13 @@ def _page(
     return TEMPLATES.TemplateResponse(
         request,
         name,
-        {"t": TEXT[lang], "lang": lang, "csrf": _csrf(request), **context},
+        {
+            "t": TEXT[lang],
+            "lang": lang,
+            "lang_names": LANG_NAMES,
+            "csrf": _csrf(request),
+            **context,
+        },
         status_code=status_code,
     )
 

@@ -1,4 +1,4 @@
-"""The kinds of alert, their default parameters, severities and texts (hy, en)."""
+"""The kinds of alert, their default parameters, severities and texts (hy, en, ru)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,37 @@ TEXTS: dict[str, dict[str, str]] = {
         "warning": "զգուշացում",
         "critical": "կրիտիկական",
         "opened_at": "բացվել է {time}-ին (Երևանի ժամանակով)",
+        "after_login": "{centre} կենտրոնի {desk} սեղանի {device} սարք․ այսօր {count} "
+        "գնահատական եկել է աշխատակցի մուտքից {seconds} վրկ-ի ընթացքում՝ առանց բացված "
+        "պատուհանի․ արժե ստուգել։",
+    },
+    "ru": {
+        "unit_silent": "Устройство {device} в центре {centre} (стойка {desk}) молчит "
+        "{minutes} минут рабочего времени; последняя связь: {last_seen}.",
+        "unit_never_heard": "Устройство {device} в центре {centre} (стойка {desk}) ни разу "
+        "не выходило на связь: молчит {minutes} минут рабочего времени с момента установки "
+        "({last_seen}). Оно включено и настроено?",
+        "unit_backlog": "Устройство {device} в центре {centre} (стойка {desk}) хранит "
+        "{queue_depth} неотправленных оценок, самой старой {oldest_min} минут.",
+        "unit_clock": "Часы устройства {device} в центре {centre} (стойка {desk}) не "
+        "синхронизированы.",
+        "dissatisfied": "{where}: {share} из {n} оценок за последние {days} дней — "
+        "недовольные (95 % интервал {low}-{high}; порог {threshold}).",
+        "drop": "{where}: удовлетворённость за последние {recent_days} дней упала до "
+        "{recent} с {history} (95 % интервалы не пересекаются).",
+        "bursts": "{where}: сегодня {excluded} нажатий не учтены как серии: стоит проверить.",
+        "after_login": "Устройство {device} в центре {centre} (стойка {desk}): {count} "
+        "оценок сегодня пришли в течение {seconds} с после входа сотрудника, без открытого "
+        "окна: стоит проверить.",
+        "opened": "Открыто",
+        "reminder": "Всё ещё открыто",
+        "closed": "Закрыто: условие больше не выполняется",
+        "subject": "[Гнаат] {state}: {text}",
+        "ack": "Подтвердите его на панели, с комментарием.",
+        "info": "информация",
+        "warning": "предупреждение",
+        "critical": "критическое",
+        "opened_at": "открыто {time} (по ереванскому времени)",
     },
 }
 

@@ -34,7 +34,7 @@ def list_alerts(
     state: Annotated[
         Literal["active", "open", "acknowledged", "closed", "all"], Query()
     ] = "active",
-    lang: Annotated[Literal["hy", "en"], Query()] = "en",
+    lang: Annotated[Literal["hy", "en", "ru"], Query()] = "en",
 ) -> dict[str, Any]:
     """Alerts by state (default: open or acknowledged), newest first, each with its text
     in ``lang``."""
