@@ -347,6 +347,7 @@ class Demo:
         self.say(
             f"  dashboard   {base}/login  (user demo-manager, password {self.manager_password})"
         )
+        self.say(f"  public      {base}/centres  (each centre's months and its answers; no login)")
         self.say(f"  health      {base}/healthz")
         self.say(f"  metrics     curl -H 'Authorization: Bearer {self.tech_token}' {base}/metrics")
         self.say(f"  API docs    {base}/docs")
