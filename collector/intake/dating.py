@@ -151,6 +151,18 @@ def _from_heartbeat(event: p.Event, beat: Heartbeat | None) -> datetime | None:
         return None
 
 
+def _same_boot(nearest: Finder, event: p.Event) -> datetime | None:
+    """Rule 3: the press by the monotonic distance to the nearest press of its stream and
+    boot whose time is known (before it, else after it)."""
+    for later in (False, True):
+        anchor = nearest(event.device, event.stream, event.seq, later, event.boot)
+        if anchor is not None:
+            shifted = _shift(anchor, event.mono_ms)
+            if shifted is not None:
+                return shifted
+    return None
+
+
 def date_events(
     items: Sequence[tuple[p.Event, datetime]],
     find: Finder,
@@ -169,6 +181,7 @@ def date_events(
     out: dict[p.EventKey, Dating] = {}
     trusted: dict[tuple[str, str], list[Anchor]] = {}
     untrusted: list[tuple[p.Event, datetime]] = []
+    held: list[tuple[p.Event, datetime, datetime, datetime]] = []
     held_since = held_since or {}
     for event, received_at in items:
         device_at = event.at_datetime.astimezone(UTC)
@@ -193,22 +206,15 @@ def date_events(
                 continue
             corrected = corrected.astimezone(UTC)
             if by_beat is None and since is not None and since < received_at:
-                # It may have waited in the broker since ``since``: only bounds are known.
-                wait = received_at - corrected
-                low, high = (since - wait).astimezone(UTC), corrected
-                guess = device_at if low <= device_at <= high else high
-                held = Flag.CLOCK_UNTRUSTED
-                if low.astimezone(timezone).date() != high.astimezone(timezone).date():
-                    held |= Flag.DAY_UNCERTAIN
-                out[event.key] = Dating(guess, held, None, low, high)
+                # It may have waited in the broker since ``since``: dated below, from a
+                # press of its boot whose time is known (rule 3), else only bounds.
+                held.append((event, received_at, corrected, since))
                 continue
             correction = round((corrected - device_at).total_seconds() * 1000)
             out[event.key] = Dating(corrected, Flag.CLOCK_CORRECTED, correction)
         trusted.setdefault((event.device, event.stream), []).append(
             Anchor(event.seq, event.boot, event.mono_ms, out[event.key].pressed_at)
         )
-    if not untrusted:
-        return out
 
     def nearest(device: str, stream: str, seq: int, later: bool, boot: str | None) -> Anchor | None:
         here = [
@@ -222,6 +228,23 @@ def date_events(
             return stored
         return best
 
+    for event, received_at, corrected, since in held:
+        device_at = event.at_datetime.astimezone(UTC)
+        shifted = _same_boot(nearest, event)
+        if shifted is not None:
+            correction = round((shifted - device_at).total_seconds() * 1000)
+            out[event.key] = Dating(shifted, Flag.CLOCK_CORRECTED, correction)
+            continue
+        wait = received_at - corrected
+        low, high = (since - wait).astimezone(UTC), corrected
+        guess = device_at if low <= device_at <= high else high
+        flags = Flag.CLOCK_UNTRUSTED
+        if low.astimezone(timezone).date() != high.astimezone(timezone).date():
+            flags |= Flag.DAY_UNCERTAIN
+        out[event.key] = Dating(guess, flags, None, low, high)
+    if not untrusted:
+        return out
+
     # The last press in hand of each untrusted (stream, boot): estimates keep spacing.
     last_mono: dict[tuple[str, str, str], int] = {}
     for event, _ in untrusted:
@@ -230,13 +253,7 @@ def date_events(
 
     for event, received_at in untrusted:
         device_at = event.at_datetime.astimezone(UTC)
-        rule3 = None
-        for later in (False, True):
-            anchor = nearest(event.device, event.stream, event.seq, later, event.boot)
-            if anchor is not None:
-                rule3 = _shift(anchor, event.mono_ms)
-                if rule3 is not None:
-                    break
+        rule3 = _same_boot(nearest, event)
         if rule3 is not None:
             correction = round((rule3 - device_at).total_seconds() * 1000)
             out[event.key] = Dating(rule3, Flag.CLOCK_CORRECTED, correction)

@@ -182,6 +182,15 @@ def test_a_heartbeat_heard_during_a_drain_does_not_date_what_was_held() -> None:
             assert got.flags & Flag.CLOCK_UNTRUSTED and not got.flags & Flag.CLOCK_CORRECTED
             assert got.lo is not None and got.hi is not None
             assert got.lo <= press <= got.hi
+    # A press of its boot heard live before the absence dates it exactly instead (rule 4).
+    from collector.intake.dating import Anchor
+
+    earlier = Anchor(0, "b1", 45_000, press - timedelta(seconds=60))
+    got = date_events([(pressed, back + timedelta(seconds=1))], timezone=tz,
+                      find=lambda d, st, q, later, boot: None if later else earlier,
+                      heartbeats=lambda d: late,
+                      held_since={pressed.key: absent})[pressed.key]  # fmt: skip
+    assert got.pressed_at == press and got.flags == Flag.CLOCK_CORRECTED
     # Outside a drain the same late heartbeat is believed: nothing says it waited.
     got = date_events([(pressed, back)], lambda *a: None, tz, heartbeats=lambda d: late)
     assert got[pressed.key].flags == Flag.CLOCK_CORRECTED
