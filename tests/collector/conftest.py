@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,12 +19,19 @@ from tests.collector.helpers import T0
 
 
 @pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    migrate(database_url)
+def sessions(
+    database_url: str, db_templates: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sessionmaker[Session]]:
+    """The test's database at head with the shipped registry: a copy of a template built
+    once per test process (where it can be copied), else migrated and imported here."""
+    copied = db_templates.prepare(database_url, T0, tmp_path_factory.getbasetemp())
+    if not copied:
+        migrate(database_url)
     engine = make_engine(database_url)
     factory = session_factory(engine)
-    with factory() as s, s.begin():
-        import_dir(s, SHIPPED, now=T0)
+    if not copied:
+        with factory() as s, s.begin():
+            import_dir(s, SHIPPED, now=T0)
     yield factory
     engine.dispose()
 
