@@ -18,8 +18,8 @@ demo: $(STAMP)
 
 ## test: the whole test suite against real Mosquitto/SQLite (and PostgreSQL if configured),
 ## two pytest workers per core (every test has its own brokers, files and schema)
-WORKERS     ?= $(shell echo $$(( $$(nproc) * 3 )))
-PYTEST_ARGS ?= -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
+WORKERS     ?= $(shell echo $$(( $$(nproc) * 2 )))
+PYTEST_ARGS ?= -n $(WORKERS) --dist worksteal --durations=20
 test: $(STAMP) services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -260,36 +260,3 @@ def browser() -> Iterator[object]:
         b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
-
-
-#: The longest tests (from `--durations`, slowest first): run first, so that with
-#: ``--dist load`` each worker starts one of them at once instead of one worker meeting
-#: them all at the end. Only the order changes; a test missing here runs after these.
-LONG_FIRST = (
-    "tests/e2e/test_fault_scenario.py::test_cluster_scenario_zero_loss",
-    "tests/e2e/test_fault_scenario.py::test_zero_loss_under_faults",
-    "tests/e2e/test_fault_scenario.py::test_robustness_round_two_in_one_run",
-    "tests/e2e/test_fault_scenario.py::test_a_clockless_unit",
-    "tests/collector/test_schemathesis.py",
-    "tests/e2e/test_shared_subscription.py",
-    "tests/e2e/test_fault_scenario.py::test_clocks_blackhole",
-    "tests/e2e/test_nats_cluster.py::test_units_and_collector_fail_over_between_nodes",
-    "tests/collector/test_forward_month.py",
-    "tests/e2e/test_standby_ingest.py",
-    "tests/simulator/test_demo.py",
-    "tests/provisioning/test_cli.py",
-    "tests/collector/test_forward.py::test_an_me_is_down_for_a_week_loses_nothing",
-    "tests/collector/test_screens_browser.py",
-    "tests/collector/test_serve_workers.py",
-    "tests/collector/test_registry.py::test_cli_migrate_import_token_and_quarantine",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        return next(
-            (i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)),
-            len(LONG_FIRST),
-        )
-
-    items.sort(key=rank)  # stable: the rest keep their order
