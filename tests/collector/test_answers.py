@@ -167,6 +167,7 @@ def test_the_public_page_shows_no_figure_from_too_few_ratings(client: TestClient
     october = re.search(r'id="m-2026-10".*?</section>', page, re.S)
     assert october is not None
     assert "Not shown (fewer than 10)" in october[0] and "%" not in october[0]
+    assert ">5<" not in october[0] and "&lt; 10" in october[0]  # not even its n
     assert "No answer yet" not in october[0]  # nothing shown, so nothing is low
     index = client.get("/centres?lang=ru").text
     assert 'href="/centres/ER-AVAN?lang=ru"' in index and "Ширак" in index
