@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,7 @@ class _Templates:
         self.pg: dict[str, str] = {}  # server URL (no database) -> template database name
 
     @staticmethod
-    def _fill(url: str, now: object) -> None:
+    def _fill(url: str, now: datetime) -> None:
         from collector.db import make_engine, migrate, session_factory
         from collector.demo_data import SHIPPED
         from collector.registry import import_dir
@@ -146,10 +147,10 @@ class _Templates:
         migrate(url)
         engine = make_engine(url)
         with session_factory(engine)() as s, s.begin():
-            import_dir(s, SHIPPED, now=now)  # type: ignore[arg-type]
+            import_dir(s, SHIPPED, now=now)
         engine.dispose()
 
-    def prepare(self, url: str, now: object, workdir: Path) -> bool:
+    def prepare(self, url: str, now: datetime, workdir: Path) -> bool:
         """Make the (new, empty) database at ``url`` a copy of the template; False when
         it cannot be copied (then the caller migrates and imports itself)."""
         import sqlalchemy as sa

@@ -92,11 +92,6 @@ def months_back(today: date, count: int) -> list[tuple[date, date]]:
     return out
 
 
-def favourable(factor: str, scale: int, level: int) -> bool:
-    """A favourable answer: "yes" for ``solved``, the top two levels of a scaled factor."""
-    return level == 3 if factor == "solved" else level >= scale - 1
-
-
 def _totals(
     session: Session, start: date, end: date, centre_ids: Iterable[int] | None
 ) -> dict[int, list[int]]:
@@ -127,7 +122,7 @@ def _factor_counts(
     for cid, factor, scale, level, n in session.execute(q):
         acc = out.setdefault((cid, str(factor)), [0, 0])
         acc[1] += int(n or 0)
-        if favourable(str(factor), scale, level):
+        if scores.favourable(str(factor), scale, level):
             acc[0] += int(n or 0)
     return out
 

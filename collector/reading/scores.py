@@ -392,6 +392,11 @@ def daily_series(session: Session, centre_id: int, start: date, end: date) -> li
 # ---------------------------------------------------------------- factors and channels
 
 
+def favourable(factor: str, scale: int, level: int) -> bool:
+    """A favourable answer: "yes" for ``solved``, the top two levels of a scaled factor."""
+    return level == 3 if factor == "solved" else level >= scale - 1
+
+
 def factor_summary(
     session: Session, centre_id: int, start: date, end: date
 ) -> list[dict[str, Any]]:
@@ -410,8 +415,7 @@ def factor_summary(
         a = acc.setdefault(factor, [0, 0])
         n = int(n or 0)
         a[1] += n
-        favourable = level == 3 if factor == "solved" else level >= scale - 1
-        if favourable:
+        if favourable(factor, scale, level):
             a[0] += n
     out = []
     for factor in ("procedure", "solved", "conduct", "competence"):

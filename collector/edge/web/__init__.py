@@ -28,13 +28,14 @@ from collector.edge import online as online_channel
 from collector.edge import websessions
 from collector.edge.api.deps import SessionDep, StateDep
 from collector.edge.api.params import MAX_DAYS, MIN_DAY, End, FormDay, Start
-from collector.edge.auth import Role, scoped_centres
+from collector.edge.auth import Role
 from collector.edge.users import LoginRefused, RateLimited, login
 from collector.edge.web.common import (
     MAX_NOTE,
     _csrf_ok,
     _current_user,
     _lang,
+    _may_manage,
     _page,
     _visible_centres,
 )
@@ -531,13 +532,8 @@ def add_note(
         return RedirectResponse("/login", status_code=303)
     if not _csrf_ok(request, csrf):
         return _page(request, "message.html", lang, 403, user=user, message="CSRF")
-    allowed = scoped_centres(user.role, user.centres)
     row = session.scalars(select(Centre).where(Centre.code == centre)).first()
-    if (
-        row is None
-        or user.role not in (Role.ADMIN.value, Role.MANAGER.value)
-        or (allowed is not None and centre not in allowed)
-    ):
+    if row is None or not _may_manage(user, centre):
         return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
     now = state.clock()
     today = state.today_now().astimezone(ZoneInfo(state.settings.timezone)).date()
@@ -580,12 +576,7 @@ def acknowledge_alert(
         if alert is not None and alert.centre_id is not None
         else None
     )
-    allowed = scoped_centres(user.role, user.centres)
-    if (
-        alert is None
-        or user.role not in (Role.ADMIN.value, Role.MANAGER.value)
-        or (allowed is not None and code not in allowed)
-    ):
+    if alert is None or not _may_manage(user, code):
         return _page(request, "message.html", lang, 403, user=user, message=TEXT[lang]["forbidden"])
     try:
         alert_mod.acknowledge(session, alert_id, f"user:{user.username}", comment, state.clock())

@@ -22,8 +22,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
 from collector.edge.api.deps import SessionDep, StateDep
-from collector.edge.auth import Role, scoped_centres
-from collector.edge.web.common import TEMPLATES, _csrf_ok, _current_user, _lang, _page
+from collector.edge.web.common import (
+    TEMPLATES,
+    _csrf_ok,
+    _current_user,
+    _lang,
+    _may_manage,
+    _page,
+)
 from collector.edge.web.public_texts import (
     FACTOR_NAMES,
     LANG_NAMES,
@@ -175,13 +181,8 @@ def add_answer(
         return RedirectResponse("/login", status_code=303)
     if not _csrf_ok(request, csrf):
         return _page(request, "message.html", lang, 403, user=user, message="CSRF")
-    allowed = scoped_centres(user.role, user.centres)
     row = session.scalars(select(Centre).where(Centre.code == centre)).first()
-    if (
-        row is None
-        or user.role not in (Role.ADMIN.value, Role.MANAGER.value)
-        or (allowed is not None and centre not in allowed)
-    ):
+    if row is None or not _may_manage(user, centre):
         return _page(request, "message.html", lang, 403, user=user, message=t["forbidden"])
     back = f"/dashboard?centre={row.code}#answers"
     today = _today(state)

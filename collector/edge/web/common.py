@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from collector.edge import websessions
-from collector.edge.auth import scoped_centres
+from collector.edge.auth import Role, scoped_centres
 from collector.edge.web.public_texts import LANG_NAMES
 from collector.edge.web.texts import TEXT
 from collector.models import (
@@ -95,6 +95,15 @@ def _visible_centres(session: Any, user: User) -> list[Any]:
     allowed = scoped_centres(user.role, user.centres)
     every = names(session).centres
     return [c for c in every if allowed is None or c.code in allowed]
+
+
+def _may_manage(user: User, centre: str | None) -> bool:
+    """May ``user`` act for ``centre`` (add a note, answer visitors, acknowledge an
+    alert): a manager of that centre, or an admin."""
+    if centre is None or user.role not in (Role.ADMIN.value, Role.MANAGER.value):
+        return False
+    allowed = scoped_centres(user.role, user.centres)
+    return allowed is None or centre in allowed
 
 
 #: The paths of pages for people (the API and its docs answer in JSON).
