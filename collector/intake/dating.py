@@ -3,10 +3,12 @@
 The rule, in order (docs/protocol.md, "Dating a press"):
 
 1. The unit's clock was synchronised at the press: its ``at``.
-2a. Else the unit's last live heartbeat (QoS 0: not held by a broker for an absent
-   collector) came from the same boot: its arrival plus the monotonic distance to the
-   press. For an event received while the collector drained what was held for it after
-   an absence, only a heartbeat heard before the absence began counts.
+2a. Else what every message of the press's boot said of its clock: a message heard at
+   ``R`` with the unit's monotonic time ``m`` (a heartbeat's ``mono_ms``, an event's
+   ``sent_mono_ms``) puts the boot's zero at most at ``R − m``, as any delay only makes
+   it later; the press lies at the lowest such zero plus its ``mono_ms``. For an event
+   received while the collector drained what was held for it after an absence, only
+   evidence heard before the absence began counts.
 2. Else the event was sent in the boot that pressed it: the collector's receipt time
    less the time it waited on the unit (``sent_mono_ms − mono_ms``). If it came in
    while the collector drained what the broker held for it after an absence, it may
@@ -104,49 +106,104 @@ def _shift(anchor: Anchor, mono_ms: int) -> datetime | None:
         return None
 
 
-class Heartbeat(NamedTuple):
-    """A unit's last live heartbeat: its boot, monotonic clock, and when it arrived.
-    Heartbeats go at QoS 0, which a broker does not hold for an absent collector: the
-    time it arrived is the time it was sent (to network latency)."""
+#: Older than this, a boot's kept zero gives way to any newer evidence of the boot: a
+#: unit's crystal drifts (50 ppm is 0.18 s an hour), so the lowest value must stay recent.
+CLOCK_STALE_MS = 3_600_000
+
+
+class ClockZero(NamedTuple):
+    """Where a boot's monotonic clock stood at zero, by the collector's clock.
+
+    A message of the boot heard at ``R`` carrying the unit's monotonic time ``m`` when it
+    was sent (a heartbeat's ``mono_ms``, an event's ``sent_mono_ms``) says the zero lies
+    at most at ``R − m``: any delay on the way (a broker holding it, a stalled link, a
+    busy collector) only makes it later. The lowest value heard is the best, and a press
+    lies at ``zero + mono_ms``.
+    """
 
     boot: str
-    mono_ms: int
-    received_at: datetime
+    zero_ms: int
+    """Epoch milliseconds."""
+    heard_ms: int
+    """When the value was (last) heard, epoch milliseconds."""
 
 
-#: ``device`` → its last live heartbeat, if it said its boot and monotonic clock.
-Heartbeats = Callable[[str], Heartbeat | None]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def db_heartbeats(session: Session) -> Heartbeats:
-    """The units' last heartbeats as stored in ``device_state`` (read once per unit)."""
-    seen: dict[str, Heartbeat | None] = {}
+def epoch_ms(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(milliseconds=1)
 
-    def get(device: str) -> Heartbeat | None:
+
+def heard(boot: object, mono_ms: object, received_at: datetime) -> ClockZero | None:
+    """The evidence of one message: ``None`` unless it names a boot and a monotonic time."""
+    if not isinstance(boot, str) or not boot or len(boot) > 64:
+        return None
+    if not isinstance(mono_ms, int) or isinstance(mono_ms, bool) or not 0 <= mono_ms < 2**53:
+        return None
+    now = epoch_ms(received_at)
+    return ClockZero(boot, now - mono_ms, now)
+
+
+def better(kept: ClockZero | None, new: ClockZero) -> ClockZero:
+    """What to keep of a unit's clock zero when ``new`` is heard (also in SQL:
+    :func:`collector.intake.store.driver.newer`): a new boot heard later replaces the
+    old; within a boot the lower value wins, and a kept value older than
+    :data:`CLOCK_STALE_MS` gives way."""
+    if kept is None:
+        return new
+    if kept.boot != new.boot:
+        return new if new.heard_ms >= kept.heard_ms else kept
+    if new.zero_ms <= kept.zero_ms or new.heard_ms - kept.heard_ms > CLOCK_STALE_MS:
+        return new
+    return kept
+
+
+#: ``device`` → what is known of its boots' clock zeros (the kept one, the batch's own).
+Clocks = Callable[[str], Sequence[ClockZero]]
+
+
+def db_clocks(session: Session, batch: dict[str, list[ClockZero]] | None = None) -> Clocks:
+    """The units' kept clock zeros as stored in ``device_state`` (read once per unit), with
+    what the batch itself heard (``batch``)."""
+    seen: dict[str, ClockZero | None] = {}
+    batch = batch or {}
+
+    def get(device: str) -> Sequence[ClockZero]:
         if device not in seen:
             row = session.execute(
-                select(DeviceState.health, DeviceState.health_at).where(
-                    DeviceState.device == device
-                )
+                select(
+                    DeviceState.clock_boot, DeviceState.clock_zero_ms, DeviceState.clock_heard_ms
+                ).where(DeviceState.device == device)
             ).first()
-            beat = None
-            if row is not None and isinstance(row[0], dict) and row[1] is not None:
-                boot, mono = row[0].get("boot"), row[0].get("mono_ms")
-                if isinstance(boot, str) and isinstance(mono, int) and not isinstance(mono, bool):
-                    beat = Heartbeat(boot, mono, row[1])
-            seen[device] = beat
-        return seen[device]
+            zero = None
+            if row is not None:
+                boot, zero_ms, heard_ms = row
+                if boot is not None and zero_ms is not None and heard_ms is not None:
+                    zero = ClockZero(boot, zero_ms, heard_ms)
+            seen[device] = zero
+        kept = seen[device]
+        return ([kept] if kept is not None else []) + batch.get(device, [])
 
     return get
 
 
-def _from_heartbeat(event: p.Event, beat: Heartbeat | None) -> datetime | None:
-    """The press by the unit's own monotonic clock from its last live heartbeat of the
-    same boot: exact however long the event itself waited in a broker."""
-    if beat is None or beat.boot != event.boot:
+def _by_clock(event: p.Event, clocks: Clocks | None, since: datetime | None) -> datetime | None:
+    """Rule 2a: the press at the lowest clock zero of its boot. For an event received in a
+    drain (``since``: when the absence began), only evidence heard before the absence
+    counts: what was heard during the drain may have waited too."""
+    if clocks is None:
+        return None
+    limit = None if since is None else epoch_ms(since)
+    zeros = [
+        z.zero_ms
+        for z in clocks(event.device)
+        if z.boot == event.boot and (limit is None or z.heard_ms <= limit)
+    ]
+    if not zeros:
         return None
     try:
-        return beat.received_at + timedelta(milliseconds=event.mono_ms - beat.mono_ms)
+        return _EPOCH + timedelta(milliseconds=min(zeros) + event.mono_ms)
     except OverflowError:
         return None
 
@@ -168,12 +225,12 @@ def date_events(
     find: Finder,
     timezone: ZoneInfo,
     *,
-    heartbeats: Heartbeats | None = None,
+    clocks: Clocks | None = None,
     held_since: dict[p.EventKey, datetime] | None = None,
 ) -> dict[p.EventKey, Dating]:
     """A :class:`Dating` for every event of ``items`` (events with their receipt time).
 
-    ``heartbeats``: each unit's last live heartbeat (rule 2a). ``held_since``: for an
+    ``clocks``: what is known of each unit's boot clock zero (rule 2a). ``held_since``: for an
     event received while the collector drained what the broker held for it, the
     earliest time it can have been sent (when the collector's previous session ended):
     rule 2 then gives only bounds, since its time in the broker is unknown.
@@ -188,13 +245,8 @@ def date_events(
         if event.clock_synced:
             out[event.key] = Dating(device_at, Flag(0))
         else:
-            beat = heartbeats(event.device) if heartbeats else None
             since = held_since.get(event.key)
-            if beat is not None and since is not None and beat.received_at > since:
-                # Heard while the collector drained what was held for it: the heartbeat
-                # may have waited too (a cluster's node loss can delay even QoS 0).
-                beat = None
-            by_beat = _from_heartbeat(event, beat)
+            by_beat = _by_clock(event, clocks, since)
             by_wait = corrected_time(event, received_at)
             # Each is an upper bound (a delay on the way only makes it later): the earlier
             # of the two is the better one.

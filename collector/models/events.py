@@ -121,6 +121,13 @@ class DeviceState(Base):
     firmware: Mapped[str | None] = mapped_column(String(64), nullable=True)
     health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     health_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    clock_boot: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The boot whose clock zero is kept (see :class:`collector.intake.dating.ClockZero`)."""
+    clock_zero_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The lowest (receipt − monotonic send time) heard from that boot, epoch ms."""
+    clock_heard_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """When that lowest value was last heard (epoch ms): older than an hour, any new one
+    of the boot replaces it (a unit's crystal drifts)."""
 
 
 class StreamState(Base):

@@ -26,7 +26,7 @@ def test_a_backlog_from_a_clockless_boot_lands_on_its_day_with_bounds(
     """No RTC: boot b1 ran at 1970 and lost power with presses 2..4 unsent; boot b2
     sends them. Press 1 (synced, earlier) and press 5 (after the reboot, corrected)
     frame them."""
-    store.process([msg(event(1, at=T0, boot="b0"), at=T0 + timedelta(seconds=1))])
+    store.process([msg(event(1, at=T0, boot="b0", sent_boot="b0"), at=T0 + timedelta(seconds=1))])
     backlog = [
         event(
             seq,
@@ -85,7 +85,7 @@ def test_no_lower_bound_says_the_day_is_uncertain(
 def test_an_unsynced_clock_inside_its_bounds_is_believed(
     store: Store, sessions: sessionmaker[Session]
 ) -> None:
-    store.process([msg(event(1, at=T0, boot="b0"), at=T0)])
+    store.process([msg(event(1, at=T0, boot="b0", sent_boot="b0"), at=T0)])
     rtc = event(
         2,
         at=T0 + timedelta(minutes=30),
@@ -124,7 +124,7 @@ def test_replay_repairs_what_an_older_collector_quarantined_for_its_1970_clock(
 
     from device import protocol as p
 
-    store.process([msg(event(1, at=T0, boot="b0"), at=T0)])
+    store.process([msg(event(1, at=T0, boot="b0", sent_boot="b0"), at=T0)])
     store.process(
         [msg(event(3, at=T0 + timedelta(hours=2), boot="b0"), at=T0 + timedelta(hours=2))]
     )
@@ -161,7 +161,7 @@ def test_a_heartbeat_heard_during_a_drain_does_not_date_what_was_held() -> None:
     so the press gets bounds from the absence's start instead, flagged an estimate."""
     from zoneinfo import ZoneInfo
 
-    from collector.intake.dating import Heartbeat, date_events
+    from collector.intake.dating import ClockZero, date_events, heard
     from tests.collector.helpers import replace
 
     absent = T0  # the collector's session ended
@@ -169,12 +169,13 @@ def test_a_heartbeat_heard_during_a_drain_does_not_date_what_was_held() -> None:
     press = T0 + timedelta(seconds=5)
     pressed = replace(event(1), at="1970-01-01T00:00:10+00:00", clock_synced=False,
                       boot="b1", mono_ms=105_000, sent_mono_ms=105_000)  # fmt: skip
-    before = Heartbeat("b1", 90_000, press - timedelta(seconds=15))  # live, before the absence
-    late = Heartbeat("b1", 100_000, back)  # sent at press - 5 s, heard 15 s late
+    before = heard("b1", 90_000, press - timedelta(seconds=15))  # live, before the absence
+    late = heard("b1", 100_000, back)  # sent at press - 5 s, heard 15 s late
+    assert before is not None and late is not None
     tz = ZoneInfo("Asia/Yerevan")
     for beat, exact in ((before, True), (late, False)):
         got = date_events([(pressed, back + timedelta(seconds=1))], lambda *a: None, tz,
-                          heartbeats=lambda d, b=beat: b,  # type: ignore[misc]
+                          clocks=lambda d, b=beat: [b],  # type: ignore[misc]
                           held_since={pressed.key: absent})[pressed.key]  # fmt: skip
         if exact:
             assert got.pressed_at == press and got.flags == Flag.CLOCK_CORRECTED
@@ -188,9 +189,82 @@ def test_a_heartbeat_heard_during_a_drain_does_not_date_what_was_held() -> None:
     earlier = Anchor(0, "b1", 45_000, press - timedelta(seconds=60))
     got = date_events([(pressed, back + timedelta(seconds=1))], timezone=tz,
                       find=lambda d, st, q, later, boot: None if later else earlier,
-                      heartbeats=lambda d: late,
+                      clocks=lambda d: [late],
                       held_since={pressed.key: absent})[pressed.key]  # fmt: skip
     assert got.pressed_at == press and got.flags == Flag.CLOCK_CORRECTED
-    # Outside a drain the same late heartbeat is believed: nothing says it waited.
-    got = date_events([(pressed, back)], lambda *a: None, tz, heartbeats=lambda d: late)
+    # Outside a drain the lowest evidence of the boot wins: the late heartbeat alone
+    # dates it late (nothing says it waited), the prompt one beside it exactly.
+    got = date_events([(pressed, back)], lambda *a: None, tz, clocks=lambda d: [late])
+    assert got[pressed.key].pressed_at == back
+    got = date_events([(pressed, back)], lambda *a: None, tz, clocks=lambda d: [before, late])
+    assert got[pressed.key].pressed_at == press
     assert got[pressed.key].flags == Flag.CLOCK_CORRECTED
+    # Another boot's clock says nothing of this one.
+    other = ClockZero("b0", before.zero_ms, before.heard_ms)
+    got = date_events([(pressed, back)], lambda *a: None, tz, clocks=lambda d: [other])
+    assert got[pressed.key].pressed_at == back  # its own wait only (rule 2)
+
+
+def _health(mono_ms: int, boot: str = "b1") -> bytes:
+    from device import protocol as p
+
+    h = p.Health(device=DEV, at="1970-01-01T00:00:00+00:00", queue_depth=0,
+                 oldest_unacked_s=None, uptime_s=mono_ms / 1000, firmware="1.0",
+                 clock_synced=False, extra={"boot": boot, "mono_ms": mono_ms})  # fmt: skip
+    return p.encode_health(h)
+
+
+def _kept(sessions: sessionmaker[Session]) -> tuple[str | None, datetime | None, datetime | None]:
+    from collector.models import DeviceState
+
+    with sessions() as s:
+        st = s.get(DeviceState, DEV)
+        assert st is not None
+        ms = timedelta(milliseconds=1)
+        zero = None if st.clock_zero_ms is None else EPOCH + st.clock_zero_ms * ms
+        heard = None if st.clock_heard_ms is None else EPOCH + st.clock_heard_ms * ms
+        return st.clock_boot, zero, heard
+
+
+def test_one_late_message_does_not_date_a_press_late(
+    store: Store, sessions: sessionmaker[Session]
+) -> None:
+    """A stalled link (or a broker cluster settling) delivers an unsynced unit's heartbeat
+    and its next press 9 s late, together: the boot's clock as its earlier, prompt
+    heartbeat showed it still dates the press exactly. What is kept of the unit's clock:
+    the lowest value of its boot, a new boot's heard later, a value over an hour old
+    giving way."""
+    from tests.collector.helpers import replace
+
+    zero = T0 - timedelta(seconds=100)  # where boot b1's monotonic clock stood at 0
+    assert not store.process([msg(_health(100_000), kind="health", at=T0)]).quarantined
+    assert _kept(sessions) == ("b1", zero, T0)
+
+    press = zero + timedelta(milliseconds=158_000)
+    pressed = replace(event(1), at="1970-01-01T00:00:10+00:00", clock_synced=False,
+                      boot="b1", mono_ms=158_000, sent_mono_ms=158_000, sent_boot="b1")  # fmt: skip
+    late = press + timedelta(seconds=9)
+    result = store.process([msg(_health(160_000), kind="health", at=late), msg(pressed, at=late)])
+    assert result.stored == 1
+    (e,) = rows(sessions)
+    assert e.pressed_at == press and e.flags == Flag.CLOCK_CORRECTED
+    assert e.clock_correction_ms is not None
+    assert _kept(sessions) == ("b1", zero, T0)  # the late ones said less
+
+    # A later batch with a lower value of the boot lowers it (a batch committed in any order).
+    store.process([msg(_health(200_000), kind="health", at=zero + timedelta(seconds=199))])
+    lower = zero - timedelta(seconds=1)
+    assert _kept(sessions) == ("b1", lower, zero + timedelta(seconds=199))
+
+    # A reboot heard later replaces the boot; the old boot heard after it does not return.
+    t = T0 + timedelta(minutes=10)
+    store.process([msg(_health(5_000, boot="b2"), kind="health", at=t)])
+    assert _kept(sessions) == ("b2", t - timedelta(seconds=5), t)
+    store.process([msg(_health(900_000, boot="b1"), kind="health", at=t - timedelta(seconds=1))])
+    assert _kept(sessions)[0] == "b2"
+
+    # Over an hour old, the kept value gives way to any newer one of the boot (drift).
+    later = t + timedelta(hours=1, seconds=1)
+    mono = 5_000 + 3_601_000 - 2_000  # heard 2 s late
+    store.process([msg(_health(mono, boot="b2"), kind="health", at=later)])
+    assert _kept(sessions) == ("b2", later - timedelta(milliseconds=mono), later)

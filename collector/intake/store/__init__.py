@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.intake.aggregates import RebuildReport, rebuild
+from collector.intake.dating import ClockZero, better, heard
 from collector.intake.store.aggregates import AggregateWriter
 from collector.intake.store.batch import (
     _Q,
@@ -111,6 +112,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         quarantine: list[_Q] = []
         states: dict[str, dict[str, Any]] = {}
         pending: list[_Pending] = []
+        clocks: dict[str, list[ClockZero]] = {}  # what each message said of its boot's clock
 
         for msg in messages:
             try:
@@ -126,7 +128,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
                 st = states.setdefault(device, {})
                 st["last_seen"] = msg.received_at
             if kind is p.TopicKind.EVENT:
-                self._events(msg, device, pending, quarantine, result)
+                self._events(msg, device, pending, quarantine, result, clocks)
             elif kind is p.TopicKind.STATUS:
                 try:
                     presence, info = p.decode_status(msg.payload)
@@ -150,6 +152,9 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
                 st["health"] = health.to_dict()
                 st["health_at"] = msg.received_at
                 st["firmware"] = health.firmware[:64]
+                zero = heard(health.extra.get("boot"), health.extra.get("mono_ms"), msg.received_at)
+                if zero is not None:
+                    clocks.setdefault(device, []).append(zero)
             else:
                 quarantine.append(
                     _Q(
@@ -163,11 +168,20 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
                 )
 
         if pending:
-            self._tie_events(session, snap, pending, rows, quarantine, result)
+            self._tie_events(session, snap, pending, rows, quarantine, result, clocks)
         if rows:
             self._store_events(session, list(rows.values()), result)
         if quarantine:
             self._store_quarantine(session, quarantine, result)
+        for device, zeros in clocks.items():
+            if device in states:
+                kept = None
+                for zero in sorted(zeros, key=lambda z: z.heard_ms):
+                    kept = better(kept, zero)
+                assert kept is not None
+                states[device].update(
+                    clock_boot=kept.boot, clock_zero_ms=kept.zero_ms, clock_heard_ms=kept.heard_ms
+                )
         if states:
             self._store_states(session, states)
         return result
@@ -179,6 +193,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         pending: list[_Pending],
         quarantine: list[_Q],
         result: BatchResult,
+        clocks: dict[str, list[ClockZero]],
     ) -> None:
         try:
             decoded = msg.decoded or p.decode_payload(msg.payload, topic_device=device)
@@ -204,6 +219,10 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
                        "page's own; a unit may not publish on it", event.key, msg.received_at)
                 )  # fmt: skip
                 continue
+            if msg.origin != ORIGIN_ONLINE and event.sent_boot is not None:
+                zero = heard(event.sent_boot, event.sent_mono_ms, msg.received_at)
+                if zero is not None:
+                    clocks.setdefault(device, []).append(zero)
             pending.append(_Pending(msg, event, raw))
 
     def rebuild_all_aggregates(self) -> RebuildReport:

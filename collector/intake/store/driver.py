@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import JSON, Date
 
+from collector.intake.dating import CLOCK_STALE_MS
 from collector.models import UTCDateTime, sqlite_time_text
 
 
@@ -140,12 +141,26 @@ class Driver:
         self.conn.exec_driver_sql(sql, [tuple(self.values(cols, r)) for r in rows])
 
 
+#: :func:`collector.intake.dating.better` in SQL: whether a unit's clock zero heard now
+#: replaces the kept one (several ingest workers commit in any order).
+_CLOCK_TAKEN = (
+    "(device_state.clock_boot IS NULL"
+    " OR (device_state.clock_boot <> excluded.clock_boot"
+    " AND excluded.clock_heard_ms >= device_state.clock_heard_ms)"
+    " OR (device_state.clock_boot = excluded.clock_boot"
+    " AND (excluded.clock_zero_ms <= device_state.clock_zero_ms"
+    f" OR excluded.clock_heard_ms - device_state.clock_heard_ms > {CLOCK_STALE_MS})))"
+)
+
+
 def newer(col: str, cols: Sequence[str]) -> str:
     """``col = excluded.col`` only where what came is newer than what is kept.
 
     Several ingest workers commit in any order: a status, health report or last-seen
     time committed later but received earlier must not overwrite a newer one.
     """
+    if col.startswith("clock_") and "clock_boot" in cols:
+        return f"{col} = CASE WHEN {_CLOCK_TAKEN} THEN excluded.{col} ELSE device_state.{col} END"
     if col == "last_seen":
         stamp = "last_seen"
     elif col in ("health", "health_at") or (col == "firmware" and "health_at" in cols):

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, tuple_, update
 from sqlalchemy.orm import Session
 
-from collector.intake.dating import Dating, date_events, db_finder, db_heartbeats
+from collector.intake.dating import ClockZero, Dating, date_events, db_clocks, db_finder
 from collector.intake.store.batch import _Q, BatchResult, Reason, _Pending
 from collector.intake.store.driver import Driver
 from collector.models import Event, Flag, StreamState, sqlite_time_text
@@ -105,6 +105,7 @@ class EventWriter:
         rows: dict[p.EventKey, dict[str, Any]],
         quarantine: list[_Q],
         result: BatchResult,
+        clocks: dict[str, list[ClockZero]] | None = None,
     ) -> None:
         """Date every event of the batch, tie it to centre and employee, or quarantine it.
 
@@ -122,7 +123,7 @@ class EventWriter:
         try:
             dating = date_events(
                 [(x.event, x.msg.received_at) for x in pending], db_finder(session), self.tz,
-                heartbeats=db_heartbeats(session),
+                clocks=db_clocks(session, clocks),
                 held_since={x.event.key: x.msg.held_since for x in pending if x.msg.held_since},
             )  # fmt: skip
         except Exception as exc:  # a defect: date each alone, so it stays with its event
