@@ -301,13 +301,12 @@ def _child(
             except (OSError, BrokenPipeError):
                 return
 
-    client = build_client(
-        settings,
-        subscriptions,
-        on_message,
-        lambda kind, value: send(("event", kind, value)),
-        mqtt_conn,
-    )
+    def tell(kind: str, value: bool | int) -> None:
+        # The parent died: the command loop below sees the pipe close and ends.
+        with contextlib.suppress(OSError):
+            send(("event", kind, value))
+
+    client = build_client(settings, subscriptions, on_message, tell, mqtt_conn)
     connect(client, settings)
     client.loop_start()
     ship = threading.Thread(target=sender, name="gnahat-receiver-send", daemon=True)
