@@ -223,9 +223,9 @@ def test_a_day_with_presses_dated_by_estimate_says_so(client: TestClient, store:
         stream="clockless",
         at=datetime(1970, 1, 1, tzinfo=UTC),
         clock_synced=False,
-        boot="b1",
+        boot="cold-b7",  # a boot nothing else of this unit was heard from
         sent_mono_ms=1,
-        sent_boot="b2",
+        sent_boot="cold-b8",
     )
     store.process([msg(lone, device=device, at=T0 + timedelta(hours=2))])
     assert log_in(client, "anna").status_code == 303  # type: ignore[attr-defined]
