@@ -17,8 +17,9 @@ demo: $(STAMP)
 	$(BIN)/gnahat-sim demo
 
 ## test: the whole test suite against real Mosquitto/SQLite (and PostgreSQL if configured),
-## two pytest workers per core (every test has its own brokers, files and schema)
-WORKERS     ?= $(shell echo $$(( $$(nproc) * 2 )))
+## three pytest workers per core (every test has its own brokers, files and database; most
+## of a test's time is waiting on brokers, units and timeouts, so cores are shared)
+WORKERS     ?= $(shell echo $$(( $$(nproc) * 3 )))
 PYTEST_ARGS ?= -n $(WORKERS) --dist worksteal --durations=20
 test: $(STAMP) services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

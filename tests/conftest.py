@@ -90,16 +90,19 @@ def postgres_url() -> Iterator[str]:
     yield from _pg_schema(base)
 
 
-def _pg_schema(base: str) -> Iterator[str]:
+def _pg_schema(base: str, templates: _Templates | None = None) -> Iterator[str]:
     """A database of its own for one test (``CREATE DATABASE``, ~50 ms), dropped after it;
-    where the account may not create databases, a schema of its own in the given one."""
+    where the account may not create databases, a schema of its own in the given one.
+    With ``templates``: created straight as a copy of the migrated template."""
     import sqlalchemy as sa
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
+        tpl = templates.pg_template(base) if templates is not None else None
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            copy = f' TEMPLATE "{tpl}"' if tpl else ""
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
     except sa.exc.OperationalError as exc:
         admin.dispose()
         missing(f"PostgreSQL at {PG_URL_ENV} does not answer: {exc}")
@@ -107,8 +110,10 @@ def _pg_schema(base: str) -> Iterator[str]:
         admin.dispose()
         yield from _pg_private_schema(base)
         return
-    url = sa.engine.make_url(base).set(database=name)
-    yield url.render_as_string(hide_password=False)
+    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
+    if templates is not None and tpl is not None:
+        templates.copied.add(url)
+    yield url
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -137,6 +142,7 @@ class _Templates:
     def __init__(self) -> None:
         self.sqlite: Path | None = None
         self.pg: dict[str, str] = {}  # server URL (no database) -> template database name
+        self.copied: set[str] = set()  # databases created as copies already
 
     @staticmethod
     def _fill(url: str, now: datetime) -> None:
@@ -173,24 +179,41 @@ class _Templates:
                 src.close()
                 dst.close()
             return True
+        if url in self.copied:
+            return True
         if "options" in parsed.query or not parsed.database:
             return False  # a private schema: no template for it
+        tpl = self.pg_template(url)
         server = parsed.set(database="postgres").render_as_string(hide_password=False)
         admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
         try:
-            tpl = self.pg.get(server)
-            if tpl is None:
-                tpl = f"tpl_{uuid.uuid4().hex[:12]}"
-                with admin.connect() as conn:
-                    conn.execute(sa.text(f'CREATE DATABASE "{tpl}"'))
-                self._fill(parsed.set(database=tpl).render_as_string(hide_password=False), now)
-                self.pg[server] = tpl
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE "{parsed.database}" WITH (FORCE)'))
                 conn.execute(sa.text(f'CREATE DATABASE "{parsed.database}" TEMPLATE "{tpl}"'))
         finally:
             admin.dispose()
         return True
+
+    def pg_template(self, url: str) -> str:
+        """The template database on ``url``'s server, built at its first use."""
+        import sqlalchemy as sa
+
+        from tests.collector.helpers import T0
+
+        parsed = sa.engine.make_url(url)
+        server = parsed.set(database="postgres").render_as_string(hide_password=False)
+        tpl = self.pg.get(server)
+        if tpl is None:
+            tpl = f"tpl_{uuid.uuid4().hex[:12]}"
+            admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+            try:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'CREATE DATABASE "{tpl}"'))
+            finally:
+                admin.dispose()
+            self._fill(parsed.set(database=tpl).render_as_string(hide_password=False), T0)
+            self.pg[server] = tpl
+        return tpl
 
     def drop(self) -> None:
         import sqlalchemy as sa
@@ -219,7 +242,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if base is None:
         missing(f"{PG_URL_ENV} is not set")
         return
-    yield from _pg_schema(base)
+    # A test that takes the migrated database (``sessions``) gets its copy made at once.
+    wants_copy = "sessions" in request.fixturenames
+    yield from _pg_schema(base, request.getfixturevalue("db_templates") if wants_copy else None)
 
 
 @pytest.fixture
