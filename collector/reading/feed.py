@@ -96,8 +96,7 @@ def records(
 # index up to the limit whatever the planner believes of the table's size (a table just
 # filled, not yet analysed, had PostgreSQL sort every row joined, to disk).
 _LIMITED = (
-    "SELECT * FROM events WHERE id > :after AND received_at <= :horizon "
-    "ORDER BY id LIMIT :limit"
+    "SELECT * FROM events WHERE id > :after AND received_at <= :horizon ORDER BY id LIMIT :limit"
 )
 
 # PostgreSQL: the times as text in UTC, six digits of microseconds only when there are
