@@ -33,6 +33,24 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def light_password_hashing() -> Iterator[None]:
+    """argon2id with light parameters (1 pass over 1 MiB) in this test process: the
+    default costs 0.2 CPU-s a hash, and the suite logs in and creates users hundreds of
+    times. Still argon2id, still a real hash and verify; what the collector ships is
+    held by ``tests/collector/test_dashboard.py`` (``DEFAULT_HASHER``), and processes
+    the tests start (``collector serve``) hash at the defaults."""
+    from argon2 import PasswordHasher, Type
+
+    from collector.edge import users
+
+    previous = users.use_hasher(
+        PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID)
+    )
+    yield
+    users.use_hasher(previous)
+
+
 @pytest.fixture
 def broker_factory(tmp_path: Path) -> Iterator[type[MosquittoBroker]]:
     """Build extra brokers (ACL/password variants); all are stopped at teardown."""

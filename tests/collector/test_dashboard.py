@@ -188,6 +188,34 @@ def test_users_need_good_passwords_and_known_centres(sessions: sessionmaker[Sess
         assert stored.startswith("$argon2id$") and PASSWORD not in stored
 
 
+def test_the_collector_hashes_with_argon2id_at_its_defaults(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The suite hashes with light parameters (tests/conftest.py); the collector with
+    argon2-cffi's defaults. A hash made with lighter parameters than the collector's
+    still logs in, and is made again at the collector's on that login."""
+    from argon2 import Type
+
+    from collector.edge import users
+
+    shipped = users.DEFAULT_HASHER
+    assert shipped.type is Type.ID and shipped.time_cost >= 3 and shipped.memory_cost >= 65536
+    with sessions() as s, s.begin():
+        create_user(s, "light", PASSWORD, role=Role.ADMIN, now=NOW[0])
+    light = users.use_hasher(shipped)
+    try:
+        with sessions() as s, s.begin():
+            before = s.scalars(select(User.password_hash).where(User.username == "light")).one()
+            assert before.startswith("$argon2id$") and "m=1024,t=1" in before
+            users.login(s, "light", PASSWORD, address="127.0.0.1", now=NOW[0])
+        with sessions() as s:
+            after = s.scalars(select(User.password_hash).where(User.username == "light")).one()
+        assert after.startswith("$argon2id$") and "m=65536,t=3" in after
+        assert shipped.verify(after, PASSWORD)
+    finally:
+        users.use_hasher(light)
+
+
 def test_user_cli(
     database_url: str,
     sessions: sessionmaker[Session],
