@@ -103,9 +103,8 @@ _LIMITED = (
 # any (as Python's isoformat), and the row as JSON by row_to_json (compact, in column
 # order; a date as YYYY-MM-DD, NULL as null, booleans as true/false).
 _PG_TIME = (
-    "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-    "CASE WHEN extract(microseconds FROM {c})::bigint % 1000000 = 0 THEN '' "
-    "ELSE to_char({c} AT TIME ZONE 'UTC', '.US') END || '+00:00'"
+    "replace(to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '')"
+    " || '+00:00'"
 )
 _PG_PAGE = f"""
 SELECT r.id, row_to_json(r)::text FROM (
