@@ -117,7 +117,11 @@ def _pg_schema(base: str, templates: _Templates | None = None) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
-        tpl = templates.pg_template(base) if templates is not None else None
+        tpl = None
+        if templates is not None:  # the registry as of the collector tests' clock
+            from tests.collector.helpers import T0
+
+            tpl = templates.pg_template(base, T0)
         with admin.connect() as conn:
             copy = f' TEMPLATE "{tpl}"' if tpl else ""
             conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
@@ -201,7 +205,7 @@ class _Templates:
             return True
         if "options" in parsed.query or not parsed.database:
             return False  # a private schema: no template for it
-        tpl = self.pg_template(url)
+        tpl = self.pg_template(url, now)
         server = parsed.set(database="postgres").render_as_string(hide_password=False)
         admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
         try:
@@ -212,11 +216,9 @@ class _Templates:
             admin.dispose()
         return True
 
-    def pg_template(self, url: str) -> str:
+    def pg_template(self, url: str, now: datetime) -> str:
         """The template database on ``url``'s server, built at its first use."""
         import sqlalchemy as sa
-
-        from tests.collector.helpers import T0
 
         parsed = sa.engine.make_url(url)
         server = parsed.set(database="postgres").render_as_string(hide_password=False)
@@ -229,7 +231,7 @@ class _Templates:
                     conn.execute(sa.text(f'CREATE DATABASE "{tpl}"'))
             finally:
                 admin.dispose()
-            self._fill(parsed.set(database=tpl).render_as_string(hide_password=False), T0)
+            self._fill(parsed.set(database=tpl).render_as_string(hide_password=False), now)
             self.pg[server] = tpl
         return tpl
 

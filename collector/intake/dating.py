@@ -246,18 +246,18 @@ def date_events(
             out[event.key] = Dating(device_at, Flag(0))
         else:
             since = held_since.get(event.key)
-            by_beat = _by_clock(event, clocks, since)
+            by_clock = _by_clock(event, clocks, since)
             by_wait = corrected_time(event, received_at)
             # Each is an upper bound (a delay on the way only makes it later): the earlier
             # of the two is the better one.
-            if by_beat is not None and by_wait is not None and by_wait < by_beat:
-                by_beat = by_wait
-            corrected = by_beat or by_wait
+            if by_clock is not None and by_wait is not None and by_wait < by_clock:
+                by_clock = by_wait
+            corrected = by_clock or by_wait
             if corrected is None:
                 untrusted.append((event, received_at))
                 continue
             corrected = corrected.astimezone(UTC)
-            if by_beat is None and since is not None and since < received_at:
+            if by_clock is None and since is not None and since < received_at:
                 # It may have waited in the broker since ``since``: dated below, from a
                 # press of its boot whose time is known (rule 3), else only bounds.
                 held.append((event, received_at, corrected, since))

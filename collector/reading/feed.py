@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from collector.models import Centre, Employee, Event, Service
+from collector.models import Centre, Employee, Event, Service, sqlite_time_text
 
 FEED_COLUMNS = (
     "id",
@@ -156,8 +156,6 @@ def ndjson(
     if pg:
         params["horizon"] = horizon
     else:  # compared as SQLite keeps times (text)
-        from collector.models import sqlite_time_text
-
         params["horizon"] = sqlite_time_text(horizon)
     rows = session.execute(text(_PG_PAGE if pg else _SQLITE_PAGE), params).all()
     if not rows:

@@ -56,6 +56,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def _note(
+    clocks: dict[str, dict[str, ClockZero]],
+    device: str,
+    boot: object,
+    mono_ms: object,
+    msg: Received,
+) -> None:
+    """Keep what one message says of its boot's clock: the lowest zero per boot of a batch."""
+    zero = heard(boot, mono_ms, msg.received_at)
+    if zero is not None:
+        boots = clocks.setdefault(device, {})
+        boots[zero.boot] = better(boots.get(zero.boot), zero)
+
+
 class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
     """Writes batches; holds the registry snapshot and reloads it when it changes."""
 
@@ -112,7 +126,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         quarantine: list[_Q] = []
         states: dict[str, dict[str, Any]] = {}
         pending: list[_Pending] = []
-        clocks: dict[str, list[ClockZero]] = {}  # what each message said of its boot's clock
+        clocks: dict[str, dict[str, ClockZero]] = {}  # device → boot → its lowest clock zero
 
         for msg in messages:
             try:
@@ -152,9 +166,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
                 st["health"] = health.to_dict()
                 st["health_at"] = msg.received_at
                 st["firmware"] = health.firmware[:64]
-                zero = heard(health.extra.get("boot"), health.extra.get("mono_ms"), msg.received_at)
-                if zero is not None:
-                    clocks.setdefault(device, []).append(zero)
+                _note(clocks, device, health.extra.get("boot"), health.extra.get("mono_ms"), msg)
             else:
                 quarantine.append(
                     _Q(
@@ -173,12 +185,11 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
             self._store_events(session, list(rows.values()), result)
         if quarantine:
             self._store_quarantine(session, quarantine, result)
-        for device, zeros in clocks.items():
-            if device in states:
-                kept = None
-                for zero in sorted(zeros, key=lambda z: z.heard_ms):
-                    kept = better(kept, zero)
-                assert kept is not None
+        for device, boots in clocks.items():
+            kept = None
+            for zero in sorted(boots.values(), key=lambda z: z.heard_ms):
+                kept = better(kept, zero)
+            if kept is not None and device in states:
                 states[device].update(
                     clock_boot=kept.boot, clock_zero_ms=kept.zero_ms, clock_heard_ms=kept.heard_ms
                 )
@@ -193,7 +204,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
         pending: list[_Pending],
         quarantine: list[_Q],
         result: BatchResult,
-        clocks: dict[str, list[ClockZero]],
+        clocks: dict[str, dict[str, ClockZero]],
     ) -> None:
         try:
             decoded = msg.decoded or p.decode_payload(msg.payload, topic_device=device)
@@ -220,9 +231,7 @@ class Store(EventWriter, AggregateWriter, QuarantineWriter, DeviceStateWriter):
                 )  # fmt: skip
                 continue
             if msg.origin != ORIGIN_ONLINE and event.sent_boot is not None:
-                zero = heard(event.sent_boot, event.sent_mono_ms, msg.received_at)
-                if zero is not None:
-                    clocks.setdefault(device, []).append(zero)
+                _note(clocks, device, event.sent_boot, event.sent_mono_ms, msg)
             pending.append(_Pending(msg, event, raw))
 
     def rebuild_all_aggregates(self) -> RebuildReport:

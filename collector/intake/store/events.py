@@ -105,7 +105,7 @@ class EventWriter:
         rows: dict[p.EventKey, dict[str, Any]],
         quarantine: list[_Q],
         result: BatchResult,
-        clocks: dict[str, list[ClockZero]] | None = None,
+        clocks: dict[str, dict[str, ClockZero]] | None = None,
     ) -> None:
         """Date every event of the batch, tie it to centre and employee, or quarantine it.
 
@@ -123,7 +123,7 @@ class EventWriter:
         try:
             dating = date_events(
                 [(x.event, x.msg.received_at) for x in pending], db_finder(session), self.tz,
-                clocks=db_clocks(session, clocks),
+                clocks=db_clocks(session, {d: list(b.values()) for d, b in (clocks or {}).items()}),
                 held_since={x.event.key: x.msg.held_since for x in pending if x.msg.held_since},
             )  # fmt: skip
         except Exception as exc:  # a defect: date each alone, so it stays with its event
