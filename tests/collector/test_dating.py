@@ -268,3 +268,15 @@ def test_one_late_message_does_not_date_a_press_late(
     mono = 5_000 + 3_601_000 - 2_000  # heard 2 s late
     store.process([msg(_health(mono, boot="b2"), kind="health", at=later)])
     assert _kept(sessions) == ("b2", later - timedelta(milliseconds=mono), later)
+
+
+def test_a_message_that_does_not_say_its_boot_clock_is_no_evidence() -> None:
+    """A heartbeat or event whose boot or monotonic time is missing, of the wrong type or
+    out of range says nothing of the clock (it is stored as before, never refused)."""
+    from collector.intake.dating import heard
+
+    for boot, mono in ((None, 5), ("", 5), ("b" * 65, 5), ("b1", None), ("b1", True),
+                       ("b1", "5"), ("b1", -1), ("b1", 2**53), ("b1", 1.5)):  # fmt: skip
+        assert heard(boot, mono, T0) is None, (boot, mono)
+    zero = heard("b1", 5_000, T0)
+    assert zero is not None and zero.boot == "b1" and zero.heard_ms - zero.zero_ms == 5_000
