@@ -371,40 +371,47 @@ class EventWriter:
             )
         return to_flag
 
-    def _ranges_query(
-        self, conn: Any, ranges: list[tuple[str, str, datetime, datetime]], *, count: bool
-    ) -> Any:
-        """Over per-unit, per-channel time ranges: ``count`` — the indexes of the ranges
-        holding more ratings than the burst limit; else the ratings inside them (as ``_BurstRow``).
-
-        Plain driver SQL: SQLAlchemy would compile a fresh VALUES list on every batch,
-        which costs more than the query itself; on PostgreSQL four arrays keep the
-        statement short and the same from batch to batch (parsed once).
-        """
-        dialect = conn.dialect
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        to_db: Callable[[Any], Any] = (
-            sqlite_time_text if dialect.name == "sqlite" else lambda v: v.astimezone(UTC)
-        )
+    def ranges_statement(
+        self, dialect: str, ranges: list[tuple[str, str, datetime, datetime]], *, count: bool
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The SQL and parameters of :meth:`_ranges_query` for ``dialect``."""
+        pg = dialect == "postgresql"
+        mark = "%s" if pg else "?"
+        to_db: Callable[[Any], Any] = (lambda v: v.astimezone(UTC)) if pg else sqlite_time_text
         # Each range is a few index lookups; a plan that scans the events once per
-        # range costs seconds per batch on a big table. SQLite: the index by name.
-        # PostgreSQL: planned at every run (below), never from a generic plan cached
-        # while the table was still small.
-        hint = " INDEXED BY ix_events_device_pressed" if dialect.name == "sqlite" else ""
-        join = (
-            f"FROM ranges JOIN events{hint} ON events.device = ranges.device "
+        # batch (or once per range) costs more with every event stored. SQLite: the
+        # index by name, joined row by row. PostgreSQL: each range probed in a LATERAL
+        # subquery the planner cannot turn into a join (the count is an aggregate; the
+        # rows sit behind OFFSET 0): without statistics (a new table, autovacuum off or
+        # not yet run) it would otherwise hash the whole table on every batch. That
+        # shape holds in a generic plan too, so psycopg may prepare the statement.
+        match = (
+            "events.device = ranges.device "
             "AND events.pressed_at >= ranges.lo AND events.pressed_at <= ranges.hi "
-            "AND events.channel = ranges.channel "
-            f"AND events.type = {mark} "
+            f"AND events.channel = ranges.channel AND events.type = {mark}"
         )
-        if count:
-            tail = f"SELECT ranges.i {join}GROUP BY ranges.i HAVING count(*) > {mark}"
-            extra: list[Any] = [p.EventType.RATING.value, self.burst_max]
+        cols = ", ".join(f"events.{c}" for c in _BurstRow._fields)
+        if pg and count:
+            tail = (
+                "SELECT ranges.i FROM ranges CROSS JOIN LATERAL "
+                f"(SELECT count(*) AS n FROM events WHERE {match}) AS c WHERE c.n > {mark}"
+            )
+        elif pg:
+            tail = (
+                "SELECT found.* FROM ranges CROSS JOIN LATERAL "
+                f"(SELECT {cols} FROM events WHERE {match} OFFSET 0) AS found"
+            )
+        elif count:
+            tail = (
+                "SELECT ranges.i FROM ranges JOIN events INDEXED BY ix_events_device_pressed "
+                f"ON {match} GROUP BY ranges.i HAVING count(*) > {mark}"
+            )
         else:
-            cols = ", ".join(f"events.{c}" for c in _BurstRow._fields)
-            tail = f"SELECT {cols} {join}"
-            extra = [p.EventType.RATING.value]
-        if dialect.name == "postgresql":
+            tail = (
+                f"SELECT {cols} FROM ranges JOIN events INDEXED BY ix_events_device_pressed "
+                f"ON {match}"
+            )
+        if pg:
             head = (
                 "WITH ranges AS (SELECT * FROM unnest(%b::int[], %b::varchar[], "
                 "%b::varchar[], %b::timestamptz[], %b::timestamptz[]) "
@@ -423,12 +430,30 @@ class EventWriter:
             params = []
             for i, (device, channel, lo, hi) in enumerate(ranges):
                 params += [i, device, channel, to_db(lo), to_db(hi)]
-        if dialect.name == "postgresql":
+        extra: list[Any] = [p.EventType.RATING.value]
+        if count:
+            extra.append(self.burst_max)
+        return head + tail, tuple(params + extra)
+
+    def _ranges_query(
+        self, conn: Any, ranges: list[tuple[str, str, datetime, datetime]], *, count: bool
+    ) -> Any:
+        """Over per-unit, per-channel time ranges: ``count`` — the indexes of the ranges
+        holding more ratings than the burst limit; else the ratings inside them (as ``_BurstRow``).
+
+        Plain driver SQL: SQLAlchemy would compile a fresh VALUES list on every batch,
+        which costs more than the query itself; on PostgreSQL four arrays keep the
+        statement short and the same from batch to batch (parsed once).
+        """
+        dialect = conn.dialect
+        pg = dialect.name == "postgresql"
+        sql, params = self.ranges_statement(dialect.name, ranges, count=count)
+        if pg:
             with conn.connection.driver_connection.cursor() as cur:
-                cur.execute(head + tail, tuple(params + extra), prepare=False)
+                cur.execute(sql, params)
                 result = cur.fetchall()
         else:
-            result = conn.exec_driver_sql(head + tail, tuple(params + extra)).all()
+            result = conn.exec_driver_sql(sql, params).all()
         if count:
             return {i for (i,) in result}
         table = Event.__table__.c
