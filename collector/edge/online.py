@@ -519,23 +519,30 @@ def _next_seq(session: Session, device: str) -> int:
 # ------------------------------------------------------------ what the ministry sees
 
 
-def phone_shares(session: Session, first: date, last: date) -> dict[int, dict[str, int]]:
+def phone_shares(
+    session: Session, first: date, last: date, totals: dict[int, int] | None = None
+) -> dict[int, dict[str, int]]:
     """Per centre over the days: ratings counted in all, counted by phone, and phone
     ratings left out (flagged, unverified): so a centre whose scores lean on its phone
-    channel stands out beside them."""
+    channel stands out beside them.
+
+    ``totals``: each centre's counted ratings over the same days, when the caller has
+    them (the ministry page reads them for its rankings); then only the phone's cells
+    are read, by their own index, not every channel's."""
     out: dict[int, dict[str, int]] = {}
-    for centre_id, channel, n, excluded in session.execute(
-        select(
-            ChannelAggregate.centre_id,
-            ChannelAggregate.channel,
-            func.sum(ChannelAggregate.n),
-            func.sum(ChannelAggregate.excluded),
-        )
-        .where(ChannelAggregate.day >= first, ChannelAggregate.day <= last)
-        .group_by(ChannelAggregate.centre_id, ChannelAggregate.channel)
-    ):
+    if totals is not None:
+        for centre_id, n in totals.items():
+            out[centre_id] = {"n": n, "online": 0, "online_excluded": 0}
+    a = ChannelAggregate
+    query = select(a.centre_id, a.channel, func.sum(a.n), func.sum(a.excluded)).where(
+        a.day >= first, a.day <= last
+    )
+    if totals is not None:
+        query = query.where(a.channel == "online")
+    for centre_id, channel, n, excluded in session.execute(query.group_by(a.centre_id, a.channel)):
         row = out.setdefault(centre_id, {"n": 0, "online": 0, "online_excluded": 0})
-        row["n"] += int(n or 0)
+        if totals is None:
+            row["n"] += int(n or 0)
         if channel == "online":
             row["online"] += int(n or 0)
             row["online_excluded"] += int(excluded or 0)

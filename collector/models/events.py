@@ -219,7 +219,15 @@ class ChannelAggregate(Base):
     channel counted on its own; the daily cells hold them together."""
 
     __tablename__ = "channel_aggregates"
-    __table_args__ = (Index("ix_channel_aggregates_centre_day", "centre_id", "day"),)
+    __table_args__ = (
+        Index("ix_channel_aggregates_centre_day", "centre_id", "day"),
+        Index(
+            "ix_channel_aggregates_online_day",
+            "day",
+            postgresql_where=text("channel = 'online'"),
+            sqlite_where=text("channel = 'online'"),
+        ),
+    )
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     centre_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     service_id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -118,7 +118,8 @@ def _pct(x: float) -> str:
 def trend(
     days: Sequence[dict[str, Any]], title: str, desc: str, ident: str = "trend", width: int = W
 ) -> Markup:
-    """CSAT per day as a line with its 95 % band, and the number of ratings as bars."""
+    """CSAT per day (or per any period: an item's ``label``, else its ``day``) as a line
+    with its 95 % band, and the number of ratings as bars."""
     if not days:
         return Markup("")
     inner_w, inner_h = width - PAD_L - PAD_R, H - PAD_T - PAD_B
@@ -143,7 +144,7 @@ def trend(
         h = 28 * d["n"] / top_n
         parts.append(
             f'<rect x="{x(i) - step * 0.35:.1f}" y="{H - PAD_B - h:.1f}" width="{step * 0.7:.1f}" '
-            f'height="{h:.1f}" fill="#ddd"><title>{escape(d["day"].isoformat())}: '
+            f'height="{h:.1f}" fill="#ddd"><title>{escape(_point_label(d))}: '
             f"n = {d['n']}</title></rect>"
         )
     upper = " ".join(f"{x(i):.1f},{y(d['csat_ci95'][1]):.1f}" for i, d in enumerate(days))
@@ -156,10 +157,10 @@ def trend(
     for i, d in enumerate(days):
         parts.append(
             f'<circle cx="{x(i):.1f}" cy="{y(d["csat"]):.1f}" r="3" fill="{ACCENT}">'
-            f"<title>{escape(d['day'].isoformat())}: {_pct(d['csat'])} "
+            f"<title>{escape(_point_label(d))}: {_pct(d['csat'])} "
             f"({_pct(d['csat_ci95'][0])}–{_pct(d['csat_ci95'][1])}), n = {d['n']}</title></circle>"
         )
-    first, last = days[0]["day"].isoformat(), days[-1]["day"].isoformat()
+    first, last = _point_label(days[0]), _point_label(days[-1])
     parts.append(f'<text x="{PAD_L}" y="{H - 8}" font-size="{FONT}">{first}</text>')
     if len(days) > 1:
         parts.append(
@@ -167,6 +168,11 @@ def trend(
             f"{last}</text>"
         )
     return _svg("".join(parts), title, desc, ident, width=width)
+
+
+def _point_label(point: dict[str, Any]) -> str:
+    label = point.get("label")
+    return str(label) if label is not None else str(point["day"].isoformat())
 
 
 def bars(

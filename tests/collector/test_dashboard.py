@@ -526,6 +526,33 @@ def test_the_ministry_sees_every_centre_managers_do_not(client: TestClient, stor
     assert 'href="/ministry"' not in client.get("/dashboard").text
 
 
+def test_the_ministrys_trend_over_a_long_period_is_drawn_by_month(
+    client: TestClient, store: Store
+) -> None:
+    """Over more than three months a point a day is unreadable: one point a month, whole
+    months from the monthly cells and the partial ones at the edges from the daily."""
+    device = "am-sh-gyumri1-d03"
+    sept, octo = T0 - timedelta(days=75), T0 - timedelta(days=50)  # 10 Sep, 5 Oct
+    store.process([msg(event(400 + i, device=device, score=4, at=sept), device=device)
+                   for i in range(3)])  # fmt: skip
+    store.process([msg(event(500 + i, device=device, score=1, at=octo), device=device)
+                   for i in range(2)])  # fmt: skip
+    assert log_in(client, "aram").status_code == 303  # type: ignore[attr-defined]
+    page = client.get("/ministry?lang=en&start=2026-06-15&end=2026-11-24").text
+    assert '<title id="national-t">Satisfaction by month, the whole country</title>' in page
+    trend = page[
+        page.index('id="national-t"') : page.index("</svg>", page.index('id="national-t"'))
+    ]
+    assert re.search(r"<title>2026-09: 100 % \([^)]*\), n = 3</title>", trend)
+    assert re.search(r"<title>2026-10: 0 % \([^)]*\), n = 2</title>", trend)
+    assert "<title>2026-11: " in trend and "2026-10-05" not in trend
+    shirak = client.get("/ministry?lang=hy&marz=AM-SH&start=2026-06-15&end=2026-11-24").text
+    assert "Գոհունակությունն ըստ ամիսների, Շիրակ" in shirak
+    month = client.get("/ministry?lang=en&start=2026-09-01&end=2026-11-24").text  # 85 days
+    assert '<title id="national-t">Satisfaction by day, the whole country</title>' in month
+    assert "<title>2026-10-05: 0 % (" in month
+
+
 def test_the_factor_picture_and_the_channels_on_the_dashboard(
     client: TestClient, store: Store
 ) -> None:

@@ -376,6 +376,8 @@ def _both(draw: Any, items: Any, title: str, desc: str, ident: str) -> Markup:
 
 #: Below this many ratings in the period, a centre is listed as too few to judge.
 JUDGE_MIN_N = 30
+#: From this many days on, the ministry's trend is drawn by month (a point a month).
+TREND_BY_MONTH_DAYS = 92
 
 
 @router.get("/ministry")
@@ -410,7 +412,11 @@ def ministry(
         r["rank"] = i
     known = names(session)
     centres = {c.code: c for c in known.centres}
-    phone = online_channel.phone_shares(session, first, last)  # the phone part of each score
+    totals: dict[int, int] = {}
+    for (cid, _sid, _scale), counts in cells.items():
+        totals[cid] = totals.get(cid, 0) + counts.n
+    # The phone part of each score (the totals are the rankings' own).
+    phone = online_channel.phone_shares(session, first, last, totals)
     for r in judged:
         got = phone.get(centres[r["centre"]].id) if r["centre"] in centres else None
         r["phone_share"] = got["online"] / got["n"] if got and got["n"] else 0.0
@@ -447,12 +453,17 @@ def ministry(
                 "centres": sum(1 for c in centres.values() if c.marz == code),
             }
         )
-    national_days: dict[date, list[int]] = {}
+    # A long period is drawn by month, from the monthly cells (whole months) and the
+    # daily ones at its edges: a point a day is unreadable over a year, and reading a
+    # year of daily cells is most of what such a page would cost.
+    by_month = (last - first).days >= TREND_BY_MONTH_DAYS
+    national_days: dict[str, list[int]] = {}
     by = "marz" if marz else "national"
-    for row in series_mod.series(session, first, last, grain="day", by=by):  # type: ignore[arg-type]
+    grain = "month" if by_month else "day"
+    for row in series_mod.series(session, first, last, grain=grain, by=by):  # type: ignore[arg-type]
         if marz and row.group != marz:
             continue
-        acc = national_days.setdefault(date.fromisoformat(row.period), [0, 0])
+        acc = national_days.setdefault(row.period, [0, 0])
         acc[0] += row.counts.top_two
         acc[1] += row.counts.n
     service_names = {sv.code: (sv.name_hy if lang == "hy" else sv.name_en) for sv in known.services}
@@ -462,10 +473,10 @@ def ministry(
             lo, hi = scores.wilson(top, n)
             service_bars.append((service_names.get(code, code), top / n, (lo, hi), f" (n = {n})"))
     days = []
-    for day, (top, n) in sorted(national_days.items()):
+    for period, (top, n) in sorted(national_days.items()):
         if n:
             lo, hi = scores.wilson(top, n)
-            days.append({"day": day, "n": n, "csat": top / n, "csat_ci95": [lo, hi]})
+            days.append({"label": period, "n": n, "csat": top / n, "csat_ci95": [lo, hi]})
     rank_bars = [
         (
             r["name_hy"] if lang == "hy" else r["name_en"],
@@ -484,7 +495,12 @@ def ministry(
         if row["centre_id"] in known.centre_by_id
     ]
     period = f"{first.isoformat()}..{last.isoformat()}"
-    trend_title = t["pic_marz"].format(marz=marz_name(marz, lang)) if marz else t["pic_national"]
+    suffix = "_m" if by_month else ""
+    trend_title = (
+        t["pic_marz" + suffix].format(marz=marz_name(marz, lang))
+        if marz
+        else t["pic_national" + suffix]
+    )
     return _page(
         request,
         "ministry.html",
