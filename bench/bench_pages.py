@@ -84,6 +84,9 @@ def registry() -> dict[str, str]:
 
 # Ratings of every unit on every weekday of the year: 09:00 Yerevan onwards every
 # 10 minutes (10.7 h for 64), the airport mix (62/17/7/14 best to worst) by a hash.
+# Stored in the order they were pressed, as ingest stores them: a week's events lie
+# together in the table, not spread over all of it (unit by unit, as the rows are
+# generated), which would make every read of a period touch a page per event.
 EVENTS_SQL = """
 INSERT INTO events (device, stream, seq, type, score, scale, device_at, clock_synced,
                     boot, mono_ms, pressed_at, received_at, day, centre_id,
@@ -104,6 +107,7 @@ CROSS JOIN LATERAL (
     FROM (SELECT abs(hashtext(a.device_id || ':' || d.n || ':' || k)) % 100 AS h) x
 ) s
 WHERE extract(isodow FROM d.day) < 6
+ORDER BY p.at, a.device_id
 """
 
 
