@@ -11,9 +11,10 @@ factor, that factor; an answer about the score itself covers the whole month.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -220,3 +221,40 @@ def unanswered(
                 )
     out.sort(key=lambda r: (-int(r["overdue_days"]), float(r["share"] or 0.0)))
     return out
+
+
+class KeptUnanswered:
+    """The ministry's list of unanswered low figures, kept a short while.
+
+    The list reads only closed months (their monthly and factor cells) and the answers,
+    so it changes rarely: when an answer is published, or a late press or a rebuild
+    touches a month that closed at least ``due_days`` before. Each ministry page would
+    otherwise read three months of cells for it. An answer published through this
+    process forgets the list at once (:meth:`forget`); one published through another
+    worker, or a late press, shows within ``ttl``. ``clock``: the app's wall clock
+    (injectable); a clock that went back counts as expired.
+    """
+
+    def __init__(self, clock: Callable[[], datetime], ttl: timedelta = timedelta(seconds=60)):
+        self.clock = clock
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._kept: tuple[tuple[Any, ...], datetime, list[dict[str, Any]]] | None = None
+
+    def get(
+        self, session: Session, today: date, *, due_days: int, low_share: float
+    ) -> list[dict[str, Any]]:
+        key = (today, due_days, low_share)
+        now = self.clock()
+        with self._lock:
+            kept = self._kept
+        if kept is not None and kept[0] == key and kept[1] <= now < kept[1] + self.ttl:
+            return [dict(row) for row in kept[2]]
+        rows = unanswered(session, today, due_days=due_days, low_share=low_share)
+        with self._lock:
+            self._kept = (key, now, rows)
+        return [dict(row) for row in rows]
+
+    def forget(self) -> None:
+        with self._lock:
+            self._kept = None

@@ -206,3 +206,25 @@ def test_analysts_read_answers_but_cannot_write_them(client: TestClient) -> None
                       data={"centre": "SH-GYUMRI1", "month": "2026-10", "text": "x",
                             "csrf": token})  # fmt: skip
     assert got.status_code == 403
+
+
+def test_the_ministrys_list_is_kept_a_minute_and_an_answer_forgets_it(
+    client: TestClient, store: Store
+) -> None:
+    """The list reads only closed months, so each ministry page need not read their cells
+    again: it is kept for a minute. An answer published here shows at once (above); a
+    late press into a closed month shows within the minute."""
+    log_in(client, "aram")
+    assert not any(r[0] == "ER-AVAN" for r in unanswered_rows(client))  # 5 ratings: too few
+    # Five more October ratings at Avan arrive late, from a unit back after weeks away:
+    # ten now, all unhappy.
+    late = [event(10 + i, device=AVAN, at=OCTOBER, score=1) for i in range(5)]
+    store.process([msg(late, device=AVAN, at=NOW[0])])
+    assert not any(r[0] == "ER-AVAN" for r in unanswered_rows(client))  # kept
+    NOW[0] += timedelta(seconds=59)
+    assert not any(r[0] == "ER-AVAN" for r in unanswered_rows(client))
+    NOW[0] += timedelta(seconds=2)
+    assert ("ER-AVAN", "October 2026", "The score itself", "0 %") in unanswered_rows(client)
+    NOW[0] -= timedelta(hours=1)  # a clock set back: what was kept is not trusted
+    store.process([msg(event(20, device=AVAN, at=OCTOBER, score=4), device=AVAN, at=NOW[0])])
+    assert ("ER-AVAN", "October 2026", "The score itself", "9 %") in unanswered_rows(client)

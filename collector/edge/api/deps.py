@@ -15,6 +15,7 @@ from collector.config import Settings
 from collector.edge.auth import Role, authenticate
 from collector.metrics import Metrics
 from collector.models import ApiToken
+from collector.reading.answers import KeptUnanswered
 
 if TYPE_CHECKING:  # the edge reads ingest's health; it never writes through it
     from collector.intake.ingest import Ingest
@@ -34,6 +35,12 @@ class AppState:
     business_clock: Callable[[], datetime] | None = None
     """What "today" is for scores and the dashboard (the demo's simulated days); by
     default ``clock``."""
+
+    unanswered: KeptUnanswered = field(init=False)
+    """The ministry's list of unanswered low figures, kept a short while."""
+
+    def __post_init__(self) -> None:
+        self.unanswered = KeptUnanswered(lambda: self.clock())
 
     def today_now(self) -> datetime:
         return (self.business_clock or self.clock)()

@@ -489,7 +489,7 @@ def ministry(
     due_days = state.settings.answer_due_days
     unanswered = [
         {**row, "centre": known.centre_by_id[row["centre_id"]]}
-        for row in answers_mod.unanswered(
+        for row in state.unanswered.get(
             session, today, due_days=due_days, low_share=state.settings.answer_low_share
         )
         if row["centre_id"] in known.centre_by_id

@@ -229,6 +229,7 @@ def add_answer(
         )
     )
     session.commit()
+    state.unanswered.forget()  # the ministry's list shows the answer at once
     return RedirectResponse(f"/dashboard?centre={row.code}&answered=1#answers", status_code=303)
 
 
